@@ -1,0 +1,183 @@
+"""Map NanoGPT's HTTP error responses to the provider's typed exceptions, in one place.
+
+NanoGPT documents four error body shapes (a typed object ``{"error": {"message", "type"}}``, a
+plain string ``{"error": "...", "status": N}``, OpenAI-style ``{"error": {"message", "type",
+"code", "param"}}`` and the OpenAPI ``{"error": <int>, "message": "..."}``); all are read here.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_nanogpt.api.coerce import as_str
+from airflow_provider_nanogpt.exceptions import (
+    NanoGPTAuthError,
+    NanoGPTContentPolicyError,
+    NanoGPTError,
+    NanoGPTInsufficientBalanceError,
+    NanoGPTInvalidRequestError,
+    NanoGPTNotFoundError,
+    NanoGPTPayloadTooLargeError,
+    NanoGPTRateLimitError,
+    NanoGPTResponseError,
+    NanoGPTServerError,
+)
+
+_CONTENT_POLICY_TYPES = frozenset({"content_policy_violation"})
+_BALANCE_TYPES = frozenset({"insufficient_balance", "insufficient_funds"})
+_RATE_LIMIT_TYPES = frozenset(
+    {"rate_limited", "rate_limit_error", "daily_rpd_limit_exceeded", "daily_usd_limit_exceeded"}
+)
+_MAX_MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    message: str | None
+    error_type: str | None
+    required_balance: float | None = None
+    refund_message: str | None = None
+
+
+def parse_error_body(body: object) -> ErrorBody:
+    """Extract message and type from any documented error body shape."""
+    if not isinstance(body, Mapping):
+        text = body.strip() if isinstance(body, str) else ""
+        return ErrorBody(message=text[:_MAX_MESSAGE_CHARS] or None, error_type=None)
+    error = body.get("error")
+    message: str | None = None
+    error_type: str | None = None
+    if isinstance(error, Mapping):
+        message = as_str(error.get("message"))
+        # OpenAI-style bodies carry the precise reason in ``code`` and a broad class in ``type``.
+        error_type = as_str(error.get("code")) or as_str(error.get("type"))
+    elif isinstance(error, str):
+        message = error
+    message = message or as_str(body.get("message"))
+    error_type = error_type or as_str(body.get("code")) or as_str(body.get("type"))
+    required = body.get("requiredBalance")
+    return ErrorBody(
+        message=message[:_MAX_MESSAGE_CHARS] if message else None,
+        error_type=error_type,
+        required_balance=float(required) if isinstance(required, int | float) else None,
+        refund_message=as_str(body.get("refundMessage")),
+    )
+
+
+def decode_json(status_code: int, text: str, request_id: str | None) -> Any:
+    """Parse a 2xx body; a body that is not JSON is a (transient) response error."""
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        raise NanoGPTResponseError(
+            "NanoGPT returned a response that is not valid JSON",
+            status_code=status_code,
+            request_id=request_id,
+        ) from None
+
+
+def read_response(status_code: int, headers: Mapping[str, str], text: str, action: str) -> Any:
+    """The parsed body of a 2xx response, or the typed error for anything else."""
+    if 200 <= status_code < 300:
+        return decode_json(status_code, text, _header(headers, "x-request-id"))
+    raise error_from_response(status_code, text, headers, action=action)
+
+
+def error_from_response(
+    status_code: int,
+    text: str,
+    headers: Mapping[str, str],
+    *,
+    action: str,
+) -> NanoGPTError:
+    """Build the typed exception for a non-2xx response.
+
+    ``action`` names what was attempted ("submit video", "get status of vid_…") for the message.
+    """
+    try:
+        body: object = json.loads(text) if text.strip() else {}
+    except ValueError:
+        body = text
+    parsed = parse_error_body(body)
+    request_id = _header(headers, "x-request-id")
+    kind = (parsed.error_type or "").lower()
+    detail = parsed.message or f"HTTP {status_code}"
+    message = f"NanoGPT could not {action}: {detail}"
+    common: dict[str, Any] = {
+        "status_code": status_code,
+        "error_type": parsed.error_type,
+        "request_id": request_id,
+    }
+
+    if status_code == 429 or kind in _RATE_LIMIT_TYPES:
+        retry_after = parse_retry_after(_header(headers, "retry-after"))
+        if retry_after is not None:
+            message += f" (retry after {retry_after:g} s)"
+        return NanoGPTRateLimitError(message, retry_after=retry_after, **common)
+    if status_code == 402 or kind in _BALANCE_TYPES:
+        if parsed.required_balance is not None:
+            message += f" (required balance: ${parsed.required_balance:g})"
+        message += ". Top up the NanoGPT account, then clear the task."
+        return NanoGPTInsufficientBalanceError(
+            message, required_balance=parsed.required_balance, **common
+        )
+    if kind in _CONTENT_POLICY_TYPES:
+        return NanoGPTContentPolicyError(
+            message + ". Change the prompt or image; retrying the same request will not help.",
+            **common,
+        )
+    if kind == "pro_required":
+        return NanoGPTInvalidRequestError(
+            message + ". This model setting needs pro mode (pass pro or pro_mode in extra_params).",
+            **common,
+        )
+    if status_code in (401, 403):
+        hint = (
+            " Check the API key in the NanoGPT connection's password field."
+            if status_code == 401
+            else " The key is not allowed to do this (origin restriction, or a job of another key)."
+        )
+        return NanoGPTAuthError(message + "." + hint, **common)
+    if status_code == 413:
+        return NanoGPTPayloadTooLargeError(
+            message + ". Inline images are limited to 4 MB: host the image and pass image_url.",
+            **common,
+        )
+    if status_code == 404:
+        return NanoGPTNotFoundError(message, **common)
+    if status_code == 408 or status_code >= 500:
+        return NanoGPTServerError(message, **common)
+    if 400 <= status_code < 500:
+        return NanoGPTInvalidRequestError(message, **common)
+    return NanoGPTResponseError(message, **common)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait per a Retry-After header: delta-seconds (decimals tolerated) or HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None

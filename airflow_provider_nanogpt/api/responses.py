@@ -1,0 +1,122 @@
+"""Typed readings of NanoGPT's non-status responses: submit, balance, models, recover."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airflow_provider_nanogpt.api.coerce import as_mapping, as_number, as_str
+from airflow_provider_nanogpt.api.status import VideoState, parse_state
+from airflow_provider_nanogpt.exceptions import NanoGPTResponseError
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What NanoGPT answered when a job was created (``cost`` is the pre-charge)."""
+
+    run_id: str
+    model: str | None
+    status: str | None = None
+    cost: float | None = None
+    payment_source: str | None = None
+    remaining_balance: float | None = None
+    # True when the run was found through ``recover`` after an ambiguous submit failure.
+    recovered: bool = False
+
+    def to_xcom(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("status")
+        return data
+
+
+@dataclass(frozen=True)
+class Balance:
+    usd: float
+    nano: float | None = None
+
+
+@dataclass(frozen=True)
+class VideoModel:
+    id: str
+    name: str | None = None
+    pricing: Mapping[str, Any] = field(default_factory=dict)
+    capabilities: Mapping[str, Any] = field(default_factory=dict)
+    supported_parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecoveredRun:
+    run_id: str
+    model: str | None
+    state: VideoState
+    created_at: str | None = None
+    conversation_uuid: str | None = None
+
+
+def parse_submission(body: object) -> Submission:
+    if not isinstance(body, Mapping):
+        raise NanoGPTResponseError("NanoGPT's submit response is not a JSON object")
+    run_id = as_str(body.get("runId")) or as_str(body.get("id"))
+    if not run_id:
+        raise NanoGPTResponseError("NanoGPT accepted the video but returned no runId")
+    return Submission(
+        run_id=run_id,
+        model=as_str(body.get("model")),
+        status=as_str(body.get("status")),
+        cost=as_number(body.get("cost")),
+        payment_source=as_str(body.get("paymentSource")),
+        remaining_balance=as_number(body.get("remainingBalance")),
+    )
+
+
+def parse_balance(body: object) -> Balance:
+    if not isinstance(body, Mapping):
+        raise NanoGPTResponseError("NanoGPT's balance response is not a JSON object")
+    usd = as_number(body.get("usd_balance"))
+    if usd is None:
+        raise NanoGPTResponseError("NanoGPT's balance response has no usd_balance")
+    return Balance(usd=usd, nano=as_number(body.get("nano_balance")))
+
+
+def parse_video_models(body: object) -> list[VideoModel]:
+    entries = body.get("data") if isinstance(body, Mapping) else body
+    if not isinstance(entries, list):
+        raise NanoGPTResponseError("NanoGPT's video-models response has no data list")
+    models = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or not as_str(entry.get("id")):
+            continue
+        models.append(
+            VideoModel(
+                id=str(entry["id"]),
+                name=as_str(entry.get("name")),
+                pricing=as_mapping(entry.get("pricing")),
+                capabilities=as_mapping(entry.get("capabilities")),
+                supported_parameters=as_mapping(entry.get("supported_parameters")),
+            )
+        )
+    return models
+
+
+def parse_recovered_runs(body: object) -> list[RecoveredRun]:
+    entries = body.get("data") if isinstance(body, Mapping) else None
+    if not isinstance(entries, list):
+        raise NanoGPTResponseError("NanoGPT's recover response has no data list")
+    runs = []
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        run_id = as_str(entry.get("runId")) or as_str(entry.get("id"))
+        if not run_id:
+            continue
+        runs.append(
+            RecoveredRun(
+                run_id=run_id,
+                model=as_str(entry.get("model")),
+                state=parse_state(entry.get("status")),
+                created_at=as_str(entry.get("createdAt")),
+                conversation_uuid=as_str(entry.get("conversationUUID")),
+            )
+        )
+    return runs

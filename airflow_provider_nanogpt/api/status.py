@@ -1,0 +1,158 @@
+"""Normalise NanoGPT's video status responses into one typed result.
+
+NanoGPT documents two incompatible shapes for ``GET /api/video/status`` (a nested envelope with
+``data.status`` in upper case and the URL at ``data.output.video.url``, and a flat OpenAPI shape
+with lower-case ``status``, ``videoUrl``, ``progress`` and ``estimatedTimeRemaining``), plus the
+legacy ``/api/generate-video/status`` envelope. One function reads all of them, so the worker and
+the triggerer can never disagree about what a response means.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_nanogpt.api.coerce import first_number, first_str
+
+
+class VideoState(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_STATES
+
+
+_TERMINAL_STATES = frozenset({VideoState.COMPLETED, VideoState.FAILED, VideoState.CANCELLED})
+
+_RAW_STATES: dict[str, VideoState] = {
+    "pending": VideoState.QUEUED,
+    "queued": VideoState.QUEUED,
+    "in_queue": VideoState.QUEUED,
+    "processing": VideoState.RUNNING,
+    "in_progress": VideoState.RUNNING,
+    "running": VideoState.RUNNING,
+    "generating": VideoState.RUNNING,
+    "delivering": VideoState.RUNNING,
+    "completed": VideoState.COMPLETED,
+    "complete": VideoState.COMPLETED,
+    "succeeded": VideoState.COMPLETED,
+    "success": VideoState.COMPLETED,
+    "failed": VideoState.FAILED,
+    "error": VideoState.FAILED,
+    "canceled": VideoState.CANCELLED,
+    "cancelled": VideoState.CANCELLED,
+}
+
+MISSING_URL_ERROR = "NanoGPT reported the video as completed but returned no video URL"
+
+
+@dataclass(frozen=True)
+class VideoStatus:
+    """One status reading of a NanoGPT video job."""
+
+    run_id: str | None
+    state: VideoState
+    raw_status: str | None = None
+    video_url: str | None = None
+    cost: float | None = None
+    progress: float | None = None
+    eta_seconds: float | None = None
+    error: str | None = None
+    is_nsfw: bool = False
+    details: str | None = None
+    model: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.is_terminal
+
+    def describe_progress(self) -> str | None:
+        """Human text such as "42% done, about 30 s left", or None when NanoGPT gave nothing."""
+        parts = []
+        if self.progress is not None:
+            parts.append(f"{self.progress:.0f}% done")
+        if self.eta_seconds is not None:
+            parts.append(f"about {self.eta_seconds:.0f} s left")
+        if not parts and self.details:
+            parts.append(self.details)
+        return ", ".join(parts) or None
+
+
+def parse_state(raw: object) -> VideoState:
+    """Map any documented status spelling (case-insensitive) to a VideoState."""
+    if not isinstance(raw, str) or not raw.strip():
+        return VideoState.UNKNOWN
+    return _RAW_STATES.get(raw.strip().lower(), VideoState.UNKNOWN)
+
+
+def normalize_status(payload: object, run_id: str | None = None) -> VideoStatus:
+    """Read a status response in any documented shape.
+
+    A COMPLETED job without a video URL is reported as FAILED: the video cannot be delivered, and
+    treating it as success would silently hand users nothing.
+    """
+    body: Mapping[str, Any] = payload if isinstance(payload, Mapping) else {}
+    data_value = body.get("data")
+    data: Mapping[str, Any] = data_value if isinstance(data_value, Mapping) else {}
+
+    raw_status = first_str(data.get("status"), body.get("status"))
+    state = parse_state(raw_status)
+    video_url = first_str(
+        _dig(data, "output", "video", "url"),
+        body.get("videoUrl"),
+        data.get("videoUrl"),
+        _dig(data, "output", "url"),
+        data.get("url"),
+        _dig(body, "output", "video", "url"),
+    )
+    error = first_str(
+        data.get("userFriendlyError"),
+        body.get("userFriendlyError"),
+        _error_text(data.get("error")),
+        _error_text(body.get("error")),
+    )
+    if state is VideoState.COMPLETED and not video_url:
+        state = VideoState.FAILED
+        error = MISSING_URL_ERROR
+
+    return VideoStatus(
+        run_id=first_str(
+            body.get("requestId"), data.get("requestId"), data.get("request_id"), run_id
+        ),
+        state=state,
+        raw_status=raw_status,
+        video_url=video_url,
+        cost=first_number(data.get("cost"), body.get("cost")),
+        progress=first_number(data.get("progress"), body.get("progress")),
+        eta_seconds=first_number(
+            data.get("estimatedTimeRemaining"), body.get("estimatedTimeRemaining")
+        ),
+        error=error if state in (VideoState.FAILED, VideoState.CANCELLED) else None,
+        is_nsfw=bool(data.get("isNSFWError") or body.get("isNSFWError")),
+        details=first_str(data.get("details"), body.get("details")),
+        model=first_str(body.get("model"), data.get("model")),
+    )
+
+
+def _dig(mapping: Mapping[str, Any], *keys: str) -> Any:
+    value: Any = mapping
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _error_text(value: object) -> str | None:
+    if isinstance(value, Mapping):
+        message = value.get("message")
+        return message if isinstance(message, str) and message else None
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,164 @@
+"""Typed errors raised by the NanoGPT provider.
+
+Errors that a retry cannot fix derive from ``AirflowFailException`` so Airflow fails the task
+at once instead of burning retries (and, for a submission, money). Everything else is a plain
+``AirflowException`` and follows the task's ``retries``.
+
+No message ever contains the API key or a request header: messages are built from NanoGPT's
+response bodies and our own text only.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+
+class NanoGPTError(AirflowException):
+    """Base class for every error raised by this provider."""
+
+    retryable: bool = True
+    # Set on a failed submission once NanoGPT's ``recover`` showed that it created no job,
+    # which makes re-sending it safe.
+    confirmed_nothing_created: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = status_code
+        self.error_type = error_type
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.http_status is not None:
+            parts.append(f"HTTP {self.http_status}")
+        if self.error_type:
+            parts.append(f"type {self.error_type}")
+        if self.request_id:
+            parts.append(f"X-Request-ID {self.request_id}")
+        return " | ".join(parts) if len(parts) > 1 else self.message
+
+
+class NanoGPTPermanentError(NanoGPTError, AirflowFailException):
+    """An error that retrying the same request cannot fix; Airflow does not retry it."""
+
+    retryable = False
+
+
+# --- HTTP-level errors -----------------------------------------------------------------------
+
+
+class NanoGPTAuthError(NanoGPTPermanentError):
+    """401/403: the API key is missing, invalid, revoked, or not allowed for this job."""
+
+
+class NanoGPTInsufficientBalanceError(NanoGPTPermanentError):
+    """402: the account cannot pay for this generation. Top up, then clear the task."""
+
+    def __init__(self, message: str, *, required_balance: float | None = None, **kw: object):
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.required_balance = required_balance
+
+
+class NanoGPTContentPolicyError(NanoGPTPermanentError):
+    """The prompt or image was blocked, or the job failed its content check (isNSFWError)."""
+
+
+class NanoGPTInvalidRequestError(NanoGPTPermanentError):
+    """400: NanoGPT rejected the request (model-specific validation, pro mode required, …)."""
+
+
+class NanoGPTPayloadTooLargeError(NanoGPTPermanentError):
+    """413: the request body is too large; host the image and pass ``image_url`` instead."""
+
+
+class NanoGPTRateLimitError(NanoGPTError):
+    """429: too many requests. ``retry_after`` is in seconds when NanoGPT said so."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object):
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class NanoGPTNotFoundError(NanoGPTError):
+    """404: the run id is unknown (a wrong id, or a brand-new job not yet visible)."""
+
+
+class NanoGPTServerError(NanoGPTError):
+    """5xx (or 408): NanoGPT failed; usually transient."""
+
+
+class NanoGPTConnectionError(NanoGPTError):
+    """The HTTP exchange failed at the network level.
+
+    ``request_sent`` tells whether NanoGPT may have received the request: False only when the
+    connection was never established, which is the one case where re-sending a submission is safe.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool, **kw: object):
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.request_sent = request_sent
+
+
+class NanoGPTSubmissionUncertainError(NanoGPTPermanentError):
+    """A submission failed after it was sent and the job it may have created cannot be found.
+
+    Not retried: a blind retry could pay for the same video twice.
+    """
+
+
+class NanoGPTResponseError(NanoGPTError):
+    """NanoGPT answered with a body this provider cannot read (malformed JSON, missing fields)."""
+
+
+# --- Job-level outcomes ----------------------------------------------------------------------
+
+
+class NanoGPTJobFailedError(NanoGPTError):
+    """The job ended FAILED. NanoGPT refunds failed jobs, so a retry does not pay twice."""
+
+    def __init__(self, message: str, *, run_id: str, **kw: object):
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.run_id = run_id
+
+
+class NanoGPTJobContentPolicyError(NanoGPTContentPolicyError):
+    """The job ended FAILED because the output broke the content policy (isNSFWError)."""
+
+    def __init__(self, message: str, *, run_id: str, **kw: object):
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.run_id = run_id
+
+
+class NanoGPTJobCancelledError(NanoGPTPermanentError):
+    """The job was cancelled on NanoGPT's side (clients cannot cancel)."""
+
+
+class NanoGPTJobTimeoutError(NanoGPTError):
+    """The video was not ready in time. The remote job may still finish and be charged."""
+
+
+class NanoGPTDownloadError(NanoGPTError):
+    """Downloading the finished video failed; nothing was left at the destination."""
+
+
+# --- Checks made before anything is sent ------------------------------------------------------
+
+
+class NanoGPTValidationError(NanoGPTPermanentError, ValueError):
+    """The request is invalid for the chosen model; nothing was sent to NanoGPT."""
+
+
+class NanoGPTBudgetError(NanoGPTPermanentError):
+    """A cost guard (``min_balance_usd`` / ``max_cost_usd``) stopped the submission."""
+
+
+class NanoGPTConfigurationError(NanoGPTPermanentError):
+    """The connection is missing or incomplete (no API key, bad base URL)."""

@@ -1,0 +1,86 @@
+"""Provider metadata for Airflow's provider discovery (the ``apache_airflow_provider`` entry point).
+
+Import-light on purpose: Airflow calls this in every component at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_nanogpt import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-nanogpt",
+        "name": "NanoGPT",
+        "description": "Generate videos with NanoGPT's video API from Airflow DAGs: "
+        "a deferrable operator, a sensor, a trigger and a hook.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "NanoGPT",
+                "external-doc-url": "https://docs.nano-gpt.com/api-reference/video-generation",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "NanoGPT",
+                "python-modules": ["airflow_provider_nanogpt.hooks.nanogpt"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "NanoGPT",
+                "python-modules": ["airflow_provider_nanogpt.operators.video"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "NanoGPT",
+                "python-modules": ["airflow_provider_nanogpt.sensors.video"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "NanoGPT",
+                "python-modules": ["airflow_provider_nanogpt.triggers.video"],
+            }
+        ],
+        "extra-links": ["airflow_provider_nanogpt.links.video.NanoGPTVideoLink"],
+        "connection-types": [
+            {
+                "connection-type": "nanogpt",
+                "hook-class-name": "airflow_provider_nanogpt.hooks.nanogpt.NanoGPTHook",
+                "hook-name": "NanoGPT",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "schema", "port"],
+                    "relabeling": {"password": "API Key", "host": "Base URL"},
+                    "placeholders": {
+                        "password": "sk-nano-...",
+                        "host": "https://nano-gpt.com",
+                    },
+                },
+                "conn-fields": {
+                    "request_timeout": {
+                        "label": "Request timeout (seconds)",
+                        "description": "Read timeout for each HTTP call to NanoGPT. "
+                        "Submissions get at least 60 s.",
+                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 30},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "description": "Retries for transient errors (429, 5xx, network) "
+                        "on each call. A submission is never blindly re-sent.",
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "minimum": 0,
+                            "maximum": 20,
+                            "default": 5,
+                        },
+                    },
+                },
+            }
+        ],
+    }

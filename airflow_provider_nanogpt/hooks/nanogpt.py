@@ -1,0 +1,518 @@
+"""NanoGPTHook: every HTTP call this provider makes to NanoGPT.
+
+Sync methods (requests, one pooled session) run on workers; async methods (httpx) run in the
+triggerer. Both share request building (``api.endpoints``), response reading (``api.errors``,
+``api.status``, ``api.responses``) and the retry policy (``api.retry``); only the transport
+differs. ``requests`` and ``httpx`` are imported lazily so DAG files that use the operators parse
+fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_nanogpt import __version__
+from airflow_provider_nanogpt.api.endpoints import (
+    ApiRequest,
+    balance_request,
+    build_headers,
+    legacy_status_request,
+    normalize_base_url,
+    recover_request,
+    status_request,
+    submit_request,
+    video_models_request,
+)
+from airflow_provider_nanogpt.api.errors import error_from_response, read_response
+from airflow_provider_nanogpt.api.responses import (
+    Balance,
+    RecoveredRun,
+    Submission,
+    VideoModel,
+    parse_balance,
+    parse_recovered_runs,
+    parse_submission,
+    parse_video_models,
+)
+from airflow_provider_nanogpt.api.retry import (
+    DEFAULT_MAX_RETRIES,
+    RetryPolicy,
+    is_retryable_read,
+    is_retryable_submit,
+    tenacity_kwargs,
+)
+from airflow_provider_nanogpt.api.status import VideoState, VideoStatus, normalize_status
+from airflow_provider_nanogpt.exceptions import (
+    NanoGPTConfigurationError,
+    NanoGPTConnectionError,
+    NanoGPTDownloadError,
+    NanoGPTError,
+    NanoGPTResponseError,
+    NanoGPTServerError,
+    NanoGPTSubmissionUncertainError,
+)
+from airflow_provider_nanogpt.storage import atomic_writer, describe, resolve_destination
+
+if TYPE_CHECKING:
+    import httpx
+    import requests
+    from airflow.sdk import Connection
+
+DEFAULT_REQUEST_TIMEOUT = 30.0
+SUBMIT_TIMEOUT_FLOOR = 60.0
+CONNECT_TIMEOUT = 10.0
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+# How far before our own submit a recovered run may claim to have been created (clock skew).
+RECOVER_CLOCK_SKEW = timedelta(seconds=30)
+RECOVER_LOOKUPS = 3
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything needed to talk to NanoGPT, read from the connection once."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    @property
+    def user_agent(self) -> str:
+        return f"airflow-provider-nanogpt/{__version__} (+apache-airflow/{_airflow_version()})"
+
+    def headers(self) -> dict[str, str]:
+        return build_headers(self.api_key, self.user_agent)
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    path: str
+    size_bytes: int
+
+
+class NanoGPTHook(BaseHook):
+    """Talk to NanoGPT's video API through an Airflow ``nanogpt`` connection.
+
+    :param nanogpt_conn_id: Connection with the API key in the password field and the origin
+        (default ``https://nano-gpt.com``) in the host field.
+    :param request_timeout: Read timeout per HTTP call in seconds; overrides the connection extra.
+    :param max_retries: Retries for transient errors per call; overrides the connection extra.
+    """
+
+    conn_name_attr = "nanogpt_conn_id"
+    default_conn_name = "nanogpt_default"
+    conn_type = "nanogpt"
+    hook_name = "NanoGPT"
+
+    def __init__(
+        self,
+        nanogpt_conn_id: str = default_conn_name,
+        *,
+        request_timeout: float | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__()
+        self.nanogpt_conn_id = nanogpt_conn_id
+        self._request_timeout_override = request_timeout
+        self._max_retries_override = max_retries
+        self._retry_policy_override = retry_policy
+        self._settings: ClientSettings | None = None
+        self._async_client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(nanogpt_conn_id={self.nanogpt_conn_id!r})"
+
+    # --- connection ------------------------------------------------------------------------
+
+    def settings(self) -> ClientSettings:
+        if self._settings is None:
+            try:
+                conn = self.get_connection(self.nanogpt_conn_id)
+            except Exception as exc:
+                raise _missing_connection(self.nanogpt_conn_id, exc) from None
+            self._settings = self._settings_from(conn, conn.extra_dejson)
+        return self._settings
+
+    async def asettings(self) -> ClientSettings:
+        if self._settings is None:
+            from airflow.providers.common.compat.connection import (
+                get_async_connection,
+                get_async_extra_dejson,
+            )
+
+            try:
+                conn = await get_async_connection(self.nanogpt_conn_id, hook=self)
+            except Exception as exc:
+                raise _missing_connection(self.nanogpt_conn_id, exc) from None
+            self._settings = self._settings_from(conn, await get_async_extra_dejson(conn))
+        return self._settings
+
+    def _settings_from(self, conn: Connection, extras: Mapping[str, Any]) -> ClientSettings:
+        api_key = (conn.password or "").strip()
+        if not api_key:
+            raise NanoGPTConfigurationError(
+                f"Connection {self.nanogpt_conn_id!r} has no API key: put the NanoGPT API key "
+                "in the connection's password field."
+            )
+        _mask(api_key)
+        try:
+            base_url = normalize_base_url(conn.host)
+        except ValueError as exc:
+            raise NanoGPTConfigurationError(f"Connection {self.nanogpt_conn_id!r}: {exc}") from None
+        timeout = self._request_timeout_override or _extra(extras, "request_timeout")
+        retries = self._max_retries_override
+        if retries is None:
+            retries = _extra(extras, "max_retries")
+        return ClientSettings(
+            base_url=base_url,
+            api_key=api_key,
+            request_timeout=float(timeout or DEFAULT_REQUEST_TIMEOUT),
+            max_retries=int(retries if retries is not None else DEFAULT_MAX_RETRIES),
+        )
+
+    def retry_policy(self, settings: ClientSettings) -> RetryPolicy:
+        if self._retry_policy_override is not None:
+            return self._retry_policy_override
+        return RetryPolicy(max_retries=settings.max_retries)
+
+    # --- sync transport (workers) ------------------------------------------------------------
+
+    @cached_property
+    def _session(self) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        # Retries are ours (tenacity); urllib3 must never re-send a POST on its own.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def _send(self, request: ApiRequest, *, timeout: float | None = None) -> Any:
+        """One HTTP exchange, no retries: a parsed JSON body or a typed error."""
+        import requests
+
+        settings = self.settings()
+        try:
+            response = self._session.request(
+                request.method,
+                settings.base_url + request.path,
+                params=dict(request.params) or None,
+                json=request.json,
+                headers=settings.headers(),
+                timeout=(CONNECT_TIMEOUT, timeout or settings.request_timeout),
+            )
+        except requests.exceptions.RequestException as exc:
+            raise _requests_transport_error(exc, request.action, settings.base_url) from None
+        return read_response(response.status_code, response.headers, response.text, request.action)
+
+    def _request(self, request: ApiRequest) -> Any:
+        """A read with the shared retry policy."""
+        from tenacity import Retrying
+
+        settings = self.settings()
+        kwargs = tenacity_kwargs(
+            self.retry_policy(settings), is_retryable_read, self.log, request.action
+        )
+        for attempt in Retrying(**kwargs):
+            with attempt:
+                return self._send(request)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    # --- async transport (triggerer) ---------------------------------------------------------
+
+    async def _aclient(self) -> httpx.AsyncClient:
+        if self._async_client is None:
+            import httpx
+
+            settings = await self.asettings()
+            self._async_client = httpx.AsyncClient(
+                base_url=settings.base_url,
+                headers=settings.headers(),
+                timeout=httpx.Timeout(settings.request_timeout, connect=CONNECT_TIMEOUT),
+            )
+        return self._async_client
+
+    async def _asend(self, request: ApiRequest) -> Any:
+        import httpx
+
+        client = await self._aclient()
+        try:
+            response = await client.request(
+                request.method,
+                request.path,
+                params=dict(request.params) or None,
+                json=request.json,
+            )
+        except httpx.HTTPError as exc:
+            raise _httpx_transport_error(exc, request.action, str(client.base_url)) from None
+        return read_response(response.status_code, response.headers, response.text, request.action)
+
+    async def _arequest(self, request: ApiRequest) -> Any:
+        from tenacity import AsyncRetrying
+
+        settings = await self.asettings()
+        kwargs = tenacity_kwargs(
+            self.retry_policy(settings), is_retryable_read, self.log, request.action
+        )
+        async for attempt in AsyncRetrying(**kwargs):
+            with attempt:
+                return await self._asend(request)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def aclose(self) -> None:
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
+
+    def close(self) -> None:
+        if "_session" in self.__dict__:
+            self._session.close()
+            del self.__dict__["_session"]
+
+    # --- API: status -------------------------------------------------------------------------
+
+    def get_video_status(self, run_id: str) -> VideoStatus:
+        return normalize_status(self._request(status_request(run_id)), run_id)
+
+    async def aget_video_status(self, run_id: str) -> VideoStatus:
+        return normalize_status(await self._arequest(status_request(run_id)), run_id)
+
+    def get_legacy_video_status(self, run_id: str, model: str | None = None) -> VideoStatus:
+        """The deprecated ``/api/generate-video/status`` endpoint, for old run ids."""
+        return normalize_status(self._request(legacy_status_request(run_id, model)), run_id)
+
+    # --- API: account and catalog ------------------------------------------------------------
+
+    def get_balance(self) -> Balance:
+        return parse_balance(self._request(balance_request()))
+
+    async def aget_balance(self) -> Balance:
+        return parse_balance(await self._arequest(balance_request()))
+
+    def list_video_models(self, detailed: bool = True) -> list[VideoModel]:
+        return parse_video_models(self._request(video_models_request(detailed)))
+
+    def recover_runs(
+        self,
+        model: str | None = None,
+        limit: int = 10,
+        conversation_uuid: str | None = None,
+    ) -> list[RecoveredRun]:
+        """Recent runs of this API key, newest first (NanoGPT allows 20 lookups a minute)."""
+        return parse_recovered_runs(self._request(recover_request(model, limit, conversation_uuid)))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Authenticated balance read: proves the key and URL work, never submits or spends."""
+        try:
+            balance = self.get_balance()
+        except Exception as exc:
+            return False, str(exc)
+        return True, f"Connected to NanoGPT; balance ${balance.usd:.2f}"
+
+    # --- API: submit -------------------------------------------------------------------------
+
+    def submit_video(
+        self, payload: Mapping[str, Any], *, correlation_id: str | None = None
+    ) -> Submission:
+        """Create a video job. Never pays twice for one call.
+
+        A 429 or a connection that was never established is retried after the shared backoff.
+        A timeout, reset or 5xx after the request was sent is ambiguous: NanoGPT may have
+        created (and pre-charged) the job. Then NanoGPT's ``recover`` endpoint is asked for a run
+        carrying this call's ``conversationUUID`` tag; a found run is adopted, and only when none
+        exists is the request sent again. ``correlation_id`` becomes that tag unless the payload
+        already has a ``conversationUUID``.
+        """
+        from tenacity import Retrying
+
+        body = dict(payload)
+        if correlation_id and not body.get("conversationUUID"):
+            body["conversationUUID"] = correlation_id
+        tag = body.get("conversationUUID")
+        request = submit_request(body)
+        settings = self.settings()
+        policy = self.retry_policy(settings)
+        timeout = max(SUBMIT_TIMEOUT_FLOOR, settings.request_timeout)
+        kwargs = tenacity_kwargs(policy, is_retryable_submit, self.log, request.action)
+        for attempt in Retrying(**kwargs):
+            with attempt:
+                started = datetime.now().astimezone()
+                try:
+                    return parse_submission(self._send(request, timeout=timeout))
+                except (NanoGPTServerError, NanoGPTConnectionError, NanoGPTResponseError) as exc:
+                    if isinstance(exc, NanoGPTConnectionError) and not exc.request_sent:
+                        raise
+                    return self._resolve_ambiguous_submit(exc, body, tag, started)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _resolve_ambiguous_submit(
+        self, exc: NanoGPTError, body: Mapping[str, Any], tag: Any, started: datetime
+    ) -> Submission:
+        """Adopt the run a failed submit created, or confirm none exists and re-raise."""
+        if not isinstance(tag, str) or not tag:
+            raise NanoGPTSubmissionUncertainError(
+                f"{exc}. NanoGPT may have created and charged this job; without a "
+                "conversationUUID tag it cannot be identified safely, so it was not re-sent. "
+                "Check your recent NanoGPT runs before retrying."
+            ) from exc
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        self.log.warning(
+            "Submission outcome unknown (%s); looking for a run tagged %s before re-sending.",
+            exc,
+            tag,
+        )
+        policy = self.retry_policy(self.settings())
+        for lookup in range(1, RECOVER_LOOKUPS + 1):
+            found = self._find_tagged_run(model, tag, started)
+            if found is not None:
+                self.log.info("Found run %s created by the failed submission; reusing it.", found)
+                return Submission(run_id=found, model=model, recovered=True)
+            if lookup < RECOVER_LOOKUPS:
+                time.sleep(policy.backoff(lookup))
+        exc.confirmed_nothing_created = True
+        raise exc
+
+    def _find_tagged_run(self, model: str | None, tag: str, started: datetime) -> str | None:
+        for run in self.recover_runs(model=model, limit=10, conversation_uuid=tag):
+            if run.conversation_uuid != tag or run.state is VideoState.FAILED:
+                continue
+            created = _parse_iso(run.created_at)
+            if created is None or created >= started - RECOVER_CLOCK_SKEW:
+                return run.run_id
+        return None
+
+    # --- API: download -----------------------------------------------------------------------
+
+    def download_video(self, url: str, destination: Any) -> DownloadResult:
+        """Stream the video at ``url`` to a local path, ``file://`` URI or ObjectStoragePath.
+
+        Constant memory; the byte count is checked against Content-Length; the file appears at
+        ``destination`` only when complete. The API key is never sent to the video URL's host.
+        """
+        from tenacity import Retrying
+
+        target = resolve_destination(destination)
+        settings = self.settings()
+        policy = self.retry_policy(settings)
+
+        def retryable(exc: BaseException, policy: RetryPolicy) -> bool:
+            return isinstance(exc, NanoGPTDownloadError) or is_retryable_read(exc, policy)
+
+        kwargs = tenacity_kwargs(policy, retryable, self.log, "download the video")
+        for attempt in Retrying(**kwargs):
+            with attempt:
+                size = self._download_once(url, target, settings)
+                self.log.info("Saved the video to %s (%d bytes).", describe(target), size)
+                return DownloadResult(path=describe(target), size_bytes=size)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _download_once(self, url: str, target: Any, settings: ClientSettings) -> int:
+        import requests
+
+        action = f"download the video from {redact_url(url)}"
+        try:
+            with self._session.get(
+                url,
+                stream=True,
+                headers={"User-Agent": settings.user_agent},
+                timeout=(CONNECT_TIMEOUT, settings.request_timeout),
+            ) as response:
+                if response.status_code >= 400:
+                    raise error_from_response(
+                        response.status_code, response.text, response.headers, action=action
+                    )
+                expected = response.headers.get("Content-Length")
+                written = 0
+                with atomic_writer(target) as handle:
+                    for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
+                        handle.write(chunk)
+                        written += len(chunk)
+                    if expected is not None and expected.isdigit() and written != int(expected):
+                        raise NanoGPTDownloadError(
+                            f"Could not {action}: got {written} of {expected} bytes"
+                        )
+                return written
+        except requests.exceptions.RequestException as exc:
+            raise NanoGPTDownloadError(f"Could not {action}: {type(exc).__name__}") from None
+
+
+def redact_url(url: str | None) -> str:
+    """A URL without its query string: signed storage URLs carry credentials there."""
+    if not url:
+        return ""
+    return url.split("?", 1)[0]
+
+
+def _missing_connection(conn_id: str, exc: Exception) -> NanoGPTConfigurationError:
+    env_name = f"AIRFLOW_CONN_{conn_id.upper()}"
+    return NanoGPTConfigurationError(
+        f"NanoGPT connection {conn_id!r} is not available ({type(exc).__name__}). Create it in "
+        f"Admin → Connections (type 'nanogpt', API key as password) or set {env_name}."
+    )
+
+
+def _extra(extras: Mapping[str, Any], name: str) -> Any:
+    value = extras.get(name)
+    if value in (None, ""):
+        value = extras.get(f"extra__nanogpt__{name}")
+    return None if value in (None, "") else value
+
+
+def _parse_iso(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.astimezone()
+
+
+def _mask(secret: str) -> None:
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - older task SDKs
+        return
+    mask_secret(secret)
+
+
+def _airflow_version() -> str:
+    try:
+        from airflow import __version__ as airflow_version
+    except ImportError:  # pragma: no cover
+        return "unknown"
+    return str(airflow_version)
+
+
+def _requests_transport_error(exc: Exception, action: str, base_url: str) -> NanoGPTConnectionError:
+    import requests
+    from urllib3.exceptions import NewConnectionError
+
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    never_connected = isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(
+        reason, NewConnectionError
+    )
+    return NanoGPTConnectionError(
+        f"Could not {action} at {base_url}: {type(exc).__name__}",
+        request_sent=not never_connected,
+    )
+
+
+def _httpx_transport_error(exc: Exception, action: str, base_url: str) -> NanoGPTConnectionError:
+    import httpx
+
+    never_connected = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    return NanoGPTConnectionError(
+        f"Could not {action} at {base_url}: {type(exc).__name__}",
+        request_sent=not never_connected,
+    )
