@@ -119,6 +119,7 @@ def normalize_status(payload: object, run_id: str | None = None) -> VideoStatus:
         _error_text(data.get("error")),
         _error_text(body.get("error")),
     )
+    details = first_str(data.get("details"), body.get("details"))
     if state is VideoState.COMPLETED and not video_url:
         state = VideoState.FAILED
         error = MISSING_URL_ERROR
@@ -135,9 +136,9 @@ def normalize_status(payload: object, run_id: str | None = None) -> VideoStatus:
         eta_seconds=first_number(
             data.get("estimatedTimeRemaining"), body.get("estimatedTimeRemaining")
         ),
-        error=error if state in (VideoState.FAILED, VideoState.CANCELLED) else None,
+        error=(error or details) if state in (VideoState.FAILED, VideoState.CANCELLED) else None,
         is_nsfw=bool(data.get("isNSFWError") or body.get("isNSFWError")),
-        details=first_str(data.get("details"), body.get("details")),
+        details=details,
         model=first_str(body.get("model"), data.get("model")),
     )
 

@@ -1,0 +1,104 @@
+"""Run a test DAG with dag.test() and read back what Airflow recorded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.conftest import TEST_DAGS
+
+
+@dataclass
+class DagOutcome:
+    state: str
+    task_states: dict[str, str]
+    try_numbers: dict[str, int]
+    xcoms: dict[tuple[str, str], Any]
+    observed_while_running: list[tuple[str, Any]] = field(default_factory=list)
+
+
+def load_dag(dag_id: str) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(TEST_DAGS / "nanogpt_test_dags.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag(dag_id)
+
+
+def read_task_instances(dag_id: str, run_id: str) -> tuple[dict[str, str], dict[str, int]]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        tis = session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        ).all()
+        return (
+            {ti.task_id: str(ti.state) for ti in tis},
+            {ti.task_id: ti.try_number for ti in tis},
+        )
+
+
+def read_xcoms(dag_id: str, run_id: str) -> dict[tuple[str, str], Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(XComModel).where(XComModel.dag_id == dag_id, XComModel.run_id == run_id)
+        ).all()
+        return {(r.task_id, r.key): XComModel.deserialize_value(r) for r in rows}
+
+
+def run_dag(dag_id: str, conf: dict[str, Any], watch_task: str | None = None) -> DagOutcome:
+    """dag.test() the DAG; optionally sample (task state, run_id XCom) while it runs."""
+    dag = load_dag(dag_id)
+    observed: list[tuple[str, Any]] = []
+    stop = threading.Event()
+    run_ids: list[str] = []
+
+    def watch() -> None:
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        while not stop.is_set():
+            try:
+                if not run_ids:
+                    with create_session() as session:
+                        latest = session.scalars(
+                            select(DagRun.run_id)
+                            .where(DagRun.dag_id == dag_id, DagRun.conf == conf)
+                            .order_by(DagRun.id.desc())
+                        ).first()
+                    if latest:
+                        run_ids.append(latest)
+                if run_ids and watch_task:
+                    states, _ = read_task_instances(dag_id, run_ids[0])
+                    xcom = read_xcoms(dag_id, run_ids[0]).get((watch_task, "run_id"))
+                    observed.append((states.get(watch_task, ""), xcom))
+            except Exception:  # the DB is busy with the run itself; sample again
+                pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    if watch_task:
+        watcher.start()
+    try:
+        dagrun = dag.test(run_conf=conf)
+    finally:
+        stop.set()
+        if watch_task:
+            watcher.join(timeout=5)
+    states, tries = read_task_instances(dag_id, dagrun.run_id)
+    return DagOutcome(
+        state=str(dagrun.state),
+        task_states=states,
+        try_numbers=tries,
+        xcoms=read_xcoms(dag_id, dagrun.run_id),
+        observed_while_running=observed,
+    )

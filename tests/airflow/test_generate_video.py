@@ -1,0 +1,159 @@
+"""GenerateVideoOperator and VideoStatusSensor run by Airflow (dag.test) against the simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_nanogpt.simulator import NanoGPTSimulator
+from tests.airflow.harness import run_dag
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+PROMPT = "a red kite over the dunes"
+
+
+@pytest.fixture
+def sim(nanogpt_connection: NanoGPTSimulator) -> NanoGPTSimulator:
+    # 2 s of real rendering: long enough to observe the deferred state.
+    nanogpt_connection.configure(time_scale=0.1, queue_seconds=2, render_seconds=18)
+    return nanogpt_connection
+
+
+def _result(outcome, task: str = "generate") -> dict:
+    return outcome.xcoms[(task, "return_value")]
+
+
+def test_deferrable_generation_defers_and_delivers(sim: NanoGPTSimulator, tmp_path: Path) -> None:
+    out = tmp_path / "videos" / "v.mp4"
+    outcome = run_dag(
+        "nanogpt_deferrable",
+        {"prompt": f"{PROMPT} [sim:shape=flat]", "output_path": str(out)},
+        watch_task="generate",
+    )
+    assert outcome.state == "success"
+    result = _result(outcome)
+    run_id = result["run_id"]
+    assert result == {
+        "run_id": run_id,
+        "model": "kling-video-v2",
+        "status": "success",
+        "video_url": result["video_url"],
+        "cost": result["cost"],
+        "output_path": str(out),
+    }
+    assert run_id in result["video_url"]
+    assert out.stat().st_size > 0
+    assert sim.state()["submits_accepted"] == 1
+    # The task really deferred, and its run_id XCom was readable while it was deferred.
+    assert ("deferred", run_id) in outcome.observed_while_running
+    assert outcome.xcoms[("generate", "submission")]["run_id"] == run_id
+    assert outcome.xcoms[("generate", "video_url")] == result["video_url"]
+
+
+def test_sync_mode_gives_the_same_result(sim: NanoGPTSimulator, tmp_path: Path) -> None:
+    outcome = run_dag(
+        "nanogpt_sync",
+        {"prompt": PROMPT, "output_path": str(tmp_path / "v.mp4")},
+        watch_task="generate",
+    )
+    assert outcome.state == "success"
+    result = _result(outcome)
+    assert set(result) == {"run_id", "model", "status", "video_url", "cost", "output_path"}
+    assert result["status"] == "success" and (tmp_path / "v.mp4").exists()
+    assert "deferred" not in {state for state, _ in outcome.observed_while_running}
+    assert sim.state()["submits_accepted"] == 1
+
+
+@pytest.mark.parametrize("shape", ["nested", "flat"])
+def test_both_status_shapes_through_airflow(sim: NanoGPTSimulator, shape: str) -> None:
+    outcome = run_dag("nanogpt_deferrable", {"prompt": f"{PROMPT} [sim:shape={shape}]"})
+    assert outcome.state == "success"
+    assert _result(outcome)["output_path"] is None
+
+
+@pytest.mark.parametrize(
+    ("marker", "dag_id", "error_fragment"),
+    [
+        ("fail", "nanogpt_deferrable", "NanoGPTJobFailedError"),
+        ("nsfw", "nanogpt_deferrable", "NanoGPTJobContentPolicyError"),
+        ("cancel", "nanogpt_deferrable", "NanoGPTJobCancelledError"),
+        ("fail", "nanogpt_sync", "NanoGPTJobFailedError"),
+        ("nsfw", "nanogpt_sync", "NanoGPTJobContentPolicyError"),
+    ],
+)
+def test_failed_jobs_fail_the_task_with_their_error(
+    sim: NanoGPTSimulator,
+    marker: str,
+    dag_id: str,
+    error_fragment: str,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    outcome = run_dag(dag_id, {"prompt": f"{PROMPT} [sim:{marker}]"})
+    assert outcome.state == "failed"
+    assert outcome.task_states["generate"] == "failed"
+    assert error_fragment in capfd.readouterr().out
+    assert sim.state()["submits_accepted"] == 1
+
+
+def test_never_finishing_job_times_out_with_run_id(
+    sim: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    outcome = run_dag("nanogpt_short_timeout", {"prompt": f"{PROMPT} [sim:never]"})
+    assert outcome.state == "failed"
+    run_id = outcome.xcoms[("generate", "run_id")]
+    out = capfd.readouterr().out
+    assert "NanoGPTJobTimeoutError" in out
+    assert f"NanoGPT video {run_id} was not ready after" in out
+    assert "may still finish and be charged" in out
+
+
+def test_validation_errors_make_zero_requests(
+    sim: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    outcome = run_dag(
+        "nanogpt_with_retry",
+        {"prompt": PROMPT, "model": "kling-video-v2", "extra_params": {"duration": "7"}},
+    )
+    assert outcome.state == "failed"
+    assert outcome.try_numbers["generate"] == 1  # AirflowFailException: no retry
+    assert "duration='7' is not allowed" in capfd.readouterr().out
+    assert sim.state()["requests"] == {}
+
+
+def test_retry_after_failed_download_reattaches_without_paying_again(
+    sim: NanoGPTSimulator, tmp_path: Path
+) -> None:
+    # Every download attempt of the first try fails; the retry must reuse the paid run.
+    sim.add_fault(endpoint="download", kind="500", count=6)
+    outcome = run_dag(
+        "nanogpt_with_retry", {"prompt": PROMPT, "output_path": str(tmp_path / "v.mp4")}
+    )
+    assert outcome.state == "success"
+    assert outcome.try_numbers["generate"] == 2
+    assert sim.state()["submits_accepted"] == 1
+    assert (tmp_path / "v.mp4").exists()
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_wait_for_completion_false_returns_run_id(sim: NanoGPTSimulator) -> None:
+    outcome = run_dag("nanogpt_submit_only", {"prompt": PROMPT})
+    assert outcome.state == "success"
+    run_id = outcome.xcoms[("generate", "run_id")]
+    assert outcome.xcoms[("generate", "return_value")] == run_id
+    assert sim.state()["submits_accepted"] == 1
+
+
+def test_split_submit_then_sensors(sim: NanoGPTSimulator, tmp_path: Path) -> None:
+    outcome = run_dag(
+        "nanogpt_split",
+        {"prompt": PROMPT, "output_path": str(tmp_path / "s.mp4")},
+        watch_task="wait_deferred",
+    )
+    assert outcome.state == "success", outcome.task_states
+    run_id = outcome.xcoms[("submit", "run_id")]
+    for task in ("wait_deferred", "wait_poke"):
+        assert outcome.xcoms[(task, "return_value")]["run_id"] == run_id
+    assert outcome.xcoms[("wait_poke", "return_value")]["output_path"] == str(tmp_path / "s.mp4")
+    assert sim.state()["submits_accepted"] == 1

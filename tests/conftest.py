@@ -1,0 +1,80 @@
+"""Test-wide set-up: an isolated Airflow home, the NanoGPT simulator and a canary API key.
+
+Airflow reads its configuration when first imported, so the environment is fixed here, before
+any test module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_DAGS = REPO / "tests" / "dags"
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="nanogpt-airflow-home-"))
+
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(TEST_DAGS)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["AIRFLOW__CORE__PARALLELISM"] = "4"
+os.environ.pop("AIRFLOW_CONN_NANOGPT_DEFAULT", None)
+
+# A key that must never show up in any log, XCom, exception or repr.
+CANARY_KEY = "sk-nano-canary-5f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+
+from airflow_provider_nanogpt.api.retry import RetryPolicy  # noqa: E402
+from airflow_provider_nanogpt.simulator import NanoGPTSimulator  # noqa: E402
+
+FAST_RETRIES = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.05)
+
+
+def connection_json(url: str, key: str = CANARY_KEY, **extra: object) -> str:
+    conn: dict[str, object] = {"conn_type": "nanogpt", "password": key, "host": url}
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
+
+
+@pytest.fixture
+def simulator() -> Iterator[NanoGPTSimulator]:
+    """The simulator at 50x speed: a default job renders in about 0.2 s."""
+    with NanoGPTSimulator(
+        api_key=CANARY_KEY,
+        time_scale=0.02,
+        quiet=True,
+        queue_seconds=2,
+        render_seconds=8,
+    ) as sim:
+        yield sim
+
+
+@pytest.fixture
+def nanogpt_connection(
+    simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch
+) -> NanoGPTSimulator:
+    """``nanogpt_default`` points at the simulator through the documented env-var form."""
+    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(simulator.url))
+    return simulator
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """An initialised SQLite metadata DB for dag.test() runs (created once per session)."""
+    marker = _AIRFLOW_HOME / ".migrated"
+    if not marker.exists():
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            check=True,
+            capture_output=True,
+            env=os.environ.copy(),
+        )
+        marker.touch()
+    return _AIRFLOW_HOME

@@ -1,0 +1,67 @@
+"""DAGs driven by dag_run.conf, for the Airflow-level tests (dag.test() against the simulator)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
+from airflow_provider_nanogpt.sensors.video import VideoStatusSensor
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+REQUEST = {
+    "model": "{{ dag_run.conf.get('model', 'kling-video-v2') }}",
+    "prompt": "{{ dag_run.conf.get('prompt') }}",
+    "image_url": "{{ dag_run.conf.get('image_url') }}",
+    "image_path": "{{ dag_run.conf.get('image_path') }}",
+    "extra_params": "{{ dag_run.conf.get('extra_params') }}",
+    "output_path": "{{ dag_run.conf.get('output_path') }}",
+}
+
+
+def _generate_dag(dag_id: str, **operator_kwargs: object) -> DAG:
+    with DAG(
+        dag_id,
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        render_template_as_native_obj=True,
+        default_args={"retries": 0},
+    ) as dag:
+        GenerateVideoOperator(task_id="generate", poll_interval=0.2, **REQUEST, **operator_kwargs)
+    return dag
+
+
+deferrable = _generate_dag("nanogpt_deferrable")
+sync = _generate_dag("nanogpt_sync", deferrable=False)
+short_timeout = _generate_dag("nanogpt_short_timeout", timeout=1.5)
+with_retry = _generate_dag("nanogpt_with_retry", retries=1, retry_delay=timedelta(seconds=0))
+submit_only = _generate_dag("nanogpt_submit_only", wait_for_completion=False)
+
+with DAG(
+    "nanogpt_split",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    render_template_as_native_obj=True,
+) as split:
+    submit = GenerateVideoOperator(
+        task_id="submit", poll_interval=0.2, wait_for_completion=False, **REQUEST
+    )
+    wait_deferred = VideoStatusSensor(
+        task_id="wait_deferred",
+        run_id="{{ ti.xcom_pull(task_ids='submit', key='run_id') }}",
+        poke_interval=0.2,
+        timeout=60,
+    )
+    wait_poke = VideoStatusSensor(
+        task_id="wait_poke",
+        run_id="{{ ti.xcom_pull(task_ids='submit', key='run_id') }}",
+        deferrable=False,
+        poke_interval=0.2,
+        timeout=60,
+        output_path="{{ dag_run.conf.get('output_path') }}",
+    )
+    submit >> [wait_deferred, wait_poke]

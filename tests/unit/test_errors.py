@@ -1,0 +1,144 @@
+"""Error-body parsing and mapping for every documented shape and status code."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+
+import pytest
+
+from airflow_provider_nanogpt.api.errors import (
+    error_from_response,
+    parse_error_body,
+    parse_retry_after,
+)
+from airflow_provider_nanogpt.exceptions import (
+    NanoGPTAuthError,
+    NanoGPTContentPolicyError,
+    NanoGPTInsufficientBalanceError,
+    NanoGPTInvalidRequestError,
+    NanoGPTNotFoundError,
+    NanoGPTPayloadTooLargeError,
+    NanoGPTPermanentError,
+    NanoGPTRateLimitError,
+    NanoGPTServerError,
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "error_type"),
+    [
+        (
+            {"error": {"message": "blocked", "type": "CONTENT_POLICY_VIOLATION"}},
+            "blocked",
+            "CONTENT_POLICY_VIOLATION",
+        ),
+        ({"error": "Insufficient balance", "status": 402}, "Insufficient balance", None),
+        (
+            {
+                "error": {
+                    "message": "cap",
+                    "type": "rate_limit_error",
+                    "code": "daily_rpd_limit_exceeded",
+                    "param": None,
+                }
+            },
+            "cap",
+            "daily_rpd_limit_exceeded",
+        ),
+        ({"error": 500, "message": "Video generation failed"}, "Video generation failed", None),
+        ("plain text body", "plain text body", None),
+    ],
+)
+def test_every_documented_error_body_shape(body: object, message: str, error_type: str) -> None:
+    parsed = parse_error_body(body)
+    assert (parsed.message, parsed.error_type) == (message, error_type)
+
+
+def _error(status: int, body: object, headers: dict[str, str] | None = None) -> Exception:
+    return error_from_response(status, json.dumps(body), headers or {}, action="submit a video")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (401, {"error": "Invalid session", "status": 401}, NanoGPTAuthError),
+        (403, {"error": {"message": "no", "code": "api_key_origin_not_allowed"}}, NanoGPTAuthError),
+        (
+            402,
+            {"error": "Insufficient balance", "status": 402, "requiredBalance": 1.5},
+            NanoGPTInsufficientBalanceError,
+        ),
+        (
+            400,
+            {"error": {"message": "blocked", "type": "CONTENT_POLICY_VIOLATION"}},
+            NanoGPTContentPolicyError,
+        ),
+        (
+            400,
+            {
+                "error": {
+                    "message": "blocked by moderation",
+                    "type": "invalid_request_error",
+                    "code": "content_policy_violation",
+                }
+            },
+            NanoGPTContentPolicyError,
+        ),
+        (
+            400,
+            {"error": "Kling 2.1 Standard requires an input image.", "status": 400},
+            NanoGPTInvalidRequestError,
+        ),
+        (
+            403,
+            {"error": {"message": "pro needed", "type": "PRO_REQUIRED"}},
+            NanoGPTInvalidRequestError,
+        ),
+        (413, {"error": "Payload too large"}, NanoGPTPayloadTooLargeError),
+        (404, {"error": "Not found"}, NanoGPTNotFoundError),
+        (500, {"error": 500, "message": "Video generation failed"}, NanoGPTServerError),
+        (503, {}, NanoGPTServerError),
+        (408, {}, NanoGPTServerError),
+        (429, {"error": "Rate limit exceeded.", "status": 429}, NanoGPTRateLimitError),
+    ],
+)
+def test_status_codes_map_to_typed_errors(status: int, body: object, expected: type) -> None:
+    error = _error(status, body)
+    assert type(error) is expected
+
+
+def test_permanent_errors_are_not_retried_by_airflow() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    for status, body in [(401, {}), (402, {}), (413, {}), (400, {"error": "bad"})]:
+        error = _error(status, body)
+        assert isinstance(error, NanoGPTPermanentError)
+        assert isinstance(error, AirflowFailException)
+    for status in (404, 429, 500):
+        assert not isinstance(_error(status, {}), AirflowFailException)
+
+
+def test_balance_error_reports_required_amount() -> None:
+    error = _error(402, {"error": "Insufficient balance", "requiredBalance": 2.25})
+    assert isinstance(error, NanoGPTInsufficientBalanceError)
+    assert error.required_balance == 2.25
+    assert "$2.25" in str(error)
+
+
+def test_rate_limit_reads_retry_after_and_request_id() -> None:
+    error = _error(429, {"error": "slow down"}, {"Retry-After": "7", "X-Request-ID": "req-1"})
+    assert isinstance(error, NanoGPTRateLimitError)
+    assert error.retry_after == 7.0
+    assert "req-1" in str(error)
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("0.25") == 0.25
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    now = 1_800_000_000.0
+    http_date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(http_date, now=now) == pytest.approx(30, abs=1)
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
