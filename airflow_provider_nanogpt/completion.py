@@ -123,5 +123,17 @@ def deliver(
     }
 
 
+def record_outlet_events(
+    context: Mapping[str, Any], outlets: Any, result: Mapping[str, Any]
+) -> None:
+    """Attach the video's whereabouts to each Asset outlet event for downstream DAGs."""
+    from airflow.sdk import Asset
+
+    extra = {key: result.get(key) for key in ("run_id", "video_url", "output_path", "model")}
+    for outlet in outlets or ():
+        if isinstance(outlet, Asset):
+            context["outlet_events"][outlet].extra = extra
+
+
 def format_money(value: float | None) -> str:
     return "unknown" if value is None else f"${value:.4f}"

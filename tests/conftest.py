@@ -21,7 +21,19 @@ TEST_DAGS = REPO / "tests" / "dags"
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="nanogpt-airflow-home-"))
 
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+EXAMPLE_DAGS = REPO / "example_dags"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(TEST_DAGS)
+# Two bundles, so dag.test() can run the test DAGs and the shipped examples alike.
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+    [
+        {
+            "name": name,
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(path)},
+        }
+        for name, path in (("tests", TEST_DAGS), ("examples", EXAMPLE_DAGS))
+    ]
+)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW__CORE__PARALLELISM"] = "4"

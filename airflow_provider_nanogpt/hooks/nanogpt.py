@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -322,7 +322,11 @@ class NanoGPTHook(BaseHook):
     # --- API: submit -------------------------------------------------------------------------
 
     def submit_video(
-        self, payload: Mapping[str, Any], *, correlation_id: str | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        correlation_id: str | None = None,
+        max_rate_limit_sleep: float | None = None,
     ) -> Submission:
         """Create a video job. Never pays twice for one call.
 
@@ -332,6 +336,9 @@ class NanoGPTHook(BaseHook):
         carrying this call's ``conversationUUID`` tag; a found run is adopted, and only when none
         exists is the request sent again. ``correlation_id`` becomes that tag unless the payload
         already has a ``conversationUUID``.
+
+        ``max_rate_limit_sleep`` caps how long a 429's Retry-After is slept here; a longer wait
+        raises NanoGPTRateLimitError so the caller can wait without holding a worker (defer).
         """
         from tenacity import Retrying
 
@@ -342,6 +349,8 @@ class NanoGPTHook(BaseHook):
         request = submit_request(body)
         settings = self.settings()
         policy = self.retry_policy(settings)
+        if max_rate_limit_sleep is not None:
+            policy = replace(policy, max_retry_after=max_rate_limit_sleep)
         timeout = max(SUBMIT_TIMEOUT_FLOOR, settings.request_timeout)
         kwargs = tenacity_kwargs(policy, is_retryable_submit, self.log, request.action)
         for attempt in Retrying(**kwargs):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
@@ -19,8 +20,15 @@ if TYPE_CHECKING:
     from airflow_provider_nanogpt.api.responses import Submission
     from airflow_provider_nanogpt.api.status import VideoStatus
     from airflow_provider_nanogpt.durability import RunStore
+    from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
     from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger
+
+# A 429 whose Retry-After is at most this is slept on the worker; longer waits are deferred to the
+# triggerer so rate-limited batches hold no worker slots.
+RATE_LIMIT_SLEEP_ON_WORKER_SECONDS = 2.0
+# A rate-limit window longer than this (a daily cap) fails the task instead of waiting for hours.
+MAX_RATE_LIMIT_DEFERRAL_SECONDS = 900.0
 
 # The framework's deferral timeout is only a backstop: the trigger's own deadline fires first and
 # produces a clean timeout event with the run id.
@@ -53,6 +61,12 @@ class GenerateVideoOperator(BaseOperator):
     :param timeout: Seconds from submission until the video must be ready.
     :param output_path: Where to save the video (path, ``file://``, ``s3://``, … templated).
     :param validate: Check the request against the documented model rules before sending.
+    :param min_balance_usd: Fail before submitting when the account balance is below this.
+    :param max_cost_usd: Fail before submitting when the estimated cost is above this (fails
+        closed when the catalog pricing gives no estimate).
+
+    On success, every ``Asset`` in ``outlets`` gets an event whose ``extra`` holds ``run_id``,
+    ``video_url``, ``output_path`` and ``model``, for data-aware downstream DAGs.
     """
 
     template_fields: Sequence[str] = (
@@ -68,6 +82,8 @@ class GenerateVideoOperator(BaseOperator):
         "extra_params",
         "output_path",
         "nanogpt_conn_id",
+        "min_balance_usd",
+        "max_cost_usd",
     )
     template_fields_renderers = {"extra_params": "json", "prompt": "txt"}
     operator_extra_links = (NanoGPTVideoLink(),)
@@ -93,6 +109,8 @@ class GenerateVideoOperator(BaseOperator):
         timeout: float = 600.0,
         output_path: Any = None,
         validate: bool = True,
+        min_balance_usd: float | None = None,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,6 +135,8 @@ class GenerateVideoOperator(BaseOperator):
         self.timeout = timeout
         self.output_path = output_path
         self.validate = validate
+        self.min_balance_usd = min_balance_usd
+        self.max_cost_usd = max_cost_usd
 
     @cached_property
     def hook(self) -> NanoGPTHook:
@@ -236,12 +256,30 @@ class GenerateVideoOperator(BaseOperator):
         payload: Mapping[str, Any],
         request_fingerprint: str,
     ) -> Submission:
+        from airflow_provider_nanogpt.budget import enforce_budget
         from airflow_provider_nanogpt.completion import format_money
         from airflow_provider_nanogpt.durability import StoredRun
+        from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
         from airflow_provider_nanogpt.request import correlation_id
 
+        enforce_budget(
+            self.hook,
+            payload,
+            min_balance_usd=self.min_balance_usd,
+            max_cost_usd=self.max_cost_usd,
+            log=self.log,
+        )
         tag = correlation_id(self._task_identity(context), request_fingerprint)
-        submission = self.hook.submit_video(payload, correlation_id=tag)
+        try:
+            submission = self.hook.submit_video(
+                payload,
+                correlation_id=tag,
+                max_rate_limit_sleep=RATE_LIMIT_SLEEP_ON_WORKER_SECONDS
+                if self.deferrable
+                else None,
+            )
+        except NanoGPTRateLimitError as exc:
+            self._defer_for_rate_limit(exc)
         store.save(
             StoredRun(
                 run_id=submission.run_id,
@@ -258,12 +296,51 @@ class GenerateVideoOperator(BaseOperator):
             submission.payment_source or "the account",
             format_money(submission.remaining_balance),
         )
+        if (
+            self.max_cost_usd is not None
+            and submission.cost is not None
+            and submission.cost > self.max_cost_usd
+        ):
+            self.log.warning(
+                "NanoGPT pre-charged %s for %s, above max_cost_usd=%s (the estimate was lower).",
+                format_money(submission.cost),
+                submission.run_id,
+                format_money(self.max_cost_usd),
+            )
         return submission
+
+    def _defer_for_rate_limit(self, exc: NanoGPTRateLimitError) -> NoReturn:
+        """Wait out a rate-limit window in the triggerer, then submit again.
+
+        A 429 proves nothing was created, so resubmitting can never pay twice. Jitter spreads a
+        rate-limited batch over the window instead of returning all at once.
+        """
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        wait = exc.retry_after if exc.retry_after is not None else 30.0
+        if not self.deferrable or wait > MAX_RATE_LIMIT_DEFERRAL_SECONDS:
+            raise exc
+        wait = max(0.1, wait * random.uniform(1.0, 1.25))
+        self.log.info(
+            "NanoGPT is rate limiting submissions; waiting %.1f s in the triggerer.", wait
+        )
+        moment = datetime.now(UTC) + timedelta(seconds=wait)
+        self.defer(
+            trigger=DateTimeTrigger(moment=moment),
+            method_name="execute_after_rate_limit",
+        )
+
+    def execute_after_rate_limit(
+        self, context: Context, event: dict[str, Any] | None = None
+    ) -> Any:
+        return self.execute(context)
 
     def _publish(self, context: Context, submission: Submission) -> None:
         ti = context["ti"]
         ti.xcom_push(key="run_id", value=submission.run_id)
         ti.xcom_push(key="submission", value=submission.to_xcom())
+        # The video link reads this key at every deferral; an empty value means "not ready yet".
+        ti.xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
 
     def _wait(self, context: Context, run_id: str) -> Any:
         from airflow_provider_nanogpt.completion import event_for
@@ -303,7 +380,11 @@ class GenerateVideoOperator(BaseOperator):
     def _complete(
         self, context: Context, event: Mapping[str, Any], status: VideoStatus | None
     ) -> dict[str, Any]:
-        from airflow_provider_nanogpt.completion import deliver, raise_for_event
+        from airflow_provider_nanogpt.completion import (
+            deliver,
+            raise_for_event,
+            record_outlet_events,
+        )
         from airflow_provider_nanogpt.durability import RunStore
 
         raise_for_event(event)
@@ -320,5 +401,6 @@ class GenerateVideoOperator(BaseOperator):
             log=self.log,
         )
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
+        record_outlet_events(context, self.outlets, result)
         RunStore(context).mark_delivered()
         return result

@@ -106,7 +106,11 @@ class VideoStatusSensor(BaseSensorOperator):
     def _complete(
         self, context: Context, event: dict[str, Any], status: VideoStatus | None
     ) -> dict[str, Any]:
-        from airflow_provider_nanogpt.completion import deliver, raise_for_event
+        from airflow_provider_nanogpt.completion import (
+            deliver,
+            raise_for_event,
+            record_outlet_events,
+        )
 
         raise_for_event(event)
         run_id = str(event["run_id"])
@@ -121,4 +125,5 @@ class VideoStatusSensor(BaseSensorOperator):
             log=self.log,
         )
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
+        record_outlet_events(context, self.outlets, result)
         return result

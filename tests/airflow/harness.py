@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import TEST_DAGS
@@ -15,14 +16,14 @@ class DagOutcome:
     state: str
     task_states: dict[str, str]
     try_numbers: dict[str, int]
-    xcoms: dict[tuple[str, str], Any]
+    xcoms: dict[tuple[Any, ...], Any]
     observed_while_running: list[tuple[str, Any]] = field(default_factory=list)
 
 
-def load_dag(dag_id: str) -> Any:
+def load_dag(dag_id: str, path: Path = TEST_DAGS / "nanogpt_test_dags.py") -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(TEST_DAGS / "nanogpt_test_dags.py"))
+    bag = DagBag(dag_folder=str(path))
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag(dag_id)
 
@@ -42,7 +43,7 @@ def read_task_instances(dag_id: str, run_id: str) -> tuple[dict[str, str], dict[
         )
 
 
-def read_xcoms(dag_id: str, run_id: str) -> dict[tuple[str, str], Any]:
+def read_xcoms(dag_id: str, run_id: str) -> dict[tuple[Any, ...], Any]:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -51,12 +52,23 @@ def read_xcoms(dag_id: str, run_id: str) -> dict[tuple[str, str], Any]:
         rows = session.scalars(
             select(XComModel).where(XComModel.dag_id == dag_id, XComModel.run_id == run_id)
         ).all()
-        return {(r.task_id, r.key): XComModel.deserialize_value(r) for r in rows}
+        # Unmapped tasks are keyed (task_id, key); mapped ones (task_id, key, map_index).
+        return {
+            (r.task_id, r.key) if r.map_index < 0 else (r.task_id, r.key, r.map_index): (
+                XComModel.deserialize_value(r)
+            )
+            for r in rows
+        }
 
 
-def run_dag(dag_id: str, conf: dict[str, Any], watch_task: str | None = None) -> DagOutcome:
+def run_dag(
+    dag_id: str,
+    conf: dict[str, Any],
+    watch_task: str | None = None,
+    path: Path = TEST_DAGS / "nanogpt_test_dags.py",
+) -> DagOutcome:
     """dag.test() the DAG; optionally sample (task state, run_id XCom) while it runs."""
-    dag = load_dag(dag_id)
+    dag = load_dag(dag_id, path)
     observed: list[tuple[str, Any]] = []
     stop = threading.Event()
     run_ids: list[str] = []

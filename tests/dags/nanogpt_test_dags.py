@@ -65,3 +65,22 @@ with DAG(
         output_path="{{ dag_run.conf.get('output_path') }}",
     )
     submit >> [wait_deferred, wait_poke]
+
+budget = _generate_dag(
+    "nanogpt_budget",
+    retries=1,
+    retry_delay=timedelta(seconds=0),
+    min_balance_usd="{{ dag_run.conf.get('min_balance_usd') }}",
+    max_cost_usd="{{ dag_run.conf.get('max_cost_usd') }}",
+)
+
+with DAG(
+    "nanogpt_batch_200",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    max_active_tasks=16,
+) as batch_200:
+    GenerateVideoOperator.partial(
+        task_id="generate", model="kling-video-v2", poll_interval=0.2
+    ).expand(prompt=[f"batch video {i}" for i in range(200)])

@@ -1,0 +1,112 @@
+"""Cost guards: check the balance and estimate the price before paying for a video.
+
+NanoGPT has no cost-estimate endpoint for video; the estimate comes from the ``pricing`` object of
+``GET /api/v1/video-models``, whose shape varies by model (flat per generation, per second, per
+resolution tier, per duration step, per resolution and second). Where the request leaves a priced
+dimension open, the most expensive option is assumed, so the guard can only err on the safe side.
+An unreadable pricing object gives no estimate, and ``max_cost_usd`` then fails closed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_nanogpt.api.coerce import as_mapping, as_number
+from airflow_provider_nanogpt.api.responses import VideoModel
+from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError
+from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+
+_PRO_FIELDS = ("pro", "pro_mode")
+
+
+def requested_seconds(payload: Mapping[str, Any]) -> float | None:
+    """Duration in seconds from ``duration`` ("5", 5 or Veo's "5s") or Sora's ``seconds``."""
+    for key in ("duration", "seconds"):
+        value = payload.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*s?\s*", value)):
+            return float(match.group(1))
+    return None
+
+
+def _tier(table: Mapping[str, Any], key: str | None) -> float | None:
+    """The price for ``key`` in a tier table, or the dearest tier when the key is unset."""
+    prices = {str(k): as_number(v) for k, v in table.items()}
+    if key is not None and str(key) in prices:
+        return prices[str(key)]
+    if key is not None:
+        return None  # a tier the catalog does not price: no honest estimate
+    known = [p for p in prices.values() if p is not None]
+    return max(known) if known else None
+
+
+def estimate_cost(model: VideoModel, payload: Mapping[str, Any]) -> float | None:
+    """Upper-bound USD estimate for this request, or None when the pricing cannot be read."""
+    pricing = model.pricing
+    currency = pricing.get("currency", "USD")
+    if currency != "USD":
+        return None
+    seconds = requested_seconds(payload)
+    resolution = payload.get("resolution")
+    resolution_key = resolution if isinstance(resolution, str) else None
+    estimate: float | None = None
+    if (flat := as_number(pricing.get("per_generation"))) is not None:
+        estimate = flat
+    elif (per_second := as_number(pricing.get("per_second"))) is not None:
+        estimate = per_second * seconds if seconds is not None else None
+    elif table := as_mapping(pricing.get("per_resolution")):
+        estimate = _tier(table, resolution_key)
+    elif table := as_mapping(pricing.get("per_duration")):
+        key = None if seconds is None else f"{seconds:g}"
+        estimate = _tier(table, key)
+    elif table := as_mapping(pricing.get("per_resolution_per_second")):
+        rate = _tier(table, resolution_key)
+        estimate = rate * seconds if rate is not None and seconds is not None else None
+    if estimate is not None and any(payload.get(field) for field in _PRO_FIELDS):
+        estimate *= 2  # pro mode doubles the price (documented for Hunyuan; assumed elsewhere)
+    return estimate
+
+
+def enforce_budget(
+    hook: NanoGPTHook,
+    payload: Mapping[str, Any],
+    *,
+    min_balance_usd: float | None,
+    max_cost_usd: float | None,
+    log: Any,
+) -> float | None:
+    """Raise NanoGPTBudgetError before any submission that would break a guard.
+
+    Returns the cost estimate when ``max_cost_usd`` is set.
+    """
+    model_id = str(payload.get("model"))
+    if min_balance_usd is not None:
+        balance = hook.get_balance().usd
+        if balance < min_balance_usd:
+            raise NanoGPTBudgetError(
+                f"NanoGPT balance ${balance:.2f} is below min_balance_usd=${min_balance_usd:.2f}; "
+                "nothing was submitted. Top up the account or lower the threshold."
+            )
+        log.info("NanoGPT balance $%.2f (minimum $%.2f).", balance, min_balance_usd)
+    if max_cost_usd is None:
+        return None
+    catalog = {m.id: m for m in hook.list_video_models()}
+    model = catalog.get(model_id)
+    estimate = estimate_cost(model, payload) if model is not None else None
+    if estimate is None:
+        raise NanoGPTBudgetError(
+            f"Cannot estimate the cost of a {model_id} video from NanoGPT's model catalog "
+            f"(pricing: {dict(model.pricing) if model else 'model not listed'}), so "
+            f"max_cost_usd=${max_cost_usd:.2f} cannot be enforced; nothing was submitted. "
+            "Set duration/resolution, or drop max_cost_usd to proceed without a cost cap."
+        )
+    if estimate > max_cost_usd:
+        raise NanoGPTBudgetError(
+            f"Estimated cost ${estimate:.4f} of this {model_id} video exceeds "
+            f"max_cost_usd=${max_cost_usd:.2f}; nothing was submitted."
+        )
+    log.info("Estimated cost $%.4f (limit $%.2f).", estimate, max_cost_usd)
+    return estimate

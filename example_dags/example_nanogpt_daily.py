@@ -1,0 +1,34 @@
+"""A video every day: templated prompt, dated output, and an Asset for downstream DAGs."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, dag
+
+from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
+
+DAILY_VIDEO = Asset("nanogpt://videos/daily-teaser")
+
+
+@dag(
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["nanogpt", "example"],
+)
+def example_nanogpt_daily() -> None:
+    GenerateVideoOperator(
+        task_id="daily_teaser",
+        model="kling-video-v2",
+        prompt="A short teaser for {{ ds }}: sunrise over the city, upbeat and bright",
+        duration="5",
+        poll_interval=2,
+        min_balance_usd=5.0,
+        max_cost_usd=0.5,
+        output_path="{{ var.value.get('nanogpt_output_dir', '/tmp/nanogpt-videos') }}"
+        "/daily/{{ ds }}.mp4",
+        outlets=[DAILY_VIDEO],
+    )
+
+
+example_nanogpt_daily()

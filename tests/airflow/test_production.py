@@ -1,0 +1,73 @@
+"""Cost guards, rate-limited batches and rate-limit deferral, run by Airflow."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_nanogpt.simulator import NanoGPTSimulator
+from tests.airflow.harness import run_dag
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+@pytest.fixture
+def sim(nanogpt_connection: NanoGPTSimulator) -> NanoGPTSimulator:
+    nanogpt_connection.configure(time_scale=0.05)
+    return nanogpt_connection
+
+
+@pytest.mark.parametrize(
+    ("conf", "balance", "message"),
+    [
+        ({"min_balance_usd": 50}, 10.0, "below min_balance_usd"),
+        ({"max_cost_usd": 1.0, "model": "veo3-video"}, 100.0, "exceeds max_cost_usd"),
+        ({"max_cost_usd": 1.0, "model": "brand-new-model"}, 100.0, "Cannot estimate"),
+    ],
+)
+def test_budget_guards_make_zero_submissions(
+    sim: NanoGPTSimulator,
+    conf: dict,
+    balance: float,
+    message: str,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    sim.configure(balance_usd=balance)
+    outcome = run_dag("nanogpt_budget", {"prompt": "a quiet harbour", **conf})
+    assert outcome.state == "failed"
+    assert outcome.try_numbers["generate"] == 1  # not retried
+    assert message in capfd.readouterr().out
+    assert sim.state()["submit_requests"] == 0
+
+
+def test_budget_within_limits_submits_once(sim: NanoGPTSimulator) -> None:
+    outcome = run_dag(
+        "nanogpt_budget", {"prompt": "a quiet harbour", "min_balance_usd": 5, "max_cost_usd": 1}
+    )
+    assert outcome.state == "success"
+    assert sim.state()["submits_accepted"] == 1
+
+
+def test_rate_limited_submit_defers_then_submits_once(sim: NanoGPTSimulator) -> None:
+    # 60 simulated seconds = 3 real seconds: longer than the worker may sleep, so it defers.
+    sim.add_fault(endpoint="submit", kind="429", count=1, retry_after=60)
+    outcome = run_dag("nanogpt_deferrable", {"prompt": "a quiet harbour"}, watch_task="generate")
+    assert outcome.state == "success"
+    state = sim.state()
+    assert (state["submit_requests"], state["submits_accepted"]) == (2, 1)
+    # Deferred before any run existed: waiting for the window held no worker slot.
+    assert ("deferred", None) in outcome.observed_while_running
+
+
+def test_200_item_batch_at_the_real_rate_limit(sim: NanoGPTSimulator) -> None:
+    # 50 submissions per (time-scaled: 15 s) minute, as NanoGPT allows; dag.test() runs the
+    # mapped tasks one after another, faster than 50 per window, so the limit is really hit.
+    sim.configure(time_scale=0.25, rate_limit_per_minute=50, queue_seconds=0.1, render_seconds=0.2)
+    outcome = run_dag("nanogpt_batch_200", {})
+    assert outcome.state == "success"
+    assert set(outcome.task_states.values()) == {"success"}
+    results = [v for k, v in outcome.xcoms.items() if k[:2] == ("generate", "return_value")]
+    assert len(results) == 200
+    assert len({r["run_id"] for r in results}) == 200
+    state = sim.state()
+    assert state["submits_accepted"] == 200
+    assert state["submit_requests"] > 200  # the limit was really hit, and waited out
