@@ -1,0 +1,212 @@
+"""The simulator's mutable world: configuration, clock, balance, jobs, counters, faults."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from .clock import SimClock, iso_utc
+from .faults import FaultQueue
+from .jobs import Job
+from .markers import SHAPES
+from .ratelimit import SlidingWindowLimiter
+
+REQUEST_LOG_LIMIT = 1000
+MONEY = Decimal("0.00000001")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value (answered with HTTP 400 by ``/_sim/config``)."""
+
+
+@dataclass
+class SimConfig:
+    """Run-time configuration; every field can be changed through ``POST /_sim/config``."""
+
+    api_key: str | None = None
+    time_scale: float = 1.0
+    balance_usd: float = 100.0
+    rate_limit_per_minute: int = 50
+    recover_limit_per_minute: int = 20
+    status_shape: str = "nested"
+    queue_seconds: float = 2.0
+    render_seconds: float = 8.0
+    max_body_bytes: int = 6 * 1024 * 1024
+    max_data_url_bytes: int = 4 * 1024 * 1024
+
+    def public(self) -> dict[str, Any]:
+        """Config as JSON, with ``api_key`` replaced by whether one is set."""
+        data = asdict(self)
+        data.pop("api_key")
+        data["api_key_required"] = self.api_key is not None
+        return data
+
+
+def _non_negative(name: str, value: Any, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0")
+    if integer and value != int(value):
+        raise ConfigError(f"{name} must be an integer")
+    return float(value)
+
+
+def validate_config(updates: dict[str, Any]) -> dict[str, Any]:
+    """Check and normalise a partial configuration (constructor, CLI and ``/_sim/config``)."""
+    clean: dict[str, Any] = {}
+    for name, value in updates.items():
+        if name == "api_key":
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError("api_key must be a non-empty string or null")
+            clean[name] = value.strip() if isinstance(value, str) else None
+        elif name == "time_scale":
+            if _non_negative(name, value) <= 0:
+                raise ConfigError("time_scale must be > 0")
+            clean[name] = float(value)
+        elif name in ("balance_usd", "queue_seconds", "render_seconds"):
+            clean[name] = _non_negative(name, value)
+        elif name in (
+            "rate_limit_per_minute",
+            "recover_limit_per_minute",
+            "max_body_bytes",
+            "max_data_url_bytes",
+        ):
+            clean[name] = int(_non_negative(name, value, integer=True))
+        elif name == "status_shape":
+            if value not in SHAPES:
+                raise ConfigError(f"status_shape must be one of {', '.join(SHAPES)}")
+            clean[name] = value
+        else:
+            raise ConfigError(f"unknown config field: {name}")
+    return clean
+
+
+def money(value: Decimal) -> float:
+    """A Decimal amount as a JSON number."""
+    return float(value.quantize(MONEY))
+
+
+class SimState:
+    """Everything the endpoints read and change, guarded by one re-entrant lock."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.initial = replace(config)
+        self.config = replace(config)
+        self.clock = SimClock(config.time_scale)
+        self.lock = threading.RLock()
+        self.faults = FaultQueue()
+        self.submit_limiter = SlidingWindowLimiter(config.rate_limit_per_minute)
+        self.recover_limiter = SlidingWindowLimiter(config.recover_limit_per_minute)
+        self.stopping = threading.Event()
+        self.jobs: dict[str, Job] = {}
+        self.balance = Decimal(0)
+        self.submits_accepted = 0
+        self.submit_requests = 0
+        self.requests: Counter[str] = Counter()
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
+        self._clear_data()
+
+    def _clear_data(self) -> None:
+        self.jobs = {}
+        self.balance = Decimal(str(self.config.balance_usd))
+        self.submits_accepted = 0
+        self.submit_requests = 0
+        self.requests = Counter()
+        self.request_log = deque(maxlen=REQUEST_LOG_LIMIT)
+
+    # -- control -----------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Clear jobs, counters, faults and rate-limit windows; restore the initial config."""
+        with self.lock:
+            self.config = replace(self.initial)
+            self.clock.set_scale(self.config.time_scale)
+            self.submit_limiter.limit = self.config.rate_limit_per_minute
+            self.recover_limiter.limit = self.config.recover_limit_per_minute
+            self.submit_limiter.clear()
+            self.recover_limiter.clear()
+            self.faults.clear()
+            self._clear_data()
+
+    def configure(self, updates: dict[str, Any]) -> dict[str, Any]:
+        """Apply a partial config; ``balance_usd`` sets the current balance."""
+        clean = validate_config(updates)
+        with self.lock:
+            self.settle()
+            self.config = replace(self.config, **clean)
+            if "time_scale" in clean:
+                self.clock.set_scale(clean["time_scale"])
+            if "balance_usd" in clean:
+                self.balance = Decimal(str(clean["balance_usd"]))
+            self.submit_limiter.limit = self.config.rate_limit_per_minute
+            self.recover_limiter.limit = self.config.recover_limit_per_minute
+            return self.config.public()
+
+    def sleep_sim(self, sim_seconds: float) -> None:
+        """Sleep ``sim_seconds`` of simulated time (cut short when the server stops)."""
+        if sim_seconds > 0:
+            self.stopping.wait(self.clock.to_real(sim_seconds))
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def settle(self) -> None:
+        """Record due terminal transitions and refund failed/cancelled jobs."""
+        with self.lock:
+            now = self.clock.now()
+            for job in self.jobs.values():
+                if job.finish_if_due(now):
+                    self.balance += job.cost
+
+    def count_request(self, method: str, path: str) -> None:
+        """Count one API request (control endpoints are not counted)."""
+        with self.lock:
+            self.requests[f"{method} {path}"] += 1
+
+    def log_request(self, method: str, path: str, status: int) -> None:
+        """Append to the bounded request log (status 0 = connection reset, no answer)."""
+        with self.lock:
+            self.request_log.append({"method": method, "path": path, "status": status})
+
+    def iso_of(self, sim_instant: float) -> str:
+        """ISO timestamp of a simulated instant."""
+        return iso_utc(self.clock.wall_time_of(sim_instant))
+
+    def job_json(self, job: Job) -> dict[str, Any]:
+        """A job as listed by ``/_sim/state`` (no key, only which header carried it)."""
+        phase = job.phase(self.clock.now())
+        return {
+            "runId": job.run_id,
+            "model": job.model,
+            "status": phase.state,
+            "progress": phase.progress,
+            "payload": job.payload,
+            "conversationUUID": job.conversation_uuid,
+            "created_at": iso_utc(job.created_wall),
+            "api_key_header": job.api_key_header,
+            "polls": job.polls,
+            "cost": float(job.cost),
+            "refunded": job.refunded,
+            "markers": job.markers.active(),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON document of ``GET /_sim/state``."""
+        with self.lock:
+            self.settle()
+            return {
+                "submits_accepted": self.submits_accepted,
+                "submit_requests": self.submit_requests,
+                "requests": dict(self.requests),
+                "jobs": [self.job_json(job) for job in self.jobs.values()],
+                "balance_usd": money(self.balance),
+                "time_scale": self.clock.time_scale,
+                "sim_time": round(self.clock.now(), 3),
+                "config": self.config.public(),
+                "faults": self.faults.snapshot(),
+                "request_log": list(self.request_log),
+            }
