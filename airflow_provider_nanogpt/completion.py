@@ -16,6 +16,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTJobContentPolicyError,
     NanoGPTJobFailedError,
     NanoGPTJobTimeoutError,
+    NanoGPTPermanentError,
 )
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook, redact_url
 
@@ -86,7 +87,10 @@ def raise_for_event(event: Mapping[str, Any]) -> None:
         raise NanoGPTJobCancelledError(f"NanoGPT video {run_id} was cancelled: {message}")
     if status == "timeout":
         raise NanoGPTJobTimeoutError(f"{message}. {NO_CANCEL_NOTE}")
-    raise NanoGPTError(f"Waiting for NanoGPT video {run_id} failed: {message}")
+    text = f"Waiting for NanoGPT video {run_id} failed: {message}"
+    if event.get("retryable") is False:
+        raise NanoGPTPermanentError(text)
+    raise NanoGPTError(text)
 
 
 def deliver(

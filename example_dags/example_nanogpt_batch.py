@@ -2,7 +2,8 @@
 
 NanoGPT accepts 50 submissions a minute. A rate-limited task waits in the triggerer (no worker
 slot) and submits when the window opens. To cap how many run at once across DAGs, create a pool
-(``airflow pools set nanogpt 8 "NanoGPT submissions"``) and add ``pool="nanogpt"`` to ``partial``.
+(``airflow pools set nanogpt 8 "NanoGPT submissions" --include-deferred``, so videos waiting in the
+triggerer count too) and add ``pool="nanogpt"`` to ``partial``.
 """
 
 from __future__ import annotations

@@ -31,12 +31,12 @@ def example_nanogpt_image_to_video() -> None:
         poll_interval=2,
         output_path=OUTPUT + "/local/{{ ds }}.mp4",
     )
-    # Images over 4 MB must be hosted: pass a public https URL instead.
+    # Images over 4 MB must be hosted: pass a public https URL (replace this one with yours).
     GenerateVideoOperator(
         task_id="from_image_url",
         model="kling-v21-pro",
         prompt="Waves roll in under a pink sky",
-        image_url="https://upload.wikimedia.org/wikipedia/commons/a/a7/Camponotus_flavomarginatus_ant.jpg",
+        image_url="https://example.com/images/pink-sky-waves.jpg",
         duration="5",
         poll_interval=2,
         output_path=OUTPUT + "/url/{{ ds }}.mp4",

@@ -36,6 +36,9 @@ class RetryPolicy:
     # A Retry-After longer than this (a daily cap resetting at midnight UTC) is not slept on a
     # worker: the error is raised so the task fails with NanoGPT's explanation.
     max_retry_after: float = 900.0
+    # Whether a 429 without Retry-After is retried here with backoff. Callers that can wait
+    # elsewhere (the deferrable operator) turn this off and defer instead.
+    retry_rate_limit_without_retry_after: bool = True
 
     def backoff(self, attempt_number: int) -> float:
         """Exponential backoff with full jitter: 1 s, 2 s, 4 s … capped, times U(0.5, 1)."""
@@ -49,7 +52,9 @@ class RetryPolicy:
         return delay
 
     def rate_limit_is_waitable(self, exc: NanoGPTRateLimitError) -> bool:
-        return exc.retry_after is None or exc.retry_after <= self.max_retry_after
+        if exc.retry_after is None:
+            return self.retry_rate_limit_without_retry_after
+        return exc.retry_after <= self.max_retry_after
 
 
 def is_retryable_read(exc: BaseException, policy: RetryPolicy) -> bool:

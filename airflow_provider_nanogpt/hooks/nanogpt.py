@@ -350,7 +350,11 @@ class NanoGPTHook(BaseHook):
         settings = self.settings()
         policy = self.retry_policy(settings)
         if max_rate_limit_sleep is not None:
-            policy = replace(policy, max_retry_after=max_rate_limit_sleep)
+            policy = replace(
+                policy,
+                max_retry_after=max_rate_limit_sleep,
+                retry_rate_limit_without_retry_after=False,
+            )
         timeout = max(SUBMIT_TIMEOUT_FLOOR, settings.request_timeout)
         kwargs = tenacity_kwargs(policy, is_retryable_submit, self.log, request.action)
         for attempt in Retrying(**kwargs):

@@ -138,6 +138,18 @@ class GenerateVideoOperator(BaseOperator):
         self.min_balance_usd = min_balance_usd
         self.max_cost_usd = max_cost_usd
 
+    def _limit(self, name: str) -> float | None:
+        """A templated money limit as a number (Jinja renders text unless native rendering)."""
+        value = getattr(self, name)
+        if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            from airflow_provider_nanogpt.exceptions import NanoGPTValidationError
+
+            raise NanoGPTValidationError(f"{name}={value!r} is not a number") from None
+
     @cached_property
     def hook(self) -> NanoGPTHook:
         from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
@@ -223,8 +235,10 @@ class GenerateVideoOperator(BaseOperator):
             candidate = Submission(
                 run_id=record.run_id, model=record.model, cost=record.cost, recovered=True
             )
-        elif not store.available and context["ti"].try_number > 1:
-            # Before Airflow 3.3 there is no state store: look for this task's tagged run.
+        elif record is None and context["ti"].try_number > 1:
+            # No record of an earlier attempt's run: before Airflow 3.3 there is no state store,
+            # and even on 3.3 a worker can die between NanoGPT accepting the job and the record
+            # being written. NanoGPT's recover endpoint finds a run carrying this task's tag.
             tag = correlation_id(self._task_identity(context), request_fingerprint)
             for run in self.hook.recover_runs(
                 model=payload.get("model"), limit=10, conversation_uuid=tag
@@ -262,11 +276,12 @@ class GenerateVideoOperator(BaseOperator):
         from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
         from airflow_provider_nanogpt.request import correlation_id
 
+        max_cost = self._limit("max_cost_usd")
         enforce_budget(
             self.hook,
             payload,
-            min_balance_usd=self.min_balance_usd,
-            max_cost_usd=self.max_cost_usd,
+            min_balance_usd=self._limit("min_balance_usd"),
+            max_cost_usd=max_cost,
             log=self.log,
         )
         tag = correlation_id(self._task_identity(context), request_fingerprint)
@@ -296,16 +311,12 @@ class GenerateVideoOperator(BaseOperator):
             submission.payment_source or "the account",
             format_money(submission.remaining_balance),
         )
-        if (
-            self.max_cost_usd is not None
-            and submission.cost is not None
-            and submission.cost > self.max_cost_usd
-        ):
+        if max_cost is not None and submission.cost is not None and submission.cost > max_cost:
             self.log.warning(
                 "NanoGPT pre-charged %s for %s, above max_cost_usd=%s (the estimate was lower).",
                 format_money(submission.cost),
                 submission.run_id,
-                format_money(self.max_cost_usd),
+                format_money(max_cost),
             )
         return submission
 

@@ -99,9 +99,15 @@ class VideoStatusSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        from airflow_provider_nanogpt.completion import validate_event
+        from airflow.sdk.exceptions import AirflowSensorTimeout
 
-        return self._complete(context, validate_event(event, self.run_id), None)
+        from airflow_provider_nanogpt.completion import NO_CANCEL_NOTE, validate_event
+
+        checked = validate_event(event, self.run_id)
+        if checked["status"] == "timeout":
+            # Same as poke/reschedule mode: a sensor timeout is final, not retried.
+            raise AirflowSensorTimeout(f"{checked.get('message')}. {NO_CANCEL_NOTE}")
+        return self._complete(context, checked, None)
 
     def _complete(
         self, context: Context, event: dict[str, Any], status: VideoStatus | None

@@ -207,7 +207,10 @@ class SimRequestHandler(BaseHTTPRequestHandler):
         # Log before answering: once a client has its response, the state shows the request.
         status = 0 if isinstance(response, ResetResponse) else response.status
         if not control:
-            state.log_request(method, path, status)
+            # Which credential headers came with it (never their values), so tests can prove
+            # that a client does not send its key where it should not.
+            sent = [h for h in ("x-api-key", "authorization") if request.headers.get(h)]
+            state.log_request(method, path, status, sent)
         if not self.server.quiet:
             print(
                 f"{request.client_ip} {method} {path} {status or 'reset'}",

@@ -167,10 +167,19 @@ class SimState:
         with self.lock:
             self.requests[f"{method} {path}"] += 1
 
-    def log_request(self, method: str, path: str, status: int) -> None:
+    def log_request(
+        self, method: str, path: str, status: int, credential_headers: list[str] | None = None
+    ) -> None:
         """Append to the bounded request log (status 0 = connection reset, no answer)."""
         with self.lock:
-            self.request_log.append({"method": method, "path": path, "status": status})
+            self.request_log.append(
+                {
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "credential_headers": credential_headers or [],
+                }
+            )
 
     def iso_of(self, sim_instant: float) -> str:
         """ISO timestamp of a simulated instant."""

@@ -121,7 +121,7 @@ class VideoStatusTrigger(BaseTrigger):
                     return self._error(f"{exc}. Is {self.run_id!r} a run of this API key?")
                 self.log.info("Run %s not visible yet (%s); polling again.", self.run_id, exc)
             except NanoGPTPermanentError as exc:
-                return self._error(str(exc))
+                return self._error(str(exc), retryable=False)
             except NanoGPTError as exc:
                 errors += 1
                 if errors > self.max_consecutive_errors:
@@ -146,8 +146,13 @@ class VideoStatusTrigger(BaseTrigger):
                 delay = min(delay, max(0.0, self.end_time - time.time()))
             await asyncio.sleep(delay)
 
-    def _error(self, message: str) -> dict[str, Any]:
-        return {"status": "error", "run_id": self.run_id, "message": message}
+    def _error(self, message: str, *, retryable: bool = True) -> dict[str, Any]:
+        return {
+            "status": "error",
+            "run_id": self.run_id,
+            "message": message,
+            "retryable": retryable,
+        }
 
     async def cleanup(self) -> None:
         # Runs on every exit, including triggerer restarts: release the HTTP client, never cancel.

@@ -114,3 +114,14 @@ def run_dag(
         xcoms=read_xcoms(dag_id, dagrun.run_id),
         observed_while_running=observed,
     )
+
+
+def stored_triggers(classpath_suffix: str) -> list[dict[str, Any]]:
+    """Decrypted kwargs of the trigger rows Airflow stored (dag.test() leaves them behind)."""
+    from airflow.models.trigger import Trigger
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(select(Trigger)).all()
+        return [dict(row.kwargs) for row in rows if row.classpath.endswith(classpath_suffix)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.airflow.harness import run_dag
+from tests.airflow.harness import run_dag, stored_triggers
+from tests.conftest import CANARY_KEY
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -46,8 +48,13 @@ def test_deferrable_generation_defers_and_delivers(sim: NanoGPTSimulator, tmp_pa
     assert run_id in result["video_url"]
     assert out.stat().st_size > 0
     assert sim.state()["submits_accepted"] == 1
-    # The task really deferred, and its run_id XCom was readable while it was deferred.
-    assert ("deferred", run_id) in outcome.observed_while_running
+    # The task really deferred: Airflow stored a status trigger for this run, with no secret in it.
+    (trigger_kwargs,) = [t for t in stored_triggers("VideoStatusTrigger") if t["run_id"] == run_id]
+    assert trigger_kwargs["nanogpt_conn_id"] == "nanogpt_default"
+    assert CANARY_KEY not in json.dumps(trigger_kwargs, default=str)
+    # ... and its run_id XCom was readable while it waited off the worker.
+    waiting = {"deferred", "queued", "scheduled"}
+    assert any(s in waiting and x == run_id for s, x in outcome.observed_while_running)
     assert outcome.xcoms[("generate", "submission")]["run_id"] == run_id
     assert outcome.xcoms[("generate", "video_url")] == result["video_url"]
 
@@ -62,7 +69,8 @@ def test_sync_mode_gives_the_same_result(sim: NanoGPTSimulator, tmp_path: Path) 
     result = _result(outcome)
     assert set(result) == {"run_id", "model", "status", "video_url", "cost", "output_path"}
     assert result["status"] == "success" and (tmp_path / "v.mp4").exists()
-    assert "deferred" not in {state for state, _ in outcome.observed_while_running}
+    run_id = result["run_id"]
+    assert not [t for t in stored_triggers("VideoStatusTrigger") if t["run_id"] == run_id]
     assert sim.state()["submits_accepted"] == 1
 
 

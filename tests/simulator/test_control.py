@@ -65,6 +65,9 @@ def test_state_never_contains_the_key(sim: NanoGPTSimulator) -> None:
     assert all("?" not in entry["path"] for entry in sim.state()["request_log"])
 
 
+KEYED = {"credential_headers": ["x-api-key"]}  # header names only, never values
+
+
 def test_request_counters_and_log(sim: NanoGPTSimulator) -> None:
     run_id = submit_ok(sim)
     poll(sim, run_id)
@@ -78,10 +81,10 @@ def test_request_counters_and_log(sim: NanoGPTSimulator) -> None:
         "GET /api/v1/video-models": 1,
     }
     assert state["request_log"] == [
-        {"method": "POST", "path": "/api/generate-video", "status": 202},
-        {"method": "GET", "path": "/api/video/status", "status": 200},
-        {"method": "GET", "path": "/api/video/status", "status": 200},
-        {"method": "GET", "path": "/api/v1/video-models", "status": 200},
+        {"method": "POST", "path": "/api/generate-video", "status": 202, **KEYED},
+        {"method": "GET", "path": "/api/video/status", "status": 200, **KEYED},
+        {"method": "GET", "path": "/api/video/status", "status": 200, **KEYED},
+        {"method": "GET", "path": "/api/v1/video-models", "status": 200, **KEYED},
     ]
 
 

@@ -1,0 +1,180 @@
+"""VideoStatusTrigger driven directly under asyncio against the simulator."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_nanogpt.api.status import VideoState, VideoStatus
+from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+from airflow_provider_nanogpt.simulator import NanoGPTSimulator
+from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger, next_poll_delay
+from tests.conftest import CANARY_KEY, FAST_RETRIES
+
+KLING = {"model": "kling-video-v2", "prompt": "a glass of water on a table"}
+
+
+def submit(prompt_suffix: str = "") -> str:
+    hook = NanoGPTHook(retry_policy=FAST_RETRIES)
+    try:
+        return hook.submit_video({**KLING, "prompt": KLING["prompt"] + prompt_suffix}).run_id
+    finally:
+        hook.close()
+
+
+async def first_event(trigger: VideoStatusTrigger) -> dict[str, Any]:
+    events = [event.payload async for event in trigger.run()]
+    assert len(events) == 1, events  # exactly one event, ever
+    return events[0]
+
+
+def trigger_for(run_id: str, **kwargs: Any) -> VideoStatusTrigger:
+    kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("end_time", time.time() + 30)
+    return VideoStatusTrigger(run_id=run_id, **kwargs)
+
+
+def test_serialize_round_trip_through_the_class_path() -> None:
+    from airflow.sdk.module_loading import import_string
+    from airflow.sdk.serde import deserialize, serialize
+
+    trigger = VideoStatusTrigger("vid_1", "my_conn", 7.5, end_time=1_900_000_000.0, started_at=1.0)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_nanogpt.triggers.video.VideoStatusTrigger"
+    assert all(isinstance(v, str | int | float) for v in kwargs.values())
+    rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert CANARY_KEY not in json.dumps(kwargs)
+
+
+@pytest.mark.parametrize(
+    ("marker", "status"),
+    [
+        ("", "success"),
+        (" [sim:fail]", "failed"),
+        (" [sim:nsfw]", "failed"),
+        (" [sim:cancel]", "cancelled"),
+        (" [sim:no_url]", "failed"),
+    ],
+)
+async def test_terminal_states_become_one_event(
+    nanogpt_connection: NanoGPTSimulator, marker: str, status: str
+) -> None:
+    run_id = submit(marker)
+    event = await first_event(trigger_for(run_id))
+    assert event["status"] == status
+    assert event["run_id"] == run_id
+    assert "video_url" not in event  # events are logged by the triggerer: no URLs in them
+    assert event.get("is_nsfw", False) == ("nsfw" in marker)
+    assert CANARY_KEY not in json.dumps(event)
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [" [sim:status404=2]", " [sim:status429=3]", " [sim:status500=3]", " [sim:shape=alternate]"],
+)
+async def test_transient_status_faults_are_tolerated(
+    nanogpt_connection: NanoGPTSimulator, marker: str
+) -> None:
+    run_id = submit(marker)
+    event = await first_event(trigger_for(run_id))
+    assert event["status"] == "success"
+    assert nanogpt_connection.state()["submits_accepted"] == 1
+
+
+@pytest.mark.parametrize("kind", ["reset", "malformed", "503", "timeout"])
+async def test_network_level_faults_are_tolerated(
+    nanogpt_connection: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setattr("airflow_provider_nanogpt.hooks.nanogpt.DEFAULT_REQUEST_TIMEOUT", 0.5)
+    run_id = submit()
+    nanogpt_connection.add_fault(endpoint="status", kind=kind, count=4, delay=100)
+    event = await first_event(trigger_for(run_id))
+    assert event["status"] == "success"
+
+
+async def test_deadline_yields_timeout_with_run_id(nanogpt_connection: NanoGPTSimulator) -> None:
+    run_id = submit(" [sim:never]")
+    started = time.time()
+    event = await first_event(trigger_for(run_id, end_time=started + 0.5, started_at=started))
+    assert event["status"] == "timeout"
+    assert event["run_id"] == run_id
+    assert event["waited_seconds"] >= 0.5
+    assert time.time() - started < 5
+
+
+async def test_deadline_already_passed(nanogpt_connection: NanoGPTSimulator) -> None:
+    event = await first_event(trigger_for("vid_x", end_time=time.time() - 1))
+    assert event["status"] == "timeout"
+    assert nanogpt_connection.state()["requests"] == {}
+
+
+async def test_unknown_run_ends_with_error_after_a_few_404s(
+    nanogpt_connection: NanoGPTSimulator,
+) -> None:
+    event = await first_event(trigger_for("vid_unknown"))
+    assert event["status"] == "error"
+    assert "vid_unknown" in event["message"]
+
+
+async def test_auth_error_ends_at_once(
+    simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import connection_json
+
+    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(simulator.url, "sk-bad-key"))
+    event = await first_event(trigger_for("vid_x"))
+    assert event["status"] == "error"
+    assert simulator.state()["requests"].get("GET /api/video/status") == 1
+
+
+async def test_persistent_errors_end_with_error_not_an_exception(
+    nanogpt_connection: NanoGPTSimulator,
+) -> None:
+    nanogpt_connection.add_fault(endpoint="status", kind="500", count=1000)
+    event = await first_event(trigger_for("vid_x", max_consecutive_errors=2))
+    assert event["status"] == "error"
+    assert "3 status checks in a row failed" in event["message"]
+
+
+async def test_missing_connection_is_an_error_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_NANOGPT_DEFAULT", raising=False)
+    event = await first_event(trigger_for("vid_x"))
+    assert event["status"] == "error"
+    assert "AIRFLOW_CONN_NANOGPT_DEFAULT" in event["message"]
+
+
+async def test_progress_is_logged_each_poll(
+    nanogpt_connection: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    run_id = submit(" [sim:shape=flat]")
+    await first_event(trigger_for(run_id))
+    logged = capfd.readouterr().out
+    assert f"NanoGPT video {run_id} is running:" in logged
+    assert "% done, about" in logged
+    assert CANARY_KEY not in logged
+
+
+async def test_cleanup_closes_the_client_and_on_kill_only_logs(
+    nanogpt_connection: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    trigger = trigger_for(submit())
+    await first_event(trigger)
+    assert trigger._hook is None  # closed and released in cleanup()
+    await trigger.on_kill()
+    assert "no cancel endpoint" in capfd.readouterr().out
+    assert nanogpt_connection.state()["submits_accepted"] == 1
+
+
+def _status(eta: float | None) -> VideoStatus:
+    return VideoStatus(run_id="r", state=VideoState.RUNNING, eta_seconds=eta)
+
+
+def test_eta_guided_delay_never_polls_sooner_than_the_interval() -> None:
+    assert 4.5 <= next_poll_delay(_status(None), 5, 60) <= 5
+    assert 4.5 <= next_poll_delay(_status(1), 5, 60) <= 5
+    assert 27 <= next_poll_delay(_status(30), 5, 60) <= 30
+    assert 54 <= next_poll_delay(_status(600), 5, 60) <= 60
