@@ -19,6 +19,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTPermanentError,
 )
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook, redact_url
+from airflow_provider_nanogpt.links.video import VIDEO_URL_XCOM_KEY
 
 EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
 
@@ -125,6 +126,32 @@ def deliver(
         "cost": status.cost,
         "output_path": saved_to,
     }
+
+
+def complete(
+    context: Any,
+    event: Mapping[str, Any],
+    status: VideoStatus | None,
+    *,
+    hook: NanoGPTHook,
+    model: str | None,
+    output_path: Any,
+    outlets: Any,
+    log: Any,
+) -> dict[str, Any]:
+    """Finish a task from a terminal event: raise its error, or deliver the video.
+
+    ``status`` is the terminal reading when the caller has one; events carry no URL (the
+    triggerer logs them), so otherwise it is read again from NanoGPT's cached status.
+    """
+    raise_for_event(event)
+    run_id = str(event["run_id"])
+    if status is None:
+        status = hook.get_video_status(run_id)
+    result = deliver(hook, status, run_id=run_id, model=model, output_path=output_path, log=log)
+    context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
+    record_outlet_events(context, outlets, result)
+    return result
 
 
 def record_outlet_events(

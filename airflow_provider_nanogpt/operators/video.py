@@ -391,27 +391,18 @@ class GenerateVideoOperator(BaseOperator):
     def _complete(
         self, context: Context, event: Mapping[str, Any], status: VideoStatus | None
     ) -> dict[str, Any]:
-        from airflow_provider_nanogpt.completion import (
-            deliver,
-            raise_for_event,
-            record_outlet_events,
-        )
+        from airflow_provider_nanogpt.completion import complete
         from airflow_provider_nanogpt.durability import RunStore
 
-        raise_for_event(event)
-        run_id = str(event["run_id"])
-        if status is None:
-            # Events carry no URL (the triggerer logs them); read it from the cached status.
-            status = self.hook.get_video_status(run_id)
-        result = deliver(
-            self.hook,
+        result = complete(
+            context,
+            event,
             status,
-            run_id=run_id,
+            hook=self.hook,
             model=self.model,
             output_path=self.output_path,
+            outlets=self.outlets,
             log=self.log,
         )
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
-        record_outlet_events(context, self.outlets, result)
         RunStore(context).mark_delivered()
         return result

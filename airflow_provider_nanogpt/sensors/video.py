@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_nanogpt.links.video import VIDEO_URL_XCOM_KEY, NanoGPTVideoLink
+from airflow_provider_nanogpt.links.video import NanoGPTVideoLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -112,24 +112,15 @@ class VideoStatusSensor(BaseSensorOperator):
     def _complete(
         self, context: Context, event: dict[str, Any], status: VideoStatus | None
     ) -> dict[str, Any]:
-        from airflow_provider_nanogpt.completion import (
-            deliver,
-            raise_for_event,
-            record_outlet_events,
-        )
+        from airflow_provider_nanogpt.completion import complete
 
-        raise_for_event(event)
-        run_id = str(event["run_id"])
-        if status is None:
-            status = self.hook.get_video_status(run_id)
-        result = deliver(
-            self.hook,
+        return complete(
+            context,
+            event,
             status,
-            run_id=run_id,
+            hook=self.hook,
             model=None,
             output_path=self.output_path,
+            outlets=self.outlets,
             log=self.log,
         )
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
-        record_outlet_events(context, self.outlets, result)
-        return result

@@ -228,6 +228,8 @@ class SimRequestHandler(BaseHTTPRequestHandler):
             with state.lock:
                 state.submit_requests += 1
         fault = state.faults.take(endpoint)
+        if fault is None and endpoint is not None:
+            fault = state.random_transient_fault(endpoint)
         if fault is not None and endpoint is not None:
             faulted = apply_fault(state, endpoint, fault)
             if faulted is not None:

@@ -67,7 +67,14 @@ def nested_status(
     if phase.state == PROCESSING:
         data["progress"] = phase.progress
         data["estimatedTimeRemaining"] = _eta(phase, time_scale)
-    elif phase.state == COMPLETED:
+    else:
+        _add_outcome(data, job, phase, video_url)
+    return {"requestId": job.run_id, "model": job.model, "data": data}
+
+
+def _add_outcome(data: dict[str, Any], job: Job, phase: Phase, video_url: str | None) -> None:
+    """The result fields shared by the nested and the legacy envelope."""
+    if phase.state == COMPLETED:
         if video_url is not None:
             data["output"] = {"video": {"url": video_url}}
         data["cost"] = float(job.cost)
@@ -76,7 +83,6 @@ def nested_status(
         data["error"] = error
         data["isNSFWError"] = nsfw
         data["userFriendlyError"] = friendly
-    return {"requestId": job.run_id, "model": job.model, "data": data}
 
 
 def flat_status(
@@ -138,13 +144,5 @@ def legacy_status(job: Job, phase: Phase, video_url: str | None) -> dict[str, An
         "isNSFWError": False,
         "userFriendlyError": None,
     }
-    if phase.state == COMPLETED:
-        if video_url is not None:
-            data["output"] = {"video": {"url": video_url}}
-        data["cost"] = float(job.cost)
-    elif phase.state == FAILED:
-        error, friendly, nsfw = job.failure()
-        data["error"] = error
-        data["isNSFWError"] = nsfw
-        data["userFriendlyError"] = friendly
+    _add_outcome(data, job, phase, video_url)
     return {"data": data}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import threading
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, replace
@@ -10,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from .clock import SimClock, iso_utc
-from .faults import FaultQueue
+from .faults import Fault, FaultQueue
 from .jobs import Job
 from .markers import SHAPES
 from .ratelimit import SlidingWindowLimiter
@@ -37,6 +38,9 @@ class SimConfig:
     render_seconds: float = 8.0
     max_body_bytes: int = 6 * 1024 * 1024
     max_data_url_bytes: int = 4 * 1024 * 1024
+    # Fraction of API requests answered with a random transient fault (503 or a reset), for soak
+    # tests; seeded, so a run is reproducible.
+    transient_fault_rate: float = 0.0
 
     def public(self) -> dict[str, Any]:
         """Config as JSON, with ``api_key`` replaced by whether one is set."""
@@ -77,6 +81,11 @@ def validate_config(updates: dict[str, Any]) -> dict[str, Any]:
             "max_data_url_bytes",
         ):
             clean[name] = int(_non_negative(name, value, integer=True))
+        elif name == "transient_fault_rate":
+            rate = _non_negative(name, value)
+            if rate > 1:
+                raise ConfigError("transient_fault_rate must be between 0 and 1")
+            clean[name] = rate
         elif name == "status_shape":
             if value not in SHAPES:
                 raise ConfigError(f"status_shape must be one of {', '.join(SHAPES)}")
@@ -100,6 +109,7 @@ class SimState:
         self.clock = SimClock(config.time_scale)
         self.lock = threading.RLock()
         self.faults = FaultQueue()
+        self.fault_rng = random.Random(7)
         self.submit_limiter = SlidingWindowLimiter(config.rate_limit_per_minute)
         self.recover_limiter = SlidingWindowLimiter(config.recover_limit_per_minute)
         self.stopping = threading.Event()
@@ -161,6 +171,15 @@ class SimState:
             for job in self.jobs.values():
                 if job.finish_if_due(now):
                     self.balance += job.cost
+
+    def random_transient_fault(self, endpoint: str) -> Fault | None:
+        """A 503 or a connection reset for ``transient_fault_rate`` of requests, else None."""
+        rate = self.config.transient_fault_rate
+        with self.lock:
+            if rate <= 0 or self.fault_rng.random() >= rate:
+                return None
+            kind = self.fault_rng.choice(("503", "reset"))
+        return Fault(endpoint=endpoint, kind=kind)
 
     def count_request(self, method: str, path: str) -> None:
         """Count one API request (control endpoints are not counted)."""

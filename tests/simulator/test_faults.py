@@ -241,3 +241,17 @@ def test_add_fault_python_api_validates(sim: NanoGPTSimulator) -> None:
     assert fault["remaining"] == 2
     sim.clear_faults()
     assert sim.state()["faults"] == []
+
+
+def test_transient_fault_rate_faults_about_that_share_of_requests() -> None:
+    with NanoGPTSimulator(api_key=None, time_scale=0.02, quiet=True) as sim:
+        sim.configure(transient_fault_rate=0.3)
+        statuses = []
+        for _ in range(200):
+            try:
+                statuses.append(call(sim, "GET", "/api/v1/video-models", key=None).status)
+            except (ConnectionError, OSError):
+                statuses.append(0)
+        faulted = sum(1 for s in statuses if s in (0, 503))
+        assert 30 <= faulted <= 90
+        assert set(statuses) <= {0, 200, 503}
