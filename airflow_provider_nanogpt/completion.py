@@ -138,6 +138,7 @@ def complete(
     output_path: Any,
     outlets: Any,
     log: Any,
+    precharged_cost: float | None = None,
 ) -> dict[str, Any]:
     """Finish a task from a terminal event: raise its error, or deliver the video.
 
@@ -149,6 +150,9 @@ def complete(
     if status is None:
         status = hook.get_video_status(run_id)
     result = deliver(hook, status, run_id=run_id, model=model, output_path=output_path, log=log)
+    if result["cost"] is None:
+        # The flat status shape carries no final cost; the pre-charge is the best known figure.
+        result["cost"] = precharged_cost
     context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
     record_outlet_events(context, outlets, result)
     return result

@@ -10,7 +10,7 @@ response bodies and our own text only.
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class NanoGPTError(AirflowException):

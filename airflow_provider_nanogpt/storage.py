@@ -22,7 +22,7 @@ Destination = str | os.PathLike[str]
 def resolve_destination(destination: Any) -> Path | ObjectStoragePath:
     """A local ``Path`` for plain paths, an ``ObjectStoragePath`` for URIs (s3://, file://, …)."""
     if isinstance(destination, Path):
-        return destination
+        return destination  # a pathlib.Path, or an ObjectStoragePath that subclasses it
     text = os.fspath(destination) if isinstance(destination, os.PathLike) else destination
     if not isinstance(text, str):
         # Already an ObjectStoragePath (or another UPath): use it as given.
@@ -36,8 +36,13 @@ def resolve_destination(destination: Any) -> Path | ObjectStoragePath:
     return ObjectStoragePath(text)
 
 
+def is_local(destination: Path | ObjectStoragePath) -> bool:
+    # ObjectStoragePath subclasses pathlib.Path on some Airflow versions; only it has a protocol.
+    return isinstance(destination, Path) and getattr(destination, "protocol", None) is None
+
+
 def describe(destination: Path | ObjectStoragePath) -> str:
-    return str(destination) if isinstance(destination, Path) else destination.as_uri()
+    return str(destination) if is_local(destination) else destination.as_uri()
 
 
 @contextmanager
@@ -48,8 +53,8 @@ def atomic_writer(destination: Path | ObjectStoragePath) -> Iterator[IO[bytes]]:
     try:
         with temporary.open("wb") as handle:
             yield handle
-        if isinstance(destination, Path) and isinstance(temporary, Path):
-            os.replace(temporary, destination)
+        if is_local(destination):
+            os.replace(temporary, destination)  # type: ignore[arg-type]
         else:
             temporary.rename(destination)  # type: ignore[arg-type]
     except BaseException:

@@ -388,6 +388,14 @@ class GenerateVideoOperator(BaseOperator):
 
         return self._complete(context, validate_event(event), None)
 
+    def _precharged_cost(self, context: Context) -> float | None:
+        ti = context["ti"]
+        submission = ti.xcom_pull(
+            task_ids=ti.task_id, key="submission", map_indexes=getattr(ti, "map_index", -1)
+        )
+        cost = submission.get("cost") if isinstance(submission, Mapping) else None
+        return float(cost) if isinstance(cost, int | float) else None
+
     def _complete(
         self, context: Context, event: Mapping[str, Any], status: VideoStatus | None
     ) -> dict[str, Any]:
@@ -403,6 +411,7 @@ class GenerateVideoOperator(BaseOperator):
             output_path=self.output_path,
             outlets=self.outlets,
             log=self.log,
+            precharged_cost=self._precharged_cost(context),
         )
         RunStore(context).mark_delivered()
         return result

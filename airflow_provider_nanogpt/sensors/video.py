@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_nanogpt.links.video import NanoGPTVideoLink
+from airflow_provider_nanogpt.links.video import VIDEO_URL_XCOM_KEY, NanoGPTVideoLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -69,6 +69,8 @@ class VideoStatusSensor(BaseSensorOperator):
         status = self.hook.get_video_status(self.run_id)
         if status.is_terminal:
             return self._complete(context, event_for(status), status)
+        # The video link reads this key at every deferral; empty means "not ready yet".
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
         now = time.time()
         self.defer(
             trigger=VideoStatusTrigger(
@@ -99,7 +101,7 @@ class VideoStatusSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        from airflow.sdk.exceptions import AirflowSensorTimeout
+        from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 
         from airflow_provider_nanogpt.completion import NO_CANCEL_NOTE, validate_event
 

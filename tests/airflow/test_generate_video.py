@@ -46,6 +46,8 @@ def test_deferrable_generation_defers_and_delivers(sim: NanoGPTSimulator, tmp_pa
         "output_path": str(out),
     }
     assert run_id in result["video_url"]
+    # The flat status shape has no final cost: the pre-charge stands in for it.
+    assert result["cost"] == outcome.xcoms[("generate", "submission")]["cost"] > 0
     assert out.stat().st_size > 0
     assert sim.state()["submits_accepted"] == 1
     # The task really deferred: Airflow stored a status trigger for this run, with no secret in it.

@@ -109,7 +109,7 @@ def test_status_codes_map_to_typed_errors(status: int, body: object, expected: t
 
 
 def test_permanent_errors_are_not_retried_by_airflow() -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
     for status, body in [(401, {}), (402, {}), (413, {}), (400, {"error": "bad"})]:
         error = _error(status, body)

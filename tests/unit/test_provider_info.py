@@ -60,6 +60,9 @@ def test_every_listed_module_and_class_imports() -> None:
 def test_providers_manager_serves_the_form_metadata() -> None:
     from airflow.providers_manager import ProvidersManager
 
+    if not hasattr(ProvidersManager, "_load_ui_metadata"):
+        pytest.skip("declarative connection forms (conn-fields) need Airflow 3.2+")
+
     manager = ProvidersManager()
     assert "airflow-provider-nanogpt" in manager.providers
     behaviours = manager.field_behaviours

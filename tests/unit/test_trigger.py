@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from typing import Any
@@ -38,14 +39,17 @@ def trigger_for(run_id: str, **kwargs: Any) -> VideoStatusTrigger:
 
 
 def test_serialize_round_trip_through_the_class_path() -> None:
-    from airflow.sdk.module_loading import import_string
-    from airflow.sdk.serde import deserialize, serialize
+    try:
+        from airflow.sdk.serde import deserialize, serialize
+    except ImportError:  # Airflow < 3.2
+        from airflow.serialization.serde import deserialize, serialize  # type: ignore[no-redef]
 
     trigger = VideoStatusTrigger("vid_1", "my_conn", 7.5, end_time=1_900_000_000.0, started_at=1.0)
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_nanogpt.triggers.video.VideoStatusTrigger"
     assert all(isinstance(v, str | int | float) for v in kwargs.values())
-    rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**deserialize(serialize(kwargs)))
     assert rebuilt.serialize() == (classpath, kwargs)
     assert CANARY_KEY not in json.dumps(kwargs)
 

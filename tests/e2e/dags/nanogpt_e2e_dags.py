@@ -1,0 +1,57 @@
+"""DAGs run by the end-to-end suite under a real scheduler, triggerer and LocalExecutor.
+
+Each test triggers its own DAG with ``conf`` = {"prompt", "output_path"}; the prompt carries the
+simulator markers (render time) and a tag that identifies the test's job in ``/_sim/state``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+REQUEST: dict[str, Any] = {
+    "model": "kling-video-v2",
+    "prompt": "{{ dag_run.conf['prompt'] }}",
+    "output_path": "{{ dag_run.conf['output_path'] }}",
+    # Short floor: the simulator's ETA decides most sleeps anyway.
+    "poll_interval": 1.0,
+    "timeout": 180.0,
+}
+
+
+class CrashAfterSubmitOperator(GenerateVideoOperator):
+    """Dies like a lost worker on try 1: after the paid submit, before XCom and the defer."""
+
+    def _publish(self, context: Any, submission: Any) -> None:
+        if context["ti"].try_number == 1:
+            # No exception handling, no state report, no cleanup: the process just vanishes.
+            os._exit(1)
+        super()._publish(context, submission)
+
+
+def _dag(dag_id: str, retries: int = 0) -> DAG:
+    return DAG(
+        dag_id,
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        default_args={"retries": retries, "retry_delay": timedelta(seconds=0)},
+        tags=["nanogpt-e2e"],
+    )
+
+
+with _dag("nanogpt_e2e_deferred") as deferred:
+    GenerateVideoOperator(task_id="generate", **REQUEST)
+
+with _dag("nanogpt_e2e_triggerer_restart") as triggerer_restart:
+    GenerateVideoOperator(task_id="generate", **REQUEST)
+
+with _dag("nanogpt_e2e_worker_crash", retries=1) as worker_crash:
+    CrashAfterSubmitOperator(task_id="generate", **REQUEST)

@@ -1,0 +1,290 @@
+"""End to end: GenerateVideoOperator under a real Airflow 3 deployment on PostgreSQL.
+
+A scheduler (LocalExecutor), triggerer, dag-processor and api-server run as separate processes
+against a NanoGPT simulator process. Everything is observed the way an operator would: through the
+REST API, the simulator's ``/_sim/state``, the log files and the metadata database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import E2E
+from tests.e2e.deployment import DeploymentError, wait_for
+
+pytestmark = pytest.mark.e2e
+
+TASK = "generate"
+SETTLED_RUN_STATES = {"success", "failed"}
+IN_FLIGHT = {"queued", "processing"}
+
+
+def _tag(name: str) -> str:
+    """A token in the prompt that picks this test's jobs out of the shared simulator."""
+    return f"e2e-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def _trigger(e2e: E2E, dag_id: str, tag: str, render_seconds: float, video: Path) -> str:
+    prompt = f"a paper boat on a rainy street {tag} [sim:queue=1][sim:render={render_seconds}]"
+    run_id = e2e.rest.trigger(dag_id, {"prompt": prompt, "output_path": str(video)})
+    e2e.runs.append((dag_id, run_id))
+    return run_id
+
+
+def _snapshot_triggers(e2e: E2E) -> list[dict[str, Any]]:
+    """Read the trigger table now (raw and decrypted kwargs); keep each row for the hygiene test."""
+    from cryptography.fernet import Fernet
+
+    fernet = Fernet(e2e.deployment.fernet_key.encode())
+    conn = e2e.cluster.connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT id, classpath, kwargs, triggerer_id FROM trigger")
+            rows = cursor.fetchall()
+    finally:
+        conn.close()
+    snapshot = []
+    for trigger_id, classpath, raw, triggerer_id in rows:
+        decrypted = raw if raw.startswith("{") else fernet.decrypt(raw.encode()).decode()
+        snapshot.append(
+            {
+                "id": trigger_id,
+                "classpath": classpath,
+                "raw": raw,
+                "kwargs": decrypted,
+                "triggerer_id": triggerer_id,
+            }
+        )
+    e2e.trigger_rows.extend(snapshot)
+    return snapshot
+
+
+def _wait_for_run(
+    e2e: E2E,
+    dag_id: str,
+    run_id: str,
+    timeout: float,
+    on_sample: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Poll REST until the DAG run settles; returns the final task instance."""
+
+    def settled() -> dict[str, Any] | None:
+        ti = e2e.rest.task_instance(dag_id, run_id, TASK)
+        if ti is not None and on_sample is not None:
+            on_sample(ti)
+        if e2e.rest.dag_run(dag_id, run_id)["state"] in SETTLED_RUN_STATES:
+            return e2e.rest.task_instance(dag_id, run_id, TASK)
+        return None
+
+    try:
+        return wait_for(settled, timeout, f"{dag_id} {run_id}", 0.25, e2e.deployment.check_alive)
+    except DeploymentError as exc:
+        raise AssertionError(f"{exc}\n{e2e.deployment.describe()}") from exc
+
+
+def _only_job(e2e: E2E, tag: str) -> dict[str, Any]:
+    jobs = e2e.sim.jobs_tagged(tag)
+    assert len(jobs) == 1, f"expected exactly one submitted job for {tag}, got {jobs}"
+    return jobs[0]
+
+
+def _assert_success(e2e: E2E, dag_id: str, run_id: str, ti: dict[str, Any]) -> None:
+    if ti["state"] != "success":
+        log = e2e.rest.log_text(dag_id, run_id, TASK, ti["try_number"])
+        raise AssertionError(f"task ended {ti['state']}:\n{log[-4000:]}")
+    assert e2e.rest.dag_run(dag_id, run_id)["state"] == "success"
+
+
+def test_deferred_generation_is_observable_and_delivers(e2e: E2E) -> None:
+    dag_id, tag, video = "nanogpt_e2e_deferred", _tag("deferred"), e2e.videos / "deferred.mp4"
+    submits_before = e2e.sim.state()["submits_accepted"]
+    run_id = _trigger(e2e, dag_id, tag, render_seconds=12, video=video)
+
+    seen: dict[str, Any] = {"deferred_while_rendering": False, "xcom_run_id": None}
+
+    def sample(ti: dict[str, Any]) -> None:
+        if ti["state"] != "deferred":
+            return
+        jobs = e2e.sim.jobs_tagged(tag)
+        if jobs and jobs[0]["status"] in IN_FLIGHT:
+            seen["deferred_while_rendering"] = True
+        if seen["xcom_run_id"] is None:
+            seen["xcom_run_id"] = e2e.rest.xcom(dag_id, run_id, TASK, "run_id")
+            _snapshot_triggers(e2e)
+
+    ti = _wait_for_run(e2e, dag_id, run_id, timeout=90, on_sample=sample)
+    _assert_success(e2e, dag_id, run_id, ti)
+    job = _only_job(e2e, tag)
+    assert e2e.sim.state()["submits_accepted"] - submits_before == 1
+
+    # It waited in the triggerer while NanoGPT rendered, and its run id was public meanwhile.
+    assert seen["deferred_while_rendering"]
+    assert seen["xcom_run_id"] == job["runId"]
+    assert ti["try_number"] == 1
+
+    result = e2e.rest.xcom(dag_id, run_id, TASK, "return_value")
+    assert result == {
+        "run_id": job["runId"],
+        "model": "kling-video-v2",
+        "status": "success",
+        "video_url": result["video_url"],
+        "cost": result["cost"],
+        "output_path": str(video),
+    }
+    # The flat status shape carries no final cost; the submit's pre-charge is in the submission.
+    assert result["cost"] in (None, job["cost"])
+    assert e2e.rest.xcom(dag_id, run_id, TASK, "submission")["cost"] == job["cost"]
+    assert result["video_url"].startswith(e2e.sim.url) and job["runId"] in result["video_url"]
+    assert video.stat().st_size > 0
+
+    # The trigger's progress lines reach the task log the UI shows.
+    log = e2e.rest.log_text(dag_id, run_id, TASK, 1)
+    assert re.search(r"\d+% done", log), log[-3000:]
+    assert f"Submitted NanoGPT video {job['runId']}" in log
+
+    links = e2e.rest.get(f"{e2e.rest.ti_path(dag_id, run_id, TASK)}/links")
+    assert links["extra_links"] == {"NanoGPT Video": result["video_url"]}
+
+
+def test_triggerer_killed_while_deferred_resumes_without_resubmitting(e2e: E2E) -> None:
+    dag_id, tag, video = "nanogpt_e2e_triggerer_restart", _tag("triggerer"), e2e.videos / "b.mp4"
+    submits_before = e2e.sim.state()["submits_accepted"]
+    run_id = _trigger(e2e, dag_id, tag, render_seconds=25, video=video)
+
+    def trigger_running() -> dict[str, Any] | None:
+        ti = e2e.rest.task_instance(dag_id, run_id, TASK)
+        if ti is None or ti["state"] != "deferred":
+            return None
+        assigned = [row for row in _snapshot_triggers(e2e) if row["triggerer_id"] is not None]
+        jobs = e2e.sim.jobs_tagged(tag)
+        # Poll 1 is the operator's own check before deferring; poll 2 came from the trigger.
+        if assigned and jobs and jobs[0]["polls"] >= 2:
+            return jobs[0]
+        return None
+
+    job = wait_for(trigger_running, 90, "the trigger to poll", 0.25, e2e.deployment.check_alive)
+    triggerer = e2e.deployment.processes["triggerer"]
+    triggerer.kill()
+    # The kill must land mid-render, or the test proves nothing about resuming.
+    assert _only_job(e2e, tag)["status"] in IN_FLIGHT
+    e2e.deployment.restart("triggerer")
+
+    ti = _wait_for_run(e2e, dag_id, run_id, timeout=120)
+    _assert_success(e2e, dag_id, run_id, ti)
+    # Same try: the task was never re-run, the new triggerer simply resumed the wait.
+    assert ti["try_number"] == 1
+    final = _only_job(e2e, tag)
+    assert final["runId"] == job["runId"]
+    assert e2e.sim.state()["submits_accepted"] - submits_before == 1
+    assert triggerer.starts == 2
+    # Two triggerer incarnations ran this trigger: each leaves its own trigger log file.
+    log_dir = e2e.deployment.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    trigger_logs = sorted(log_dir.glob(f"task_id={TASK}/attempt=1.log.trigger.*.log"))
+    assert len(trigger_logs) >= 2, trigger_logs
+    assert e2e.rest.xcom(dag_id, run_id, TASK, "return_value")["run_id"] == job["runId"]
+    assert video.stat().st_size > 0
+
+
+def test_worker_lost_after_submit_reattaches_on_retry(e2e: E2E) -> None:
+    dag_id, tag, video = "nanogpt_e2e_worker_crash", _tag("crash"), e2e.videos / "c.mp4"
+    before = e2e.sim.state()
+    run_id = _trigger(e2e, dag_id, tag, render_seconds=8, video=video)
+
+    ti = _wait_for_run(e2e, dag_id, run_id, timeout=150)
+    _assert_success(e2e, dag_id, run_id, ti)
+    # Try 1 died after paying; try 2 finished the same job instead of paying again.
+    assert ti["try_number"] == 2
+    job = _only_job(e2e, tag)
+    after = e2e.sim.state()
+    assert after["submits_accepted"] - before["submits_accepted"] == 1
+    assert after["submit_requests"] - before["submit_requests"] == 1
+
+    ti_path = e2e.rest.ti_path(dag_id, run_id, TASK)
+    first_try = e2e.rest.get(f"{ti_path}/tries/1")
+    assert first_try["state"] in {"up_for_retry", "failed"}
+    log_1 = e2e.rest.log_text(dag_id, run_id, TASK, 1)
+    log_2 = e2e.rest.log_text(dag_id, run_id, TASK, 2)
+    assert f"Submitted NanoGPT video {job['runId']}" in log_1
+    assert f"Reattaching to NanoGPT run {job['runId']}" in log_2
+    assert "Submitted NanoGPT video" not in log_2
+
+    # The Airflow 3.3 task state store carried the paid run across the lost worker.
+    store = e2e.rest.get(f"{ti_path}/state-store")
+    records = {entry["key"]: entry["value"] for entry in store["task_state_store"]}
+    assert records["nanogpt_video_run"]["run_id"] == job["runId"]
+    assert records["nanogpt_video_run"]["delivered"] is True
+
+    result = e2e.rest.xcom(dag_id, run_id, TASK, "return_value")
+    assert result["run_id"] == job["runId"] and result["output_path"] == str(video)
+    assert video.stat().st_size > 0
+
+
+def _hits(text: str, needles: tuple[str, ...]) -> list[str]:
+    return [needle for needle in needles if needle in text]
+
+
+def test_the_api_key_never_leaks(e2e: E2E) -> None:
+    """Search logs, component output, XComs, rendered fields, trigger kwargs and the whole DB."""
+    assert len(e2e.runs) == 3, "runs after the three scenarios above"
+    canary = e2e.canary
+    # The full key, and its random part alone (catches a truncated or re-prefixed key).
+    needles = (canary, canary.removeprefix("sk-nano-e2e-canary-"))
+    run_ids = [job["runId"] for job in e2e.sim.state()["jobs"]]
+    leaks: list[str] = []
+
+    # 1. Every file in AIRFLOW_HOME: task and trigger logs, scheduler/dag-processor logs and the
+    #    captured stdout/stderr of every component and the simulator.
+    files = [p for p in e2e.deployment.home.rglob("*") if p.is_file()]
+    seen_run_ids: set[str] = set()
+    for path in files:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        leaks += [f"{path}: {hit}" for hit in _hits(text, needles)]
+        seen_run_ids.update(r for r in run_ids if r in text)
+    outputs = e2e.deployment.component_outputs()
+    assert {p.name.split(".")[0] for p in outputs} >= {
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+        "simulator",
+    }
+    assert any(p.suffix == ".log" and "attempt=" in p.name for p in files)
+    assert seen_run_ids == set(run_ids), "the scan must have read the task logs"
+
+    # 2. Every XCom and rendered template field, as the REST API serves them.
+    xcom_count = 0
+    for dag_id, run_id in e2e.runs:
+        ti_path = e2e.rest.ti_path(dag_id, run_id, TASK)
+        entries = e2e.rest.get(f"{ti_path}/xcomEntries")["xcom_entries"]
+        for entry in entries:
+            value = e2e.rest.xcom(dag_id, run_id, TASK, entry["key"])
+            leaks += [f"xcom {dag_id}/{entry['key']}" for _ in _hits(json.dumps(value), needles)]
+            xcom_count += 1
+        ti = e2e.rest.get(ti_path)
+        rendered = json.dumps(ti["rendered_fields"])
+        assert "paper boat" in rendered
+        leaks += [f"rendered fields {dag_id}" for _ in _hits(rendered, needles)]
+    assert xcom_count >= 3 * 4  # run_id, submission, video_url, return_value (+ link) per run
+
+    # 3. Trigger kwargs as stored and decrypted, captured while the tasks were deferred. (Airflow
+    #    3.3 stores a Task SDK deferral's kwargs as plain JSON, not Fernet-encrypted: one more
+    #    reason they must never hold the key.)
+    assert e2e.trigger_rows, "no trigger row was captured while deferred"
+    for row in [*e2e.trigger_rows, *_snapshot_triggers(e2e)]:
+        assert row["classpath"].startswith("airflow_provider_nanogpt.")
+        assert any(r in row["kwargs"] for r in run_ids), "decryption must yield the kwargs"
+        leaks += [f"trigger {row['id']}" for _ in _hits(row["raw"] + row["kwargs"], needles)]
+
+    # 4. Every value stored in the metadata database.
+    dump = e2e.cluster.dump()
+    assert all(r in dump for r in run_ids)
+    leaks += [f"database dump: {hit}" for hit in _hits(dump, needles)]
+
+    assert not leaks, leaks
