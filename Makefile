@@ -3,18 +3,29 @@
 PYTHON ?= python3
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
+# The lowest supported Airflow minor, tested in a virtualenv of its own.
+FLOOR_VENV ?= .venv-airflow-3.1
+FLOOR_AIRFLOW_VERSION ?= 3.1.8
 BIN := $(VENV)/bin
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: venv demo test lint typecheck unit bench e2e clean
+.PHONY: venv floor-venv demo test lint typecheck unit unit-floor bench clean
 
 venv: $(VENV)/.installed
+
+floor-venv: $(FLOOR_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_QUIET) --upgrade pip
 	$(BIN)/pip install $(PIP_QUIET) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]"
+	touch $@
+
+$(FLOOR_VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
+	$(FLOOR_VENV)/bin/pip install $(PIP_QUIET) "apache-airflow==$(FLOOR_AIRFLOW_VERSION)" -e ".[dev]"
 	touch $@
 
 demo: venv
@@ -27,13 +38,18 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# Everything, on the newest supported Airflow: unit, hook, dag.test(), simulator, end to end.
 unit: venv
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+# The same suites on the lowest supported Airflow, less the deployment and the 200-video soak.
+unit-floor: floor-venv
+	$(FLOOR_VENV)/bin/pytest -q -m "not e2e and not slow"
+
+test: lint typecheck unit unit-floor
 
 bench: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .airflow output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) .airflow output .pytest_cache .mypy_cache .ruff_cache

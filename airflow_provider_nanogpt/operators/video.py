@@ -388,6 +388,13 @@ class GenerateVideoOperator(BaseOperator):
 
         return self._complete(context, validate_event(event), None)
 
+    def on_kill(self) -> None:
+        # Only reachable while waiting on the worker (deferrable=False); the trigger has its own.
+        self.log.warning(
+            "Stopped waiting for the NanoGPT video. NanoGPT has no cancel endpoint: the job keeps "
+            "running and may be charged; a retry of this task reattaches to it."
+        )
+
     def _precharged_cost(self, context: Context) -> float | None:
         ti = context["ti"]
         submission = ti.xcom_pull(

@@ -21,7 +21,10 @@ class DagOutcome:
 
 
 def load_dag(dag_id: str, path: Path = TEST_DAGS / "nanogpt_test_dags.py") -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     bag = DagBag(dag_folder=str(path))
     assert not bag.import_errors, bag.import_errors

@@ -60,6 +60,7 @@ def test_rate_limited_submit_defers_then_submits_once(sim: NanoGPTSimulator) -> 
     assert ("running", None) in outcome.observed_while_running
 
 
+@pytest.mark.slow
 def test_200_item_batch_at_the_real_rate_limit(sim: NanoGPTSimulator) -> None:
     # 50 submissions per (time-scaled: 30 s) minute, as NanoGPT allows. dag.test() runs the mapped
     # tasks one after another (about 0.4 s each here), faster than 50 per window, so the limit is

@@ -17,7 +17,12 @@ from tests.e2e.deployment import Deployment, Rest, Simulator
 from tests.e2e.postgres import PostgresCluster, PostgresUnavailable, ensure_installed
 
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
-E2E_DAG_IDS = ["nanogpt_e2e_deferred", "nanogpt_e2e_triggerer_restart", "nanogpt_e2e_worker_crash"]
+E2E_DAG_IDS = [
+    "nanogpt_e2e_deferred",
+    "nanogpt_e2e_triggerer_restart",
+    "nanogpt_e2e_worker_crash",
+    "nanogpt_e2e_fault_soak",
+]
 # Keep the temp dirs (component output, logs) after a run for inspection.
 KEEP_ENV = "NANOGPT_E2E_KEEP"
 

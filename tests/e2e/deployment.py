@@ -189,6 +189,9 @@ class Simulator:
         response.raise_for_status()
         return dict(response.json())
 
+    def configure(self, **settings: Any) -> None:
+        requests.post(f"{self.url}/_sim/config", json=settings, timeout=10).raise_for_status()
+
     def jobs_tagged(self, tag: str) -> list[dict[str, Any]]:
         """The simulator's jobs whose prompt carries ``tag`` (one test's submissions)."""
         return [

@@ -226,6 +226,35 @@ def test_worker_lost_after_submit_reattaches_on_retry(e2e: E2E) -> None:
     assert video.stat().st_size > 0
 
 
+def test_100_mapped_tasks_with_transient_faults_all_succeed_and_pay_once(e2e: E2E) -> None:
+    dag_id = "nanogpt_e2e_fault_soak"
+    # Every tenth API call (submit, status, recover, download) is a 503 or a dropped connection.
+    # The 50/min submit limit is lifted here so the soak measures fault handling, not waiting.
+    e2e.sim.configure(transient_fault_rate=0.1, rate_limit_per_minute=10_000)
+    try:
+        run_id = e2e.rest.trigger(dag_id, {})  # not in e2e.runs: the leak scan reads files and DB
+
+        def settled() -> str | None:
+            state = e2e.rest.dag_run(dag_id, run_id)["state"]
+            return state if state in SETTLED_RUN_STATES else None
+
+        final = wait_for(settled, 420, f"{dag_id} {run_id}", 1.0, e2e.deployment.check_alive)
+    finally:
+        e2e.sim.configure(transient_fault_rate=0.0, rate_limit_per_minute=50)
+    tis = e2e.rest.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=200)[
+        "task_instances"
+    ]
+    states = {ti["map_index"]: ti["state"] for ti in tis}
+    assert final == "success", {k: v for k, v in states.items() if v != "success"}
+    assert len(states) == 100
+    assert set(states.values()) == {"success"}
+    jobs = e2e.sim.jobs_tagged("e2e-soak")
+    assert len(jobs) == 100  # submits == 100: no fault made anyone pay twice
+    assert len({job["payload"]["prompt"] for job in jobs}) == 100
+    faulted = e2e.sim.state()["requests"]
+    assert sum(faulted.values()) > 300  # the soak really exercised the API
+
+
 def _hits(text: str, needles: tuple[str, ...]) -> list[str]:
     return [needle for needle in needles if needle in text]
 

@@ -442,3 +442,12 @@ def test_the_key_never_leaks(
     assert "Retrying in" in logged.out  # the retry warnings were captured: this is not vacuous
     assert all(CANARY_KEY not in text for text in texts)
     assert all("x-api-key" not in text.lower() for text in (caplog.text, *logged))
+
+
+def test_user_agent_names_the_provider_and_its_version(hook: NanoGPTHook) -> None:
+    from airflow_provider_nanogpt import __version__
+
+    headers = hook.settings().headers()
+    assert headers["User-Agent"].startswith(f"airflow-provider-nanogpt/{__version__} ")
+    assert headers["x-api-key"] == CANARY_KEY
+    assert "Authorization" not in headers

@@ -55,3 +55,13 @@ with _dag("nanogpt_e2e_triggerer_restart") as triggerer_restart:
 
 with _dag("nanogpt_e2e_worker_crash", retries=1) as worker_crash:
     CrashAfterSubmitOperator(task_id="generate", **REQUEST)
+
+# 100 mapped videos for the fault soak: each prompt carries the soak tag and a short render.
+SOAK_TAG = "e2e-soak"
+with _dag("nanogpt_e2e_fault_soak", retries=0) as fault_soak:
+    GenerateVideoOperator.partial(
+        task_id="generate",
+        model="kling-video-v2",
+        poll_interval=1.0,
+        timeout=300.0,
+    ).expand(prompt=[f"{SOAK_TAG} video {i} [sim:queue=0][sim:render=2]" for i in range(100)])
