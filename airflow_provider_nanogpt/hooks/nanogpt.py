@@ -232,13 +232,11 @@ class NanoGPTHook(BaseHook):
 
     async def _aclient(self) -> httpx.AsyncClient:
         if self._async_client is None:
-            import httpx
+            from airflow_provider_nanogpt.hooks import async_clients
 
             settings = await self.asettings()
-            self._async_client = httpx.AsyncClient(
-                base_url=settings.base_url,
-                headers=settings.headers(),
-                timeout=httpx.Timeout(settings.request_timeout, connect=CONNECT_TIMEOUT),
+            self._async_client = async_clients.acquire(
+                settings.base_url, settings.headers(), settings.request_timeout, CONNECT_TIMEOUT
             )
         return self._async_client
 
@@ -271,8 +269,10 @@ class NanoGPTHook(BaseHook):
 
     async def aclose(self) -> None:
         if self._async_client is not None:
-            await self._async_client.aclose()
-            self._async_client = None
+            from airflow_provider_nanogpt.hooks import async_clients
+
+            client, self._async_client = self._async_client, None
+            await async_clients.release(client)
 
     def close(self) -> None:
         if "_session" in self.__dict__:
@@ -431,13 +431,15 @@ class NanoGPTHook(BaseHook):
 
     def _download_once(self, url: str, target: Any, settings: ClientSettings) -> int:
         import requests
+        from urllib3.exceptions import HTTPError
 
         action = f"download the video from {redact_url(url)}"
         try:
             with self._session.get(
                 url,
                 stream=True,
-                headers={"User-Agent": settings.user_agent},
+                # Raw bytes are written as they come, so ask for no content encoding.
+                headers={"User-Agent": settings.user_agent, "Accept-Encoding": "identity"},
                 timeout=(CONNECT_TIMEOUT, settings.request_timeout),
             ) as response:
                 if response.status_code >= 400:
@@ -446,16 +448,19 @@ class NanoGPTHook(BaseHook):
                     )
                 expected = response.headers.get("Content-Length")
                 written = 0
+                # readinto one reused buffer: no per-chunk allocations on multi-GB videos.
+                buffer = bytearray(DOWNLOAD_CHUNK_BYTES)
+                view = memoryview(buffer)
                 with atomic_writer(target) as handle:
-                    for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
-                        handle.write(chunk)
-                        written += len(chunk)
+                    while count := response.raw.readinto(buffer):
+                        handle.write(view[:count])
+                        written += count
                     if expected is not None and expected.isdigit() and written != int(expected):
                         raise NanoGPTDownloadError(
                             f"Could not {action}: got {written} of {expected} bytes"
                         )
                 return written
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, HTTPError) as exc:
             raise NanoGPTDownloadError(f"Could not {action}: {type(exc).__name__}") from None
 
 

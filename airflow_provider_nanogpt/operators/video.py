@@ -331,7 +331,8 @@ class GenerateVideoOperator(BaseOperator):
         wait = exc.retry_after if exc.retry_after is not None else 30.0
         if not self.deferrable or wait > MAX_RATE_LIMIT_DEFERRAL_SECONDS:
             raise exc
-        wait = max(0.1, wait * random.uniform(1.0, 1.25))
+        # Retry-After names when a slot frees; come back just after it, a little spread out.
+        wait = max(0.1, wait * random.uniform(1.0, 1.1))
         self.log.info(
             "NanoGPT is rate limiting submissions; waiting %.1f s in the triggerer.", wait
         )

@@ -451,3 +451,20 @@ def test_user_agent_names_the_provider_and_its_version(hook: NanoGPTHook) -> Non
     assert headers["User-Agent"].startswith(f"airflow-provider-nanogpt/{__version__} ")
     assert headers["x-api-key"] == CANARY_KEY
     assert "Authorization" not in headers
+
+
+async def test_hooks_on_one_event_loop_share_one_async_client(
+    nanogpt_connection: NanoGPTSimulator,
+) -> None:
+    first, second = NanoGPTHook(), NanoGPTHook()
+    run_id = first.submit_video(KLING).run_id
+    await first.aget_video_status(run_id)
+    await second.aget_video_status(run_id)
+    client = first._async_client
+    assert client is not None
+    assert second._async_client is client  # one SSL context and pool for every trigger
+    await first.aclose()
+    assert not client.is_closed  # still in use by the second hook
+    await second.aclose()
+    assert client.is_closed
+    first.close()
