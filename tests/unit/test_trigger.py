@@ -98,6 +98,9 @@ async def test_network_level_faults_are_tolerated(
     nanogpt_connection.add_fault(endpoint="status", kind=kind, count=4, delay=100)
     event = await first_event(trigger_for(run_id))
     assert event["status"] == "success"
+    state = nanogpt_connection.state()
+    assert state["submits_accepted"] == 1
+    assert state["requests"]["GET /api/video/status"] >= 5  # the faults were really hit
 
 
 async def test_deadline_yields_timeout_with_run_id(nanogpt_connection: NanoGPTSimulator) -> None:
