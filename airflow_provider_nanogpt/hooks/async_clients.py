@@ -24,13 +24,22 @@ MAX_KEEPALIVE_CONNECTIONS = 32
 
 
 @dataclass
-class _Entry:
+class SharedClient:
+    """A client plus the gate that keeps its pool's wait queue empty.
+
+    httpcore's pool does work proportional to every queued request whenever one is queued or
+    finishes; with a thousand triggers polling, that made each poll cost tens of milliseconds of
+    CPU. Waiting on an asyncio semaphore before entering the pool is O(1), so the pool never has
+    a queue.
+    """
+
     client: httpx.AsyncClient
+    gate: asyncio.Semaphore
     users: int = 0
 
 
 _ClientKey = tuple[str, str, float]
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_ClientKey, _Entry]] = (
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_ClientKey, SharedClient]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -43,7 +52,7 @@ def _key(base_url: str, headers: dict[str, str], timeout: float) -> _ClientKey:
 
 def acquire(
     base_url: str, headers: dict[str, str], timeout: float, connect_timeout: float
-) -> httpx.AsyncClient:
+) -> SharedClient:
     """The loop's shared client for these settings, created on first use."""
     import httpx
 
@@ -51,31 +60,29 @@ def acquire(
     key = _key(base_url, headers, timeout)
     entry = per_loop.get(key)
     if entry is None or entry.client.is_closed:
-        entry = per_loop[key] = _Entry(
-            httpx.AsyncClient(
+        entry = per_loop[key] = SharedClient(
+            client=httpx.AsyncClient(
                 base_url=base_url,
                 headers=headers,
-                # The pool wait is bounded by the read timeout too: a full pool is back-pressure,
-                # not an error.
                 timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=timeout),
                 limits=httpx.Limits(
                     max_connections=MAX_CONNECTIONS,
                     max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
                 ),
-            )
+            ),
+            gate=asyncio.Semaphore(MAX_CONNECTIONS),
         )
     entry.users += 1
-    return entry.client
+    return entry
 
 
-async def release(client: httpx.AsyncClient) -> None:
+async def release(shared: SharedClient) -> None:
     """Give a client back; the last user closes it."""
+    shared.users -= 1
+    if shared.users > 0:
+        return
     per_loop = _clients.get(asyncio.get_running_loop(), {})
     for key, entry in list(per_loop.items()):
-        if entry.client is client:
-            entry.users -= 1
-            if entry.users <= 0:
-                del per_loop[key]
-                await client.aclose()
-            return
-    await client.aclose()  # not registered on this loop: close it outright
+        if entry is shared:
+            del per_loop[key]
+    await shared.client.aclose()

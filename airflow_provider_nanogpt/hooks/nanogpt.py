@@ -61,9 +61,10 @@ from airflow_provider_nanogpt.exceptions import (
 from airflow_provider_nanogpt.storage import atomic_writer, describe, resolve_destination
 
 if TYPE_CHECKING:
-    import httpx
     import requests
     from airflow.sdk import Connection
+
+    from airflow_provider_nanogpt.hooks.async_clients import SharedClient
 
 DEFAULT_REQUEST_TIMEOUT = 30.0
 SUBMIT_TIMEOUT_FLOOR = 60.0
@@ -125,7 +126,7 @@ class NanoGPTHook(BaseHook):
         self._max_retries_override = max_retries
         self._retry_policy_override = retry_policy
         self._settings: ClientSettings | None = None
-        self._async_client: httpx.AsyncClient | None = None
+        self._async_client: SharedClient | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(nanogpt_conn_id={self.nanogpt_conn_id!r})"
@@ -230,7 +231,7 @@ class NanoGPTHook(BaseHook):
 
     # --- async transport (triggerer) ---------------------------------------------------------
 
-    async def _aclient(self) -> httpx.AsyncClient:
+    async def _aclient(self) -> SharedClient:
         if self._async_client is None:
             from airflow_provider_nanogpt.hooks import async_clients
 
@@ -243,16 +244,17 @@ class NanoGPTHook(BaseHook):
     async def _asend(self, request: ApiRequest) -> Any:
         import httpx
 
-        client = await self._aclient()
+        shared = await self._aclient()
         try:
-            response = await client.request(
-                request.method,
-                request.path,
-                params=dict(request.params) or None,
-                json=request.json,
-            )
+            async with shared.gate:
+                response = await shared.client.request(
+                    request.method,
+                    request.path,
+                    params=dict(request.params) or None,
+                    json=request.json,
+                )
         except httpx.HTTPError as exc:
-            raise _httpx_transport_error(exc, request.action, str(client.base_url)) from None
+            raise _httpx_transport_error(exc, request.action, str(shared.client.base_url)) from None
         return read_response(response.status_code, response.headers, response.text, request.action)
 
     async def _arequest(self, request: ApiRequest) -> Any:
@@ -438,7 +440,7 @@ class NanoGPTHook(BaseHook):
             with self._session.get(
                 url,
                 stream=True,
-                # Raw bytes are written as they come, so ask for no content encoding.
+                # A video is already compressed; asking for identity spares a decode pass.
                 headers={"User-Agent": settings.user_agent, "Accept-Encoding": "identity"},
                 timeout=(CONNECT_TIMEOUT, settings.request_timeout),
             ) as response:
@@ -448,13 +450,10 @@ class NanoGPTHook(BaseHook):
                     )
                 expected = response.headers.get("Content-Length")
                 written = 0
-                # readinto one reused buffer: no per-chunk allocations on multi-GB videos.
-                buffer = bytearray(DOWNLOAD_CHUNK_BYTES)
-                view = memoryview(buffer)
                 with atomic_writer(target) as handle:
-                    while count := response.raw.readinto(buffer):
-                        handle.write(view[:count])
-                        written += count
+                    for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
+                        handle.write(chunk)
+                        written += len(chunk)
                     if expected is not None and expected.isdigit() and written != int(expected):
                         raise NanoGPTDownloadError(
                             f"Could not {action}: got {written} of {expected} bytes"

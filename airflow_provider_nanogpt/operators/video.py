@@ -332,7 +332,7 @@ class GenerateVideoOperator(BaseOperator):
         if not self.deferrable or wait > MAX_RATE_LIMIT_DEFERRAL_SECONDS:
             raise exc
         # Retry-After names when a slot frees; come back just after it, a little spread out.
-        wait = max(0.1, wait * random.uniform(1.0, 1.1))
+        wait = max(0.1, wait * random.uniform(1.0, 1.03))
         self.log.info(
             "NanoGPT is rate limiting submissions; waiting %.1f s in the triggerer.", wait
         )

@@ -294,7 +294,7 @@ def unified_status(state: SimState, request: Request) -> Response:
     if not run_id:
         raise simple_error(400, "requestId is required (or its alias runId)")
     with state.lock:
-        state.settle()
+        now = state.settle()
         job = state.jobs.get(run_id)
         if job is None:
             raise _not_found()
@@ -305,7 +305,7 @@ def unified_status(state: SimState, request: Request) -> Response:
         if shape == "alternate":
             shape = "nested" if job.shaped_polls % 2 == 0 else "flat"
         job.shaped_polls += 1
-        phase = job.phase(state.clock.now())
+        phase = job.phase(now)
         url = video_url(request, job) if phase.state == COMPLETED and job.has_video else None
         scale = state.clock.time_scale
         if shape == "flat":
@@ -326,12 +326,12 @@ def legacy_status_endpoint(state: SimState, request: Request) -> Response:
         raise simple_error(400, "runId is required")
     model = request.param("model", "modelSlug")
     with state.lock:
-        state.settle()
+        now = state.settle()
         job = state.jobs.get(run_id)
         if job is None or job.owner != auth.owner or (model and model != job.model):
             raise _not_found()
         unknown = _poll_gate(state, job)
-        phase = job.phase(state.clock.now())
+        phase = job.phase(now)
         url = video_url(request, job) if phase.state == COMPLETED and job.has_video else None
         body = legacy_status(job, phase, url)
         if unknown:

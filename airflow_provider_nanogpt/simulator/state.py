@@ -164,13 +164,18 @@ class SimState:
 
     # -- bookkeeping -------------------------------------------------------------------------
 
-    def settle(self) -> None:
-        """Record due terminal transitions and refund failed/cancelled jobs."""
+    def settle(self) -> float:
+        """Record due terminal transitions and refund failed/cancelled jobs.
+
+        Returns the instant it settled at: callers read phases at that same instant, so a job
+        can never look completed before its completion (and its video) is recorded.
+        """
         with self.lock:
             now = self.clock.now()
             for job in self.jobs.values():
                 if job.finish_if_due(now):
                     self.balance += job.cost
+            return now
 
     def random_transient_fault(self, endpoint: str) -> Fault | None:
         """A 503 or a connection reset for ``transient_fault_rate`` of requests, else None."""

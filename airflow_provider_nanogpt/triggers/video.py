@@ -35,7 +35,11 @@ def next_poll_delay(
     if status is None or status.eta_seconds is None:
         return poll_interval * random.uniform(0.9, 1.0)
     target = status.eta_seconds * random.uniform(1.0, 1.05) + ETA_MARGIN_SECONDS
-    return min(max(target, poll_interval), max(max_poll_interval, poll_interval))
+    delay = min(max(target, poll_interval), max(max_poll_interval, poll_interval))
+    if delay != target:
+        # Clamped to the floor or ceiling: spread the triggers so they do not poll in lockstep.
+        delay *= random.uniform(0.9, 1.0)
+    return delay
 
 
 class VideoStatusTrigger(BaseTrigger):

@@ -460,11 +460,11 @@ async def test_hooks_on_one_event_loop_share_one_async_client(
     run_id = first.submit_video(KLING).run_id
     await first.aget_video_status(run_id)
     await second.aget_video_status(run_id)
-    client = first._async_client
-    assert client is not None
-    assert second._async_client is client  # one SSL context and pool for every trigger
+    shared = first._async_client
+    assert shared is not None
+    assert second._async_client is shared  # one SSL context and pool for every trigger
     await first.aclose()
-    assert not client.is_closed  # still in use by the second hook
+    assert not shared.client.is_closed  # still in use by the second hook
     await second.aclose()
-    assert client.is_closed
+    assert shared.client.is_closed
     first.close()

@@ -183,7 +183,7 @@ def _status(eta: float | None) -> VideoStatus:
 
 def test_eta_guided_delay_never_polls_sooner_than_the_interval() -> None:
     assert 4.5 <= next_poll_delay(_status(None), 5, 60) <= 5
-    assert next_poll_delay(_status(1), 5, 60) == 5
+    assert 4.5 <= next_poll_delay(_status(1), 5, 60) <= 5
     # Just after the estimated finish, never before it.
     assert 30.5 <= next_poll_delay(_status(30), 5, 60) <= 32.1
-    assert next_poll_delay(_status(600), 5, 60) == 60
+    assert 54 <= next_poll_delay(_status(600), 5, 60) <= 60
