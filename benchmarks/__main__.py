@@ -69,11 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N[,N]",
         help="triggerer benchmark: run every mode at these N instead of the defaults",
     )
-    parser.add_argument(
-        "--stock-simulator",
-        action="store_true",
-        help="run the simulator without the TCP_NODELAY/backlog settings (see _simserver.py)",
-    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the log directory")
     return parser
 
@@ -86,7 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = RunContext(
         quick=args.quick,
         log_dir=log_dir,
-        stock_simulator=args.stock_simulator,
         trigger_sizes=args.trigger_sizes,
     )
     info = machine_info()

@@ -58,7 +58,7 @@ def use_connection(url: str, conn_id: str = CONN_ID) -> None:
 
 
 class SimulatorProcess:
-    """``python -m benchmarks._simserver`` in a separate process (it must not share our GIL).
+    """The NanoGPT simulator in a separate process (it must not share our GIL).
 
     The key goes through the environment, not argv, so ``ps`` never shows it.
     """
@@ -72,7 +72,6 @@ class SimulatorProcess:
         status_shape: str = "flat",
         queue_seconds: float = 2.0,
         render_seconds: float = 8.0,
-        stock: bool = False,
     ) -> None:
         self.args = [
             "--port",
@@ -93,8 +92,6 @@ class SimulatorProcess:
             "--render-seconds",
             str(render_seconds),
         ]
-        if stock:
-            self.args.append("--stock")
         self.time_scale = time_scale
         self.log_path = log_dir / f"simulator-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[str] | None = None
@@ -104,7 +101,7 @@ class SimulatorProcess:
         env = {**os.environ, "NANOGPT_SIM_API_KEY": BENCH_KEY}
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks._simserver", *self.args],
+                [sys.executable, "-m", "airflow_provider_nanogpt.simulator", *self.args],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -235,7 +232,6 @@ class RunContext:
 
     quick: bool
     log_dir: Path
-    stock_simulator: bool = False
     trigger_sizes: tuple[int, ...] | None = None
 
 

@@ -133,7 +133,6 @@ def _burst(
         log_dir=ctx.log_dir,
         time_scale=plan.time_scale,
         rate_limit=plan.limit_per_minute,
-        stock=ctx.stock_simulator,
     ) as sim:
         callers = [make(plan, i) for i in range(plan.submissions)]
         gate = threading.Barrier(plan.submissions + 1)

@@ -92,7 +92,7 @@ def run(ctx: RunContext) -> list[Row]:
     has_curl = shutil.which("curl") is not None
     samples: dict[str, list[dict[str, Any]]] = {"curl": [], "urllib": [], "hook": []}
     with (
-        SimulatorProcess(log_dir=ctx.log_dir, stock=ctx.stock_simulator) as sim,
+        SimulatorProcess(log_dir=ctx.log_dir) as sim,
         tempfile.TemporaryDirectory(prefix="nanogpt-bench-download-", dir=ctx.log_dir) as tmp,
     ):
         with JobSubmitter(sim.url, workers=1) as submitter:

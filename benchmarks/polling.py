@@ -96,7 +96,6 @@ def run(ctx: RunContext) -> list[Row]:
             log_dir=ctx.log_dir,
             time_scale=plan.time_scale,
             status_shape="flat",
-            stock=ctx.stock_simulator,
         ) as sim,
         JobSubmitter(sim.url, workers=8) as submitter,
         provider_waits_scaled(plan.time_scale) as scaled,

@@ -143,7 +143,7 @@ def run_cases(
         "files": str(stem),
     }
     results = []
-    with SimulatorProcess(log_dir=ctx.log_dir, stock=ctx.stock_simulator) as sim:
+    with SimulatorProcess(log_dir=ctx.log_dir) as sim:
         with log_path.open("w") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", __name__, "--child", json.dumps(spec)],

@@ -155,7 +155,6 @@ def run(ctx: RunContext) -> list[Row]:
             SimulatorProcess(
                 log_dir=ctx.log_dir,
                 time_scale=plan.time_scale,
-                stock=ctx.stock_simulator,
             ) as sim,
             ThreadPoolExecutor(max_workers=plan.slots) as pool,
             provider_waits_scaled(plan.time_scale) as scaled,
