@@ -72,6 +72,7 @@ class SimulatorProcess:
         status_shape: str = "flat",
         queue_seconds: float = 2.0,
         render_seconds: float = 8.0,
+        latency: float = 0.0,
     ) -> None:
         self.args = [
             "--port",
@@ -91,6 +92,8 @@ class SimulatorProcess:
             str(queue_seconds),
             "--render-seconds",
             str(render_seconds),
+            "--latency",
+            str(latency),
         ]
         self.time_scale = time_scale
         self.log_path = log_dir / f"simulator-{time.monotonic_ns()}.log"

@@ -12,30 +12,60 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import httpx
 
-# Enough concurrent requests for a busy triggerer; the rest queue for a connection.
+# Enough concurrent requests for a busy triggerer; the rest wait at the gate.
 MAX_CONNECTIONS = 64
+# httpcore's pool re-checks every connection (a socket poll each, plus a pass over all of them
+# per idle one) whenever a request starts or ends, so its cost grows with the square of its
+# size. Several small pools behind one gate hold as many connections for a fraction of the CPU.
+POOL_SHARDS = 4
 MAX_KEEPALIVE_CONNECTIONS = 32
 
 
 @dataclass
 class SharedClient:
-    """A client plus the gate that keeps its pool's wait queue empty.
+    """Small httpx clients behind one gate that keeps their pools' wait queues empty.
 
-    httpcore's pool does work proportional to every queued request whenever one is queued or
-    finishes; with a thousand triggers polling, that made each poll cost tens of milliseconds of
-    CPU. Waiting on an asyncio semaphore before entering the pool is O(1), so the pool never has
-    a queue.
+    httpcore's pool also does work proportional to every queued request whenever one is queued
+    or finishes; with a thousand triggers polling, that made each poll cost tens of milliseconds
+    of CPU. Waiting on an asyncio semaphore is O(1), and a request only enters a pool that has a
+    free connection.
     """
 
-    client: httpx.AsyncClient
+    shards: list[httpx.AsyncClient]
     gate: asyncio.Semaphore
+    in_flight: list[int] = field(default_factory=list)
     users: int = 0
+
+    def __post_init__(self) -> None:
+        self.in_flight = [0] * len(self.shards)
+
+    @property
+    def base_url(self) -> str:
+        return str(self.shards[0].base_url)
+
+    @property
+    def is_closed(self) -> bool:
+        return any(shard.is_closed for shard in self.shards)
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with self.gate:
+            # The least busy pool: with the gate at the pools' total size, it has a free slot.
+            index = min(range(len(self.shards)), key=self.in_flight.__getitem__)
+            self.in_flight[index] += 1
+            try:
+                return await self.shards[index].request(method, path, **kwargs)
+            finally:
+                self.in_flight[index] -= 1
+
+    async def aclose(self) -> None:
+        for shard in self.shards:
+            await shard.aclose()
 
 
 _ClientKey = tuple[str, str, float]
@@ -59,18 +89,25 @@ def acquire(
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
     key = _key(base_url, headers, timeout)
     entry = per_loop.get(key)
-    if entry is None or entry.client.is_closed:
+    if entry is None or entry.is_closed:
+        # One SSL context for all shards: building one costs tens of milliseconds of CPU.
+        ssl_context = httpx.create_ssl_context()
+        per_shard = max(1, MAX_CONNECTIONS // POOL_SHARDS)
         entry = per_loop[key] = SharedClient(
-            client=httpx.AsyncClient(
-                base_url=base_url,
-                headers=headers,
-                timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=timeout),
-                limits=httpx.Limits(
-                    max_connections=MAX_CONNECTIONS,
-                    max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
-                ),
-            ),
-            gate=asyncio.Semaphore(MAX_CONNECTIONS),
+            shards=[
+                httpx.AsyncClient(
+                    base_url=base_url,
+                    headers=headers,
+                    verify=ssl_context,
+                    timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=timeout),
+                    limits=httpx.Limits(
+                        max_connections=per_shard,
+                        max_keepalive_connections=max(1, MAX_KEEPALIVE_CONNECTIONS // POOL_SHARDS),
+                    ),
+                )
+                for _ in range(POOL_SHARDS)
+            ],
+            gate=asyncio.Semaphore(per_shard * POOL_SHARDS),
         )
     entry.users += 1
     return entry
@@ -85,4 +122,4 @@ async def release(shared: SharedClient) -> None:
     for key, entry in list(per_loop.items()):
         if entry is shared:
             del per_loop[key]
-    await shared.client.aclose()
+    await shared.aclose()

@@ -246,15 +246,14 @@ class NanoGPTHook(BaseHook):
 
         shared = await self._aclient()
         try:
-            async with shared.gate:
-                response = await shared.client.request(
-                    request.method,
-                    request.path,
-                    params=dict(request.params) or None,
-                    json=request.json,
-                )
+            response = await shared.request(
+                request.method,
+                request.path,
+                params=dict(request.params) or None,
+                json=request.json,
+            )
         except httpx.HTTPError as exc:
-            raise _httpx_transport_error(exc, request.action, str(shared.client.base_url)) from None
+            raise _httpx_transport_error(exc, request.action, shared.base_url) from None
         return read_response(response.status_code, response.headers, response.text, request.action)
 
     async def _arequest(self, request: ApiRequest) -> Any:

@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=8.0,
         help="simulated seconds a job stays in progress",
     )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="real seconds added before every API response (a network round trip)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no access log on stderr")
     return parser
 
@@ -81,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             queue_seconds=args.queue_seconds,
             render_seconds=args.render_seconds,
             quiet=args.quiet,
+            latency_seconds=args.latency,
         )
         sim.start()
     except (ValueError, OSError) as exc:

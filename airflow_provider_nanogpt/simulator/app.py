@@ -50,6 +50,7 @@ class NanoGPTSimulator:
         queue_seconds: float = 2.0,
         render_seconds: float = 8.0,
         quiet: bool = False,
+        latency_seconds: float = 0.0,
     ) -> None:
         self._bind_host, self._family = resolve_loopback(host)
         if not 0 <= port <= 65535:
@@ -66,6 +67,7 @@ class NanoGPTSimulator:
                     "status_shape": status_shape,
                     "queue_seconds": queue_seconds,
                     "render_seconds": render_seconds,
+                    "latency_seconds": latency_seconds,
                 }
             )
         except ConfigError as exc:

@@ -10,6 +10,7 @@ import socketserver
 import struct
 import sys
 import threading
+import time
 import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -230,6 +231,8 @@ class SimRequestHandler(BaseHTTPRequestHandler):
 
     def _api(self, request: Request) -> Response:
         state = self.server.state
+        if state.config.latency_seconds:
+            time.sleep(state.config.latency_seconds)
         state.count_request(request.method, request.path)
         found = route(request.method, request.path)
         endpoint = found[0] if found else None

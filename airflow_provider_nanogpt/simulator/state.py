@@ -41,6 +41,9 @@ class SimConfig:
     # Fraction of API requests answered with a random transient fault (503 or a reset), for soak
     # tests; seeded, so a run is reproducible.
     transient_fault_rate: float = 0.0
+    # Real (unscaled) seconds added before every API response: a stand-in for the network round
+    # trip to the real API, which loopback hides.
+    latency_seconds: float = 0.0
 
     def public(self) -> dict[str, Any]:
         """Config as JSON, with ``api_key`` replaced by whether one is set."""
@@ -72,7 +75,7 @@ def validate_config(updates: dict[str, Any]) -> dict[str, Any]:
             if _non_negative(name, value) <= 0:
                 raise ConfigError("time_scale must be > 0")
             clean[name] = float(value)
-        elif name in ("balance_usd", "queue_seconds", "render_seconds"):
+        elif name in ("balance_usd", "queue_seconds", "render_seconds", "latency_seconds"):
             clean[name] = _non_negative(name, value)
         elif name in (
             "rate_limit_per_minute",

@@ -464,7 +464,7 @@ async def test_hooks_on_one_event_loop_share_one_async_client(
     assert shared is not None
     assert second._async_client is shared  # one SSL context and pool for every trigger
     await first.aclose()
-    assert not shared.client.is_closed  # still in use by the second hook
+    assert not shared.is_closed  # still in use by the second hook
     await second.aclose()
-    assert shared.client.is_closed
+    assert shared.is_closed
     first.close()

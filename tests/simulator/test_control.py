@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 
 import pytest
 
@@ -153,6 +154,7 @@ def test_config_endpoint(sim: NanoGPTSimulator) -> None:
         {"status_shape": "square"},
         {"balance_usd": -1},
         {"rate_limit_per_minute": 1.5},
+        {"latency_seconds": -0.1},
         {"api_key": ""},
         {"unknown_field": 1},
         [1, 2],
@@ -163,6 +165,19 @@ def test_invalid_config_is_400(sim: NanoGPTSimulator, update: object) -> None:
     if isinstance(update, dict):
         with pytest.raises(ValueError, match=r"\w"):
             sim.configure(**update)
+
+
+def test_latency_delays_api_responses_but_not_control(sim: NanoGPTSimulator) -> None:
+    sim.configure(latency_seconds=1.0)
+    started = time.perf_counter()
+    assert call(sim, "POST", "/api/check-balance").status == 200
+    assert time.perf_counter() - started >= 1.0
+    started = time.perf_counter()
+    call(sim, "GET", "/_sim/state", key=None)
+    assert time.perf_counter() - started < 1.0
+    sim.reset()
+    assert sim.state()["request_log"] == []
+    assert call(sim, "GET", "/_sim/config", key=None).json()["latency_seconds"] == 0
 
 
 def test_changing_the_key(sim: NanoGPTSimulator) -> None:
