@@ -51,13 +51,14 @@ def test_rate_limited_submit_defers_then_submits_once(sim: NanoGPTSimulator) -> 
     # 60 simulated seconds = 3 real seconds: longer than the worker may sleep, so it defers.
     sim.add_fault(endpoint="submit", kind="429", count=1, retry_after=60)
     waits_before = len(stored_triggers("DateTimeTrigger"))
-    outcome = run_dag("nanogpt_deferrable", {"prompt": "a quiet harbour"}, watch_task="generate")
+    outcome = run_dag("nanogpt_deferrable", {"prompt": "a quiet harbour"})
     assert outcome.state == "success"
     state = sim.state()
     assert (state["submit_requests"], state["submits_accepted"]) == (2, 1)
-    # The wait for the window happened in a trigger, not on the worker.
+    # The wait for the window happened in a trigger, not on the worker. (Which task state the DB
+    # shows during that wait differs between Airflow versions under dag.test(), so it is not
+    # sampled here; the e2e suite checks "deferred" under a real scheduler.)
     assert len(stored_triggers("DateTimeTrigger")) == waits_before + 1
-    assert ("running", None) in outcome.observed_while_running
 
 
 @pytest.mark.slow
