@@ -6,7 +6,7 @@ downloaders fetch the same URL in turn, each in its own process, repeated and al
 * ``curl -o`` (the throughput baseline; skipped when curl is missing);
 * a plain ``urllib.request`` + ``shutil.copyfileobj`` copy (the memory baseline: the same
   measurement method as the hook);
-* ``NanoGPTHook.download_video`` (requests, 1 MiB chunks, atomic rename).
+* ``NanoGPTHook.download_video`` (requests, 256 KiB chunks, atomic rename).
 
 Throughput is bytes / wall seconds of the transfer itself. RSS growth is the process's peak RSS
 (``getrusage``) minus its RSS just before the transfer, after imports.
