@@ -1,10 +1,10 @@
-"""One shared httpx.AsyncClient per event loop and connection, for the triggerer.
+"""One shared set of httpx.AsyncClients per event loop and connection, for the triggerer.
 
 A triggerer runs up to a thousand triggers in one event loop. A client per trigger would build an
 SSL context each (tens of milliseconds of CPU that block the loop, and most of a megabyte) and open
 its own connections; sharing one client per (loop, NanoGPT origin, key, timeout) keeps start-up
-cheap and reuses keep-alive connections across triggers. Reference counts close a client when its
-last hook lets go.
+cheap and reuses keep-alive connections across triggers. Reference counts close the clients when
+their last hook lets go.
 """
 
 from __future__ import annotations

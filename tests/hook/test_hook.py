@@ -468,3 +468,26 @@ async def test_hooks_on_one_event_loop_share_one_async_client(
     await second.aclose()
     assert shared.is_closed
     first.close()
+
+
+async def test_more_concurrent_polls_than_connections_wait_their_turn(
+    nanogpt_connection: NanoGPTSimulator,
+) -> None:
+    import asyncio
+
+    from airflow_provider_nanogpt.hooks import async_clients
+
+    hook = NanoGPTHook()
+    run_id = hook.submit_video(KLING).run_id
+    # Answers take 0.2 s, so three times as many polls as connections are in flight together.
+    nanogpt_connection.configure(latency_seconds=0.2)
+    polls = 3 * async_clients.MAX_CONNECTIONS
+    try:
+        statuses = await asyncio.gather(*(hook.aget_video_status(run_id) for _ in range(polls)))
+    finally:
+        await hook.aclose()
+        hook.close()
+    assert {status.run_id for status in statuses} == {run_id}
+    # Each poll reached NanoGPT exactly once: none timed out waiting for a connection and retried.
+    requests = nanogpt_connection.state()["requests"]
+    assert sum(n for key, n in requests.items() if "status" in key) == polls
