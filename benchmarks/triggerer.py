@@ -38,7 +38,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -355,16 +355,12 @@ def client_setup_cost(count: int) -> dict[str, float]:
 
 
 def run(ctx: RunContext) -> list[Row]:
-    plan = QUICK if ctx.quick else FULL
+    plan, wan_plan = (QUICK, QUICK_WAN) if ctx.quick else (FULL, WAN)
     if ctx.trigger_sizes:
-        plan = Plan(
-            sizes={mode: ctx.trigger_sizes for mode in plan.sizes},
-            poll_interval=plan.poll_interval,
-            poll_seconds=plan.poll_seconds,
-        )
+        sizes = {mode: ctx.trigger_sizes for mode in plan.sizes}
+        plan, wan_plan = replace(plan, sizes=sizes), replace(wan_plan, sizes=sizes)
     setup = client_setup_cost(5 if ctx.quick else 200)
     loopback = _run_plan(ctx, plan)
-    wan_plan = QUICK_WAN if ctx.quick else WAN
     wan = _run_plan(ctx, wan_plan)
 
     rows = [
