@@ -424,7 +424,7 @@ def _rows(
             if (mode, n) in results
         ]
         goal, met = "", None
-        if key == "lag_steady_p99_ms" and n == 1000 and not results["provider", n]["latency"]:
+        if key == "lag_steady_p99_ms" and n == 1000 and not provider["latency"]:
             goal, met = "< 50 ms at N=1000", provider[key] < 50
         rows.append(
             Row(NAME, f"{label}, {case}", unit, provider[key] * scale, baselines, goal, met, note)

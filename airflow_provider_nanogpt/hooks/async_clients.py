@@ -39,7 +39,7 @@ class SharedClient:
 
     shards: list[httpx.AsyncClient]
     gate: asyncio.Semaphore
-    in_flight: list[int] = field(default_factory=list)
+    in_flight: list[int] = field(init=False)  # requests inside each shard, by index
     users: int = 0
 
     def __post_init__(self) -> None:

@@ -57,7 +57,7 @@ def test_rate_limited_submit_defers_then_submits_once(sim: NanoGPTSimulator) -> 
     assert (state["submit_requests"], state["submits_accepted"]) == (2, 1)
     # The wait for the window happened in a trigger, not on the worker. (Which task state the DB
     # shows during that wait differs between Airflow versions under dag.test(), so it is not
-    # sampled here; the e2e suite checks "deferred" under a real scheduler.)
+    # sampled here.)
     assert len(stored_triggers("DateTimeTrigger")) == waits_before + 1
 
 

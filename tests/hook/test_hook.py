@@ -470,7 +470,7 @@ async def test_hooks_on_one_event_loop_share_one_async_client(
     first.close()
 
 
-async def test_more_concurrent_polls_than_connections_wait_their_turn(
+async def test_more_concurrent_polls_than_connections_are_each_sent_once(
     nanogpt_connection: NanoGPTSimulator,
 ) -> None:
     import asyncio
