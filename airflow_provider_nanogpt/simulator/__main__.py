@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="real seconds added before every API response (a network round trip)",
     )
+    parser.add_argument(
+        "--recover-lag",
+        type=float,
+        default=0.0,
+        help="simulated seconds before a new job is listed by recover",
+    )
     parser.add_argument("--quiet", action="store_true", help="no access log on stderr")
     return parser
 
@@ -88,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             render_seconds=args.render_seconds,
             quiet=args.quiet,
             latency_seconds=args.latency,
+            recover_lag_seconds=args.recover_lag,
         )
         sim.start()
     except (ValueError, OSError) as exc:

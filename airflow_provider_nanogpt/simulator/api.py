@@ -24,7 +24,7 @@ from .errors import (
     simple_error,
 )
 from .faults import DEFAULT_RETRY_AFTER, DEFAULT_TIMEOUT_DELAY, Fault
-from .jobs import COMPLETED, Job, new_run_id, truncate_strings
+from .jobs import COMPLETED, Job, Phase, new_run_id, truncate_strings
 from .markers import MarkerError, Markers, parse_markers
 from .messages import JsonResponse, RawResponse, Request, ResetResponse, Response, StreamResponse
 from .shapes import flat_status, legacy_status, nested_status, status_word
@@ -261,6 +261,21 @@ def video_url(request: Request, job: Job) -> str:
     return f"{request.origin}/files/videos/{job.run_id}.mp4"
 
 
+def _status_url(request: Request, job: Job, phase: Phase, unknown: bool) -> str | None:
+    """The video URL a status poll reports, or None.
+
+    Applies the ``no_url_polls`` marker: the first N polls that report the job COMPLETED carry
+    no URL. Polls before completion, and ``unknown`` polls, do not count.
+    """
+    if phase.state != COMPLETED or not job.has_video:
+        return None
+    if job.url_less_polls < job.markers.no_url_polls:
+        if not unknown:
+            job.url_less_polls += 1
+        return None
+    return video_url(request, job)
+
+
 def _not_found() -> ApiError:
     return simple_error(404, "Video not found")
 
@@ -306,7 +321,7 @@ def unified_status(state: SimState, request: Request) -> Response:
             shape = "nested" if job.shaped_polls % 2 == 0 else "flat"
         job.shaped_polls += 1
         phase = job.phase(now)
-        url = video_url(request, job) if phase.state == COMPLETED and job.has_video else None
+        url = _status_url(request, job, phase, unknown)
         scale = state.clock.time_scale
         if shape == "flat":
             completed_at = None if job.finished_sim is None else state.iso_of(job.finished_sim)
@@ -332,7 +347,7 @@ def legacy_status_endpoint(state: SimState, request: Request) -> Response:
             raise _not_found()
         unknown = _poll_gate(state, job)
         phase = job.phase(now)
-        url = video_url(request, job) if phase.state == COMPLETED and job.has_video else None
+        url = _status_url(request, job, phase, unknown)
         body = legacy_status(job, phase, url)
         if unknown:
             body["data"]["status"] = "UNKNOWN"
@@ -398,10 +413,12 @@ def recover(state: SimState, request: Request) -> Response:
     with state.lock:
         state.settle()
         now = state.clock.now()
+        lag = state.config.recover_lag_seconds
         mine = [
             job
             for job in state.jobs.values()
             if job.owner == auth.owner
+            and now - job.created_sim >= lag
             and (not model or job.model == model)
             and (not conversation or job.conversation_uuid == conversation)
         ]

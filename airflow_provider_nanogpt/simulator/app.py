@@ -51,6 +51,7 @@ class NanoGPTSimulator:
         render_seconds: float = 8.0,
         quiet: bool = False,
         latency_seconds: float = 0.0,
+        recover_lag_seconds: float = 0.0,
     ) -> None:
         self._bind_host, self._family = resolve_loopback(host)
         if not 0 <= port <= 65535:
@@ -68,6 +69,7 @@ class NanoGPTSimulator:
                     "queue_seconds": queue_seconds,
                     "render_seconds": render_seconds,
                     "latency_seconds": latency_seconds,
+                    "recover_lag_seconds": recover_lag_seconds,
                 }
             )
         except ConfigError as exc:

@@ -80,6 +80,7 @@ class Job:
     markers: Markers
     polls: int = 0
     shaped_polls: int = 0
+    url_less_polls: int = 0  # COMPLETED answers sent without a URL (``no_url_polls`` marker)
     finished_sim: float | None = None
     refunded: bool = False
 

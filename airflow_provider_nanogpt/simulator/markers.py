@@ -32,7 +32,7 @@ FLAG_MARKERS = frozenset(
     }
 )
 FLOAT_MARKERS = frozenset({"render", "queue", "submit_slow"})
-INT_MARKERS = frozenset({"size", "status404", "status429", "status500", "unknown"})
+INT_MARKERS = frozenset({"size", "status404", "status429", "status500", "unknown", "no_url_polls"})
 CHOICE_MARKERS: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
     "cancel_spelling": CANCEL_SPELLINGS,
@@ -65,6 +65,7 @@ class Markers:
     status429: int = 0
     status500: int = 0
     unknown: int = 0
+    no_url_polls: int = 0
     shape: str | None = None
     cancel_spelling: str | None = None
 

@@ -44,6 +44,9 @@ class SimConfig:
     # Real (unscaled) seconds added before every API response: a stand-in for the network round
     # trip to the real API, which loopback hides.
     latency_seconds: float = 0.0
+    # Simulated seconds before a new job shows up in ``recover``: NanoGPT creates jobs
+    # asynchronously, so a brand-new run may not be listed yet. Submit and status are unaffected.
+    recover_lag_seconds: float = 0.0
 
     def public(self) -> dict[str, Any]:
         """Config as JSON, with ``api_key`` replaced by whether one is set."""
@@ -75,7 +78,13 @@ def validate_config(updates: dict[str, Any]) -> dict[str, Any]:
             if _non_negative(name, value) <= 0:
                 raise ConfigError("time_scale must be > 0")
             clean[name] = float(value)
-        elif name in ("balance_usd", "queue_seconds", "render_seconds", "latency_seconds"):
+        elif name in (
+            "balance_usd",
+            "queue_seconds",
+            "render_seconds",
+            "latency_seconds",
+            "recover_lag_seconds",
+        ):
             clean[name] = _non_negative(name, value)
         elif name in (
             "rate_limit_per_minute",

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import re
+import time
+
+import pytest
 
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 
-from ._helpers import KEY, call, submit, submit_ok
+from ._helpers import KEY, call, poll, submit, submit_ok
+
+
+def _recovered(sim: NanoGPTSimulator, query: str = "") -> list[str]:
+    resp = call(sim, "GET", f"/api/generate-video/recover{query}")
+    assert resp.status == 200, resp.body
+    return [item["runId"] for item in resp.json()["data"]]
 
 
 def test_check_balance_returns_strings(sim: NanoGPTSimulator) -> None:
@@ -102,3 +111,53 @@ def test_recover_limit_default_and_max(sim: NanoGPTSimulator) -> None:
 def test_recover_requires_auth(sim: NanoGPTSimulator) -> None:
     assert call(sim, "GET", "/api/generate-video/recover", key=None).status == 401
     assert call(sim, "GET", "/api/generate-video/recover", key=KEY, auth="bearer").status == 200
+
+
+def test_recover_lag_hides_new_jobs_until_it_has_passed(sim: NanoGPTSimulator) -> None:
+    resp = call(sim, "POST", "/_sim/config", {"recover_lag_seconds": 5}, key=None)
+    assert resp.status == 200
+    assert resp.json()["recover_lag_seconds"] == 5.0
+    run_id = submit_ok(sim)
+    assert _recovered(sim) == []
+    # submit and status are unaffected: the job exists and can be polled at once
+    assert poll(sim, run_id).json()["data"]["status"] == "IN_QUEUE"
+    assert sim.state()["jobs"][0]["runId"] == run_id
+    call(sim, "POST", "/_sim/advance", {"seconds": 4}, key=None)
+    assert _recovered(sim) == []
+    call(sim, "POST", "/_sim/advance", {"seconds": 1}, key=None)
+    assert _recovered(sim) == [run_id]
+
+
+def test_recover_lag_applies_per_job_before_the_limit(sim: NanoGPTSimulator) -> None:
+    sim.configure(recover_lag_seconds=10)
+    old = submit_ok(sim)
+    sim.advance(10)
+    new = submit_ok(sim)
+    assert _recovered(sim) == [old]
+    assert _recovered(sim, "?limit=1") == [old]  # the hidden job takes no slot
+    sim.advance(10)
+    assert _recovered(sim) == [new, old]
+    sim.configure(recover_lag_seconds=0)
+    newest = submit_ok(sim)
+    assert _recovered(sim) == [newest, new, old]
+
+
+def test_recover_lag_from_constructor_runs_on_the_simulated_clock() -> None:
+    with NanoGPTSimulator(
+        api_key=KEY, time_scale=0.02, recover_lag_seconds=10, quiet=True
+    ) as sim:  # 10 simulated seconds = 0.2 real seconds
+        assert sim.state()["config"]["recover_lag_seconds"] == 10.0
+        run_id = submit_ok(sim)
+        assert _recovered(sim) == []
+        deadline = time.monotonic() + 5
+        while not _recovered(sim) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _recovered(sim) == [run_id]
+        sim.reset()  # the constructor value is the one reset restores
+        assert sim.state()["config"]["recover_lag_seconds"] == 10.0
+
+
+@pytest.mark.parametrize("lag", [-1, -0.5, "5", None, True, float("inf")])
+def test_recover_lag_must_be_a_non_negative_number(lag: object) -> None:
+    with pytest.raises(ValueError, match="recover_lag_seconds"):
+        NanoGPTSimulator(recover_lag_seconds=lag)  # type: ignore[arg-type]

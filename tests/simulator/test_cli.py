@@ -141,6 +141,35 @@ def test_cli_options_are_applied() -> None:
         assert _stop(proc)[0] == 0
 
 
+def test_cli_recover_lag() -> None:
+    proc, url = _start("--quiet", "--recover-lag", "30")
+    try:
+        assert call(url, "GET", "/_sim/config").json()["recover_lag_seconds"] == 30.0
+        run_id = call(
+            url, "POST", "/api/generate-video", {"model": "kling-video-v2", "prompt": "x"}
+        ).json()["runId"]
+        assert call(url, "GET", "/api/generate-video/recover").json()["data"] == []
+        call(url, "POST", "/_sim/advance", {"seconds": 30})
+        items = call(url, "GET", "/api/generate-video/recover").json()["data"]
+        assert [item["runId"] for item in items] == [run_id]
+    finally:
+        assert _stop(proc)[0] == 0
+
+
+def test_cli_rejects_a_negative_recover_lag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_nanogpt.simulator", "--recover-lag", "-1"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert "recover_lag_seconds" in result.stderr
+    assert result.stdout == ""
+
+
 def test_cli_refuses_non_loopback_host() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "airflow_provider_nanogpt.simulator", "--host", "0.0.0.0"],

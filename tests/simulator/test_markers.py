@@ -149,6 +149,90 @@ def test_no_url_marker(sim: NanoGPTSimulator) -> None:
     assert call(sim, "GET", f"/files/videos/{run_id}.mp4", key=None).status == 404
 
 
+def _url_of(body: dict[str, Any]) -> str | None:
+    """The video URL of a nested, flat or legacy status body (None when there is none)."""
+    if "data" in body:
+        output = body["data"].get("output")
+        return None if output is None else output["video"]["url"]
+    url: str | None = body["videoUrl"]
+    return url
+
+
+def _completed(body: dict[str, Any]) -> bool:
+    status = body["data"]["status"] if "data" in body else body["status"]
+    return status in ("COMPLETED", "completed")
+
+
+@pytest.mark.parametrize("shape", ["nested", "flat", "legacy"])
+def test_no_url_polls_marker(sim: NanoGPTSimulator, shape: str) -> None:
+    if shape != "legacy":
+        sim.configure(status_shape=shape)
+    run_id = submit_ok(sim, "[sim:no_url_polls=2]")
+    assert sim.state()["jobs"][0]["markers"] == {"no_url_polls": 2}
+    get = legacy if shape == "legacy" else poll
+
+    # polls before completion do not count
+    for _ in range(3):
+        assert not _completed(get(sim, run_id).json())
+    sim.advance(FINISH)
+    expected = f"{sim.url}/files/videos/{run_id}.mp4"
+    bodies = [get(sim, run_id).json() for _ in range(4)]
+    assert all(_completed(body) for body in bodies)
+    assert [_url_of(body) for body in bodies] == [None, None, expected, expected]
+
+    first = bodies[0]
+    if shape == "nested":
+        assert "output" not in first["data"]
+        assert first["data"]["cost"] == 0.35
+    elif shape == "flat":
+        assert first["videoUrl"] is None
+        assert first["progress"] == 100
+        assert first["completedAt"] is not None
+    else:
+        assert first["data"]["output"] is None
+        assert first["data"]["cost"] == 0.35
+    # the download works as for any completed job, even while the URL is withheld
+    assert call(sim, "GET", f"/files/videos/{run_id}.mp4", key=None).status == 200
+
+
+def test_no_url_polls_counts_every_status_endpoint_and_shape(sim: NanoGPTSimulator) -> None:
+    run_id = submit_ok(sim, "[sim:no_url_polls=3][sim:shape=alternate]")
+    sim.advance(FINISH)
+    nested = poll(sim, run_id).json()  # alternate: nested first
+    assert "data" in nested and _completed(nested)
+    assert _url_of(nested) is None
+    flat = poll(sim, run_id).json()
+    assert "data" not in flat and _completed(flat)
+    assert _url_of(flat) is None
+    assert _url_of(legacy(sim, run_id).json()) is None
+    expected = f"{sim.url}/files/videos/{run_id}.mp4"
+    assert _url_of(legacy(sim, run_id).json()) == expected
+    assert _url_of(poll(sim, run_id).json()) == expected  # nested
+    assert _url_of(poll(sim, run_id).json()) == expected  # flat
+
+
+def test_no_url_polls_zero_and_error_polls(sim: NanoGPTSimulator) -> None:
+    plain = submit_ok(sim, "[sim:no_url_polls=0]")
+    # 404 and UNKNOWN answers do not report COMPLETED, so they do not use up the window
+    gated = submit_ok(sim, "[sim:no_url_polls=1][sim:status404=1][sim:unknown=1]")
+    sim.advance(FINISH)
+    assert _url_of(poll(sim, plain).json()) is not None
+    assert poll(sim, gated).status == 404
+    assert poll(sim, gated).json()["data"]["status"] == "UNKNOWN"
+    withheld = poll(sim, gated).json()
+    assert _completed(withheld) and _url_of(withheld) is None
+    assert _url_of(poll(sim, gated).json()) is not None
+
+
+def test_no_url_still_wins_over_no_url_polls(sim: NanoGPTSimulator) -> None:
+    run_id = submit_ok(sim, "[sim:no_url][sim:no_url_polls=1]")
+    sim.advance(FINISH)
+    for _ in range(3):
+        body = poll(sim, run_id).json()
+        assert _completed(body) and _url_of(body) is None
+    assert call(sim, "GET", f"/files/videos/{run_id}.mp4", key=None).status == 404
+
+
 def test_size_marker(sim: NanoGPTSimulator) -> None:
     run_id = submit_ok(sim, "[sim:size=1000][sim:queue=0][sim:render=0]")
     resp = call(sim, "GET", f"/files/videos/{run_id}.mp4", key=None)
@@ -262,6 +346,10 @@ def test_intermediate_marker(sim: NanoGPTSimulator) -> None:
         "[sim:cancel_spelling=Cancelled]",
         "[sim:size=1.5]",
         "[sim:status404=x]",
+        "[sim:no_url_polls]",
+        "[sim:no_url_polls=-1]",
+        "[sim:no_url_polls=1.5]",
+        "[sim:no_url_polls=two]",
     ],
 )
 def test_invalid_markers_are_400(sim: NanoGPTSimulator, prompt: str) -> None:
