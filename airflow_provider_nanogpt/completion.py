@@ -1,97 +1,140 @@
-"""What a finished NanoGPT job means for an Airflow task, shared by the operator and the sensor.
+"""Waiting for a NanoGPT run and finishing the task: the half GenerateVideoOperator and
+VideoStatusSensor share.
 
-The trigger, the worker-side poll loop and the inline "already finished" shortcut all end here,
-so every path maps NanoGPT's terminal states to the same result or the same typed error.
+Both look once right away (a finished run needs no deferral), then wait in the triggerer (or on
+the worker with ``deferrable=False``) with the same trigger, and finish through the same steps:
+raise the event's typed error, or download the video and return the same small result.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
-from typing import Any
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow_provider_nanogpt.api.status import VideoState, VideoStatus
-from airflow_provider_nanogpt.exceptions import (
-    NanoGPTError,
-    NanoGPTJobCancelledError,
-    NanoGPTJobContentPolicyError,
-    NanoGPTJobFailedError,
-    NanoGPTJobTimeoutError,
-    NanoGPTPermanentError,
-)
-from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook, redact_url
+from airflow_provider_nanogpt.events import VideoEvent
+from airflow_provider_nanogpt.exceptions import NanoGPTCompletedWithoutVideoError
 from airflow_provider_nanogpt.links.video import VIDEO_URL_XCOM_KEY
 
-EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.triggers.base import BaseTrigger
 
-NO_CANCEL_NOTE = (
-    "NanoGPT has no cancel endpoint: the job may still finish and be charged. "
-    "A retry of this task reattaches to it instead of paying again."
-)
+    from airflow_provider_nanogpt.api.status import VideoStatus
+    from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 
-
-def event_for(status: VideoStatus) -> dict[str, Any]:
-    """The trigger event for a terminal status. No URL: events are logged by the triggerer."""
-    kind = {
-        VideoState.COMPLETED: "success",
-        VideoState.FAILED: "failed",
-        VideoState.CANCELLED: "cancelled",
-    }[status.state]
-    event: dict[str, Any] = {"status": kind, "run_id": status.run_id}
-    if kind == "success":
-        event["message"] = f"NanoGPT video {status.run_id} is ready"
-    else:
-        event["message"] = status.error or f"NanoGPT video {status.run_id} ended {kind}"
-        event["is_nsfw"] = status.is_nsfw
-    return event
+# The framework's deferral timeout is only a backstop: the trigger's own deadline fires first and
+# produces a clean timeout event with the run id.
+DEFER_TIMEOUT_SLACK_SECONDS = 60
 
 
-def timeout_event(run_id: str, waited_seconds: float) -> dict[str, Any]:
-    return {
-        "status": "timeout",
-        "run_id": run_id,
-        "waited_seconds": round(waited_seconds, 1),
-        "message": f"NanoGPT video {run_id} was not ready after {waited_seconds:.0f} s",
-    }
+class VideoTaskMixin:
+    """Waiting for and delivering one NanoGPT run; mixed into an operator or a sensor."""
 
+    nanogpt_conn_id: str
+    deferrable: bool
+    output_path: Any
+    outlets: Any
+    log: Any
+    # The model the task asked for, when it knows (the flat status shape does not name it).
+    model: str | None = None
 
-def validate_event(event: object, expected_run_id: str | None = None) -> dict[str, Any]:
-    """Reject a missing or malformed trigger event instead of treating it as success."""
-    if not isinstance(event, Mapping):
-        raise NanoGPTError(f"NanoGPT trigger returned no usable event: {event!r}")
-    status = event.get("status")
-    if status not in EVENT_STATUSES:
-        raise NanoGPTError(f"NanoGPT trigger returned an unknown status {status!r}")
-    run_id = event.get("run_id") or expected_run_id
-    if not isinstance(run_id, str) or not run_id:
-        raise NanoGPTError("NanoGPT trigger event has no run_id")
-    return {**event, "run_id": run_id}
+    if TYPE_CHECKING:
 
+        def defer(
+            self,
+            *,
+            trigger: BaseTrigger,
+            method_name: str,
+            kwargs: dict[str, Any] | None = None,
+            timeout: timedelta | int | float | None = None,
+        ) -> NoReturn: ...
 
-def raise_for_event(event: Mapping[str, Any]) -> None:
-    """Raise the typed error for any non-success event."""
-    status, run_id = event["status"], event["run_id"]
-    message = str(event.get("message") or "")
-    if status == "success":
-        return
-    if status == "failed":
-        if event.get("is_nsfw"):
-            raise NanoGPTJobContentPolicyError(
-                f"NanoGPT video {run_id} was blocked by the content policy: {message}. "
-                "Change the prompt or image; NanoGPT refunds blocked jobs.",
-                run_id=run_id,
-            )
-        raise NanoGPTJobFailedError(
-            f"NanoGPT video {run_id} failed: {message}. NanoGPT refunds failed jobs.",
+    @cached_property
+    def hook(self) -> NanoGPTHook:
+        from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+
+        return NanoGPTHook(self.nanogpt_conn_id)
+
+    def wait_and_deliver(
+        self, context: Context, run_id: str, *, poll_interval: float, timeout: float
+    ) -> dict[str, Any]:
+        """Finish now if the run is over; otherwise wait in the triggerer (or here), then finish."""
+        from airflow_provider_nanogpt.polling import PollTracker, check_once, wait_for_video
+        from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger
+
+        event, status = check_once(self.hook, PollTracker(run_id), self.log)
+        if event is not None:
+            return self.finish(context, event, status)
+        # The video link reads this key at every deferral; empty means "not ready yet".
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
+        now = time.time()
+        trigger = VideoStatusTrigger(
             run_id=run_id,
+            nanogpt_conn_id=self.nanogpt_conn_id,
+            poll_interval=poll_interval,
+            end_time=now + timeout,
+            started_at=now,
         )
-    if status == "cancelled":
-        raise NanoGPTJobCancelledError(f"NanoGPT video {run_id} was cancelled: {message}")
-    if status == "timeout":
-        raise NanoGPTJobTimeoutError(f"{message}. {NO_CANCEL_NOTE}")
-    text = f"Waiting for NanoGPT video {run_id} failed: {message}"
-    if event.get("retryable") is False:
-        raise NanoGPTPermanentError(text)
-    raise NanoGPTError(text)
+        if self.deferrable:
+            self.defer(
+                trigger=trigger,
+                method_name="execute_complete",
+                timeout=timedelta(
+                    seconds=timeout + 2 * poll_interval + DEFER_TIMEOUT_SLACK_SECONDS
+                ),
+            )
+        # Worker-side wait: the very same loop the trigger runs in the triggerer.
+        waited = asyncio.run(wait_for_video(run_id, log=self.log, **trigger.wait_kwargs()))
+        return self.finish(context, waited, None)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        return self.finish(context, VideoEvent.from_payload(event), None)
+
+    def finish(
+        self, context: Context, event: VideoEvent, status: VideoStatus | None
+    ) -> dict[str, Any]:
+        """Raise the event's error, or deliver the video and return the task's result.
+
+        Events carry no URL (the triggerer logs them), so unless the caller holds the finished
+        status, it is read again from NanoGPT, which caches terminal results.
+        """
+        self.raise_for_event(event)
+        if status is None or not status.is_deliverable:
+            status = self.hook.get_video_status(event.run_id)
+        result = deliver(
+            self.hook,
+            status,
+            run_id=event.run_id,
+            model=self.model,
+            output_path=self.output_path,
+            log=self.log,
+        )
+        if result["cost"] is None:
+            # The flat status shape carries no final cost; the pre-charge is the best known figure.
+            result["cost"] = self.precharged_cost(context)
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
+        record_outlet_events(context, self.outlets, result)
+        self.on_delivered(context)
+        return result
+
+    def raise_for_event(self, event: VideoEvent) -> None:
+        event.raise_for_status()
+
+    def on_delivered(self, context: Context) -> None:
+        """Called once the video is delivered."""
+
+    def precharged_cost(self, context: Context) -> float | None:
+        """What NanoGPT pre-charged for the run, as this task recorded at submission."""
+        ti = context["ti"]
+        submission = ti.xcom_pull(
+            task_ids=ti.task_id, key="submission", map_indexes=getattr(ti, "map_index", -1)
+        )
+        cost = submission.get("cost") if isinstance(submission, Mapping) else None
+        return float(cost) if isinstance(cost, int | float) else None
 
 
 def deliver(
@@ -103,11 +146,13 @@ def deliver(
     output_path: Any,
     log: Any,
 ) -> dict[str, Any]:
-    """Download (if asked) and build the task's small return value for a COMPLETED job."""
-    if status.state is not VideoState.COMPLETED or not status.video_url:
-        raise NanoGPTError(
-            f"NanoGPT video {run_id} was reported ready, but its status now reads "
-            f"{status.state.value} without a video URL"
+    """Download (if asked) and build the task's small return value for a finished job."""
+    from airflow_provider_nanogpt.hooks.nanogpt import redact_url
+    from airflow_provider_nanogpt.polling import MAX_COMPLETED_WITHOUT_URL, completed_without_url
+
+    if not status.is_deliverable or status.video_url is None:
+        raise NanoGPTCompletedWithoutVideoError(
+            completed_without_url(run_id, MAX_COMPLETED_WITHOUT_URL + 1), run_id=run_id
         )
     saved_to = None
     if output_path:
@@ -126,36 +171,6 @@ def deliver(
         "cost": status.cost,
         "output_path": saved_to,
     }
-
-
-def complete(
-    context: Any,
-    event: Mapping[str, Any],
-    status: VideoStatus | None,
-    *,
-    hook: NanoGPTHook,
-    model: str | None,
-    output_path: Any,
-    outlets: Any,
-    log: Any,
-    precharged_cost: float | None = None,
-) -> dict[str, Any]:
-    """Finish a task from a terminal event: raise its error, or deliver the video.
-
-    ``status`` is the terminal reading when the caller has one; events carry no URL (the
-    triggerer logs them), so otherwise it is read again from NanoGPT's cached status.
-    """
-    raise_for_event(event)
-    run_id = str(event["run_id"])
-    if status is None:
-        status = hook.get_video_status(run_id)
-    result = deliver(hook, status, run_id=run_id, model=model, output_path=output_path, log=log)
-    if result["cost"] is None:
-        # The flat status shape carries no final cost; the pre-charge is the best known figure.
-        result["cost"] = precharged_cost
-    context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
-    record_outlet_events(context, outlets, result)
-    return result
 
 
 def record_outlet_events(

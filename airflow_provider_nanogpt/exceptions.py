@@ -17,9 +17,6 @@ class NanoGPTError(AirflowException):
     """Base class for every error raised by this provider."""
 
     retryable: bool = True
-    # Set on a failed submission once NanoGPT's ``recover`` showed that it created no job,
-    # which makes re-sending it safe.
-    confirmed_nothing_created: bool = False
 
     def __init__(
         self,
@@ -107,10 +104,20 @@ class NanoGPTConnectionError(NanoGPTError):
         self.request_sent = request_sent
 
 
-class NanoGPTSubmissionUncertainError(NanoGPTPermanentError):
-    """A submission failed after it was sent and the job it may have created cannot be found.
+class NanoGPTSubmissionUncertainError(NanoGPTError):
+    """A submission failed after it left, so NanoGPT may have created (and charged) the job.
 
-    Not retried: a blind retry could pay for the same video twice.
+    It is never re-sent in the same try. The next try looks the job up by its tag and reattaches,
+    and re-sends only once NanoGPT's run list answered and showed nothing after a settle time.
+    """
+
+
+class NanoGPTSubmissionUnresolvedError(NanoGPTPermanentError):
+    """An earlier submission's outcome cannot be settled automatically; a person must check.
+
+    Raised when NanoGPT lists runs that may be this task's but cannot be told apart (a
+    ``conversationUUID`` set by the DAG, or runs without a creation time). Not retried: a retry
+    would meet the same runs. The message names them.
     """
 
 
@@ -122,7 +129,18 @@ class NanoGPTResponseError(NanoGPTError):
 
 
 class NanoGPTJobFailedError(NanoGPTError):
-    """The job ended FAILED. NanoGPT refunds failed jobs, so a retry does not pay twice."""
+    """The job ended FAILED. NanoGPT refunds it; a retry submits (and pays for) a new one."""
+
+    def __init__(self, message: str, *, run_id: str, **kw: object):
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.run_id = run_id
+
+
+class NanoGPTCompletedWithoutVideoError(NanoGPTError):
+    """NanoGPT reports the job COMPLETED (so it is charged) but gives no video URL.
+
+    Retryable: a retry reattaches to the same run and never submits again.
+    """
 
     def __init__(self, message: str, *, run_id: str, **kw: object):
         super().__init__(message, **kw)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from typing import Any
 # The provider's fixed real-time waits. Against a time-scaled simulator they must shrink with the
 # clock, or a 0.5 s margin would count as 10 simulated seconds at time_scale 0.05.
 REAL_TIME_CONSTANTS = (
-    ("airflow_provider_nanogpt.triggers.video", "ETA_MARGIN_SECONDS"),
+    ("airflow_provider_nanogpt.polling", "ETA_MARGIN_SECONDS"),
     ("airflow_provider_nanogpt.operators.video", "RATE_LIMIT_SLEEP_ON_WORKER_SECONDS"),
 )
 
@@ -39,6 +39,9 @@ class FakeStateStore(dict[str, Any]):
 
     def set(self, key: str, value: Any) -> None:
         self[key] = value
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
 
 
 def task_context(task_id: str) -> dict[str, Any]:

@@ -99,12 +99,12 @@ def _operator_caller(plan: Plan, index: int) -> Callable[[], float]:
                 call_as_task(op, method, context, **kwargs)
             except TaskDeferred as deferred:
                 slot += time.perf_counter() - started
-                if deferred.method_name != "execute_after_rate_limit":
+                if deferred.method_name != "execute_after_wait":
                     return slot  # submitted: now waiting for the video, outside any slot
                 # The triggerer's part: a DateTimeTrigger fires at its moment.
                 wait = (deferred.trigger.moment - datetime.now(UTC)).total_seconds()
                 time.sleep(max(0.0, wait))
-                method, kwargs = op.execute_after_rate_limit, {"event": None}
+                method, kwargs = op.execute_after_wait, {"event": None, **deferred.kwargs}
                 continue
             raise RuntimeError("the operator finished without deferring")
 
@@ -120,7 +120,7 @@ def _hook_caller(plan: Plan, index: int) -> Callable[[], float]:
 
     def run() -> float:
         started = time.perf_counter()
-        hook.submit_video(payload, correlation_id=f"bench-batch-{index}")
+        hook.submit_video(payload)
         return time.perf_counter() - started  # the whole call holds the worker slot
 
     return run

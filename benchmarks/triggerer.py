@@ -442,8 +442,8 @@ def _weak_trigger_class() -> type:
     from asgiref.sync import sync_to_async
 
     from airflow_provider_nanogpt.api.status import normalize_status
-    from airflow_provider_nanogpt.completion import event_for, timeout_event
-    from airflow_provider_nanogpt.triggers.video import next_poll_delay
+    from airflow_provider_nanogpt.events import VideoEvent
+    from airflow_provider_nanogpt.polling import PollTracker, next_poll_delay
 
     class WeakStatusTrigger(BaseTrigger):  # type: ignore[misc]
         def __init__(
@@ -479,23 +479,19 @@ def _weak_trigger_class() -> type:
 
         async def run(self) -> Any:
             fetch = sync_to_async(self.fetch) if self.offload else None
+            tracker = PollTracker(self.run_id)
             while True:
                 if time.time() >= self.end_time:
                     waited = time.time() - self.started_at
-                    yield TriggerEvent(timeout_event(self.run_id, waited))  # type: ignore[no-untyped-call]
+                    event = VideoEvent.timeout(self.run_id, waited)
+                    yield TriggerEvent(event.to_payload())  # type: ignore[no-untyped-call]
                     return
                 body = await fetch() if fetch is not None else self.fetch()
                 status = normalize_status(body, self.run_id)
-                if status.is_terminal:
-                    yield TriggerEvent(event_for(status))  # type: ignore[no-untyped-call]
+                # The same reading (and log line) as the real trigger: only the transport differs.
+                if (ended := tracker.read(status, self.log)) is not None:
+                    yield TriggerEvent(ended.to_payload())  # type: ignore[no-untyped-call]
                     return
-                # The same log line as the real trigger, so only the transport differs.
-                self.log.info(
-                    "NanoGPT video %s is %s%s",
-                    self.run_id,
-                    status.state.value.lower(),
-                    f": {text}" if (text := status.describe_progress()) else "",
-                )
                 interval = self.poll_interval
                 await asyncio.sleep(next_poll_delay(status, interval, interval))
 
@@ -508,7 +504,7 @@ def _trigger_factory(mode: str, poll_interval: float) -> Callable[[str], Any]:
     import httpx  # noqa: F401
     import tenacity  # noqa: F401
 
-    import airflow_provider_nanogpt.completion  # noqa: F401
+    import airflow_provider_nanogpt.polling  # noqa: F401
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
     from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger
 

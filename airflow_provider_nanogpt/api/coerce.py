@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,16 +12,20 @@ def as_str(value: object) -> str | None:
 
 
 def as_number(value: object) -> float | None:
+    """A finite number from a JSON number or numeric string; NaN, infinities and junk are absent."""
     if isinstance(value, bool):
         return None
+    number: float
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        number = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             return None
-    return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def as_mapping(value: object) -> Mapping[str, Any]:

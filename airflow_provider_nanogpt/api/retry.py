@@ -6,8 +6,8 @@ Both paths build tenacity's ``Retrying`` / ``AsyncRetrying`` from the same keywo
 Reads (status, balance, models, recover, downloads) retry network errors, timeouts, 408, 429 and
 5xx with exponential backoff and full jitter, never sooner than ``Retry-After``. A submission is a
 paid, non-idempotent POST: only errors that prove nothing was created are retried here (a 429, or a
-connection that was never established). Timeouts and 5xx after sending are resolved by the hook
-through NanoGPT's ``recover`` endpoint instead of a blind re-send.
+connection that was never established). Timeouts and 5xx after sending are never re-sent; the
+submission module settles them on a later try through NanoGPT's ``recover`` endpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_nanogpt.exceptions import (
+    NanoGPTConfigurationError,
     NanoGPTConnectionError,
     NanoGPTError,
     NanoGPTRateLimitError,
@@ -63,13 +64,26 @@ def is_retryable_read(exc: BaseException, policy: RetryPolicy) -> bool:
     return isinstance(exc, NanoGPTServerError | NanoGPTConnectionError | NanoGPTResponseError)
 
 
+def proves_nothing_created(exc: BaseException) -> bool:
+    """Whether a failed submission certainly created no job, so sending it again is safe.
+
+    True for a connection that was never established and for a 4xx answer (429 included): NanoGPT
+    refused the request. A timeout, a reset after sending, a 5xx or 408, or an unreadable success
+    answer may each hide a created, pre-charged job.
+    """
+    if isinstance(exc, NanoGPTConnectionError):
+        return not exc.request_sent
+    if isinstance(exc, NanoGPTConfigurationError):
+        return True  # raised while reading the connection, before any request
+    status = exc.http_status if isinstance(exc, NanoGPTError) else None
+    return status is not None and 400 <= status < 500 and status != 408
+
+
 def is_retryable_submit(exc: BaseException, policy: RetryPolicy) -> bool:
-    """Only failures that prove NanoGPT created nothing: 429, never connected, or confirmed."""
+    """In-call re-sends of a submission: only a waitable 429 or a connection never made."""
     if isinstance(exc, NanoGPTRateLimitError):
         return policy.rate_limit_is_waitable(exc)
-    if isinstance(exc, NanoGPTConnectionError) and not exc.request_sent:
-        return True
-    return isinstance(exc, NanoGPTError) and exc.confirmed_nothing_created
+    return isinstance(exc, NanoGPTConnectionError) and not exc.request_sent
 
 
 def tenacity_kwargs(

@@ -51,8 +51,6 @@ _RAW_STATES: dict[str, VideoState] = {
     "cancelled": VideoState.CANCELLED,
 }
 
-MISSING_URL_ERROR = "NanoGPT reported the video as completed but returned no video URL"
-
 
 @dataclass(frozen=True)
 class VideoStatus:
@@ -73,6 +71,11 @@ class VideoStatus:
     @property
     def is_terminal(self) -> bool:
         return self.state.is_terminal
+
+    @property
+    def is_deliverable(self) -> bool:
+        """Completed with a URL. A completed job without one is charged but not ready yet."""
+        return self.state is VideoState.COMPLETED and self.video_url is not None
 
     def describe_progress(self) -> str | None:
         """Human text such as "42% done, about 30 s left", or None when NanoGPT gave nothing."""
@@ -96,8 +99,8 @@ def parse_state(raw: object) -> VideoState:
 def normalize_status(payload: object, run_id: str | None = None) -> VideoStatus:
     """Read a status response in any documented shape.
 
-    A COMPLETED job without a video URL is reported as FAILED: the video cannot be delivered, and
-    treating it as success would silently hand users nothing.
+    A COMPLETED job without a video URL stays COMPLETED (NanoGPT charged it; the URL may appear a
+    moment later): ``is_deliverable`` tells the two apart, and the waiting rules decide.
     """
     body: Mapping[str, Any] = payload if isinstance(payload, Mapping) else {}
     data_value = body.get("data")
@@ -120,9 +123,6 @@ def normalize_status(payload: object, run_id: str | None = None) -> VideoStatus:
         _error_text(body.get("error")),
     )
     details = first_str(data.get("details"), body.get("details"))
-    if state is VideoState.COMPLETED and not video_url:
-        state = VideoState.FAILED
-        error = MISSING_URL_ERROR
 
     return VideoStatus(
         run_id=first_str(

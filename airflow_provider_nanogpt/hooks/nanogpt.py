@@ -9,10 +9,8 @@ fast.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -48,15 +46,11 @@ from airflow_provider_nanogpt.api.retry import (
     is_retryable_submit,
     tenacity_kwargs,
 )
-from airflow_provider_nanogpt.api.status import VideoState, VideoStatus, normalize_status
+from airflow_provider_nanogpt.api.status import VideoStatus, normalize_status
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTConfigurationError,
     NanoGPTConnectionError,
     NanoGPTDownloadError,
-    NanoGPTError,
-    NanoGPTResponseError,
-    NanoGPTServerError,
-    NanoGPTSubmissionUncertainError,
 )
 from airflow_provider_nanogpt.storage import atomic_writer, describe, resolve_destination
 
@@ -72,9 +66,6 @@ CONNECT_TIMEOUT = 10.0
 # Each chunk is a new bytes object. Measured in a new worker process: at 1 MiB the copies into
 # freshly faulted memory cost a third of the throughput; at 256 KiB the heap's pages are reused.
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
-# How far before our own submit a recovered run may claim to have been created (clock skew).
-RECOVER_CLOCK_SKEW = timedelta(seconds=30)
-RECOVER_LOOKUPS = 3
 
 
 @dataclass(frozen=True)
@@ -186,6 +177,12 @@ class NanoGPTHook(BaseHook):
             return self._retry_policy_override
         return RetryPolicy(max_retries=settings.max_retries)
 
+    def _policy(self, max_rate_limit_sleep: float | None) -> RetryPolicy:
+        policy = self.retry_policy(self.settings())
+        if max_rate_limit_sleep is None:
+            return policy
+        return replace(policy, max_retry_after=min(policy.max_retry_after, max_rate_limit_sleep))
+
     # --- sync transport (workers) ------------------------------------------------------------
 
     @cached_property
@@ -218,13 +215,15 @@ class NanoGPTHook(BaseHook):
             raise _requests_transport_error(exc, request.action, settings.base_url) from None
         return read_response(response.status_code, response.headers, response.text, request.action)
 
-    def _request(self, request: ApiRequest) -> Any:
+    def _request(self, request: ApiRequest, policy: RetryPolicy | None = None) -> Any:
         """A read with the shared retry policy."""
         from tenacity import Retrying
 
-        settings = self.settings()
         kwargs = tenacity_kwargs(
-            self.retry_policy(settings), is_retryable_read, self.log, request.action
+            policy or self.retry_policy(self.settings()),
+            is_retryable_read,
+            self.log,
+            request.action,
         )
         for attempt in Retrying(**kwargs):
             with attempt:
@@ -310,9 +309,17 @@ class NanoGPTHook(BaseHook):
         model: str | None = None,
         limit: int = 10,
         conversation_uuid: str | None = None,
+        *,
+        max_rate_limit_sleep: float | None = None,
     ) -> list[RecoveredRun]:
-        """Recent runs of this API key, newest first (NanoGPT allows 20 lookups a minute)."""
-        return parse_recovered_runs(self._request(recover_request(model, limit, conversation_uuid)))
+        """Recent runs of this API key, newest first (NanoGPT allows 20 lookups a minute).
+
+        ``max_rate_limit_sleep`` caps how long a 429's Retry-After is slept here; a longer wait
+        raises NanoGPTRateLimitError.
+        """
+        request = recover_request(model, limit, conversation_uuid)
+        policy = self._policy(max_rate_limit_sleep)
+        return parse_recovered_runs(self._request(request, policy))
 
     def test_connection(self) -> tuple[bool, str]:
         """Authenticated balance read: proves the key and URL work, never submits or spends."""
@@ -325,87 +332,32 @@ class NanoGPTHook(BaseHook):
     # --- API: submit -------------------------------------------------------------------------
 
     def submit_video(
-        self,
-        payload: Mapping[str, Any],
-        *,
-        correlation_id: str | None = None,
-        max_rate_limit_sleep: float | None = None,
+        self, payload: Mapping[str, Any], *, max_rate_limit_sleep: float | None = None
     ) -> Submission:
-        """Create a video job. Never pays twice for one call.
+        """Send one video request to NanoGPT (each accepted request is a paid job).
 
-        A 429 or a connection that was never established is retried after the shared backoff.
-        A timeout, reset or 5xx after the request was sent is ambiguous: NanoGPT may have
-        created (and pre-charged) the job. Then NanoGPT's ``recover`` endpoint is asked for a run
-        carrying this call's ``conversationUUID`` tag; a found run is adopted, and only when none
-        exists is the request sent again. ``correlation_id`` becomes that tag unless the payload
-        already has a ``conversationUUID``.
+        Re-sent within this call only when NanoGPT proved nothing was created: a 429 (after its
+        Retry-After) or a connection that was never established. Any other failure is raised as
+        it is; whether a job was created then is for the caller to settle (the operator does so
+        through ``airflow_provider_nanogpt.submission``), never by sending again blindly.
 
-        ``max_rate_limit_sleep`` caps how long a 429's Retry-After is slept here; a longer wait
-        raises NanoGPTRateLimitError so the caller can wait without holding a worker (defer).
+        ``max_rate_limit_sleep`` caps how long a 429's Retry-After is slept here; a longer wait, or
+        a 429 without Retry-After, raises NanoGPTRateLimitError so the caller can wait without
+        holding a worker (defer).
         """
         from tenacity import Retrying
 
-        body = dict(payload)
-        if correlation_id and not body.get("conversationUUID"):
-            body["conversationUUID"] = correlation_id
-        tag = body.get("conversationUUID")
-        request = submit_request(body)
+        request = submit_request(payload)
         settings = self.settings()
-        policy = self.retry_policy(settings)
-        if max_rate_limit_sleep is not None:
-            policy = replace(
-                policy,
-                max_retry_after=max_rate_limit_sleep,
-                retry_rate_limit_without_retry_after=False,
-            )
         timeout = max(SUBMIT_TIMEOUT_FLOOR, settings.request_timeout)
+        policy = self._policy(max_rate_limit_sleep)
+        if max_rate_limit_sleep is not None:
+            policy = replace(policy, retry_rate_limit_without_retry_after=False)
         kwargs = tenacity_kwargs(policy, is_retryable_submit, self.log, request.action)
         for attempt in Retrying(**kwargs):
             with attempt:
-                started = datetime.now().astimezone()
-                try:
-                    return parse_submission(self._send(request, timeout=timeout))
-                except (NanoGPTServerError, NanoGPTConnectionError, NanoGPTResponseError) as exc:
-                    if isinstance(exc, NanoGPTConnectionError) and not exc.request_sent:
-                        raise
-                    return self._resolve_ambiguous_submit(exc, body, tag, started)
+                return parse_submission(self._send(request, timeout=timeout))
         raise AssertionError("unreachable: tenacity reraises the last error")
-
-    def _resolve_ambiguous_submit(
-        self, exc: NanoGPTError, body: Mapping[str, Any], tag: Any, started: datetime
-    ) -> Submission:
-        """Adopt the run a failed submit created, or confirm none exists and re-raise."""
-        if not isinstance(tag, str) or not tag:
-            raise NanoGPTSubmissionUncertainError(
-                f"{exc}. NanoGPT may have created and charged this job; without a "
-                "conversationUUID tag it cannot be identified safely, so it was not re-sent. "
-                "Check your recent NanoGPT runs before retrying."
-            ) from exc
-        model = body.get("model") if isinstance(body.get("model"), str) else None
-        self.log.warning(
-            "Submission outcome unknown (%s); looking for a run tagged %s before re-sending.",
-            exc,
-            tag,
-        )
-        policy = self.retry_policy(self.settings())
-        for lookup in range(1, RECOVER_LOOKUPS + 1):
-            found = self._find_tagged_run(model, tag, started)
-            if found is not None:
-                self.log.info("Found run %s created by the failed submission; reusing it.", found)
-                return Submission(run_id=found, model=model, recovered=True)
-            if lookup < RECOVER_LOOKUPS:
-                time.sleep(policy.backoff(lookup))
-        exc.confirmed_nothing_created = True
-        raise exc
-
-    def _find_tagged_run(self, model: str | None, tag: str, started: datetime) -> str | None:
-        for run in self.recover_runs(model=model, limit=10, conversation_uuid=tag):
-            if run.conversation_uuid != tag or run.state is VideoState.FAILED:
-                continue
-            created = _parse_iso(run.created_at)
-            if created is None or created >= started - RECOVER_CLOCK_SKEW:
-                return run.run_id
-        return None
 
     # --- API: download -----------------------------------------------------------------------
 
@@ -484,16 +436,6 @@ def _extra(extras: Mapping[str, Any], name: str) -> Any:
     if value in (None, ""):
         value = extras.get(f"extra__nanogpt__{name}")
     return None if value in (None, "") else value
-
-
-def _parse_iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.astimezone()
 
 
 def _mask(secret: str) -> None:

@@ -2,46 +2,42 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_nanogpt.links.video import VIDEO_URL_XCOM_KEY, NanoGPTVideoLink
+from airflow_provider_nanogpt.completion import VideoTaskMixin
+from airflow_provider_nanogpt.links.video import NanoGPTVideoLink
+from airflow_provider_nanogpt.request import REQUEST_FIELDS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_nanogpt.api.responses import Submission
-    from airflow_provider_nanogpt.api.status import VideoStatus
-    from airflow_provider_nanogpt.durability import RunStore
     from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
-    from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
-    from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger
+    from airflow_provider_nanogpt.submission import TaskAttempt
 
 # A 429 whose Retry-After is at most this is slept on the worker; longer waits are deferred to the
 # triggerer so rate-limited batches hold no worker slots.
 RATE_LIMIT_SLEEP_ON_WORKER_SECONDS = 2.0
 # A rate-limit window longer than this (a daily cap) fails the task instead of waiting for hours.
 MAX_RATE_LIMIT_DEFERRAL_SECONDS = 900.0
+# Deferrals for a 429 without Retry-After: 5 s, 10 s, 20 s … up to 5 minutes, with jitter.
+RATE_LIMIT_BACKOFF_BASE_SECONDS = 5.0
+RATE_LIMIT_BACKOFF_MAX_SECONDS = 300.0
 
-# The framework's deferral timeout is only a backstop: the trigger's own deadline fires first and
-# produces a clean timeout event with the run id.
-DEFER_TIMEOUT_SLACK_SECONDS = 60
 
-
-class GenerateVideoOperator(BaseOperator):
+class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     """Generate a video with NanoGPT.
 
     Validates the request (no network), submits it once, pushes the run id to XCom at once, then
     waits: in the triggerer by default (``deferrable=True``, no worker slot held), or on the worker
-    with ``deferrable=False``. A retry after the submission succeeded reattaches to the paid run
-    (Airflow 3.3 task state store) instead of paying again.
+    with ``deferrable=False``. Retries and clears never pay twice for one video: see
+    ``airflow_provider_nanogpt.submission`` and docs/retries-and-clears.md.
 
     :param prompt: Text prompt. Required for text-to-video models.
     :param model: NanoGPT video model id, e.g. ``kling-video-v2``.
@@ -58,28 +54,23 @@ class GenerateVideoOperator(BaseOperator):
     :param wait_for_completion: False returns the run id right after submitting.
     :param deferrable: Wait in the triggerer (default) instead of on the worker.
     :param poll_interval: Seconds between status checks (the floor; estimates may stretch it).
-    :param timeout: Seconds from submission until the video must be ready.
+    :param timeout: Seconds from submission until the video must be ready; also the longest
+        time spent waiting out rate limits before submitting.
     :param output_path: Where to save the video (path, ``file://``, ``s3://``, … templated).
     :param validate: Check the request against the documented model rules before sending.
     :param min_balance_usd: Fail before submitting when the account balance is below this.
     :param max_cost_usd: Fail before submitting when the estimated cost is above this (fails
         closed when the catalog pricing gives no estimate).
+    :param settle_seconds: After a submission whose outcome is unknown (a timeout or 5xx after
+        sending), how long NanoGPT's run list must go on showing nothing before a retry sends
+        the request again.
 
     On success, every ``Asset`` in ``outlets`` gets an event whose ``extra`` holds ``run_id``,
     ``video_url``, ``output_path`` and ``model``, for data-aware downstream DAGs.
     """
 
     template_fields: Sequence[str] = (
-        "prompt",
-        "model",
-        "duration",
-        "aspect_ratio",
-        "resolution",
-        "negative_prompt",
-        "seed",
-        "image_url",
-        "image_path",
-        "extra_params",
+        *REQUEST_FIELDS,
         "output_path",
         "nanogpt_conn_id",
         "min_balance_usd",
@@ -111,23 +102,19 @@ class GenerateVideoOperator(BaseOperator):
         validate: bool = True,
         min_balance_usd: float | None = None,
         max_cost_usd: float | None = None,
+        settle_seconds: float = 60.0,
         **kwargs: Any,
     ) -> None:
+        arguments = locals()  # the request parameters are listed once, in VideoRequest
         super().__init__(**kwargs)
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
-        self.model = model
-        self.prompt = prompt
-        self.duration = duration
-        self.aspect_ratio = aspect_ratio
-        self.resolution = resolution
-        self.negative_prompt = negative_prompt
-        self.seed = seed
-        self.image_url = image_url
-        self.image_path = image_path
-        self.extra_params = extra_params
+        if settle_seconds < 0:
+            raise ValueError(f"settle_seconds must not be negative, got {settle_seconds!r}")
+        for name in REQUEST_FIELDS:
+            setattr(self, name, arguments[name])
         self.nanogpt_conn_id = nanogpt_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -137,6 +124,7 @@ class GenerateVideoOperator(BaseOperator):
         self.validate = validate
         self.min_balance_usd = min_balance_usd
         self.max_cost_usd = max_cost_usd
+        self.settle_seconds = settle_seconds
 
     def _limit(self, name: str) -> float | None:
         """A templated money limit as a number (Jinja renders text unless native rendering)."""
@@ -150,159 +138,179 @@ class GenerateVideoOperator(BaseOperator):
 
             raise NanoGPTValidationError(f"{name}={value!r} is not a number") from None
 
-    @cached_property
-    def hook(self) -> NanoGPTHook:
-        from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
-
-        return NanoGPTHook(self.nanogpt_conn_id)
-
-    # --- request -----------------------------------------------------------------------------
-
     def build_payload(self) -> dict[str, Any]:
         """The validated request body. Reads ``image_path``; makes no call to NanoGPT."""
-        from airflow_provider_nanogpt.exceptions import NanoGPTValidationError
-        from airflow_provider_nanogpt.images import image_data_url
-        from airflow_provider_nanogpt.request import build_payload, check_image_url
-        from airflow_provider_nanogpt.validation import validate_payload
+        from airflow_provider_nanogpt.request import VideoRequest
 
-        if self.image_url and self.image_path:
-            raise NanoGPTValidationError(
-                "Pass either image_url or image_path, not both. Nothing was sent."
-            )
-        if self.image_url:
-            check_image_url(self.image_url)
-        fields: dict[str, Any] = {
-            "model": self.model,
-            "prompt": self.prompt,
-            "duration": self.duration,
-            "aspect_ratio": self.aspect_ratio,
-            "resolution": self.resolution,
-            "negative_prompt": self.negative_prompt,
-            "seed": self.seed,
-            "image_url": self.image_url,
-            "extra_params": self.extra_params,
-        }
-        if self.validate:
-            # Check everything that needs no file read first, so a bad request fails fast.
-            probe = build_payload(**fields, image_data_url="data:" if self.image_path else None)
-            validate_payload(probe)
-        data_url = image_data_url(self.image_path) if self.image_path else None
-        return build_payload(**fields, image_data_url=data_url)
+        request = VideoRequest(**{name: getattr(self, name) for name in REQUEST_FIELDS})
+        return request.payload(validate=self.validate)
 
     # --- execution ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_nanogpt.durability import RunStore
-        from airflow_provider_nanogpt.request import fingerprint
+        return self._submit_and_wait(context, started_at=time.time())
+
+    def execute_after_wait(
+        self,
+        context: Context,
+        event: Any = None,
+        *,
+        started_at: float | None = None,
+        rate_limited_since: float | None = None,
+        rate_limit_deferrals: int = 0,
+    ) -> Any:
+        """Carry on after waiting in the triggerer (a rate-limit window or a settle time)."""
+        return self._submit_and_wait(
+            context,
+            started_at=time.time() if started_at is None else started_at,
+            rate_limited_since=rate_limited_since,
+            rate_limit_deferrals=rate_limit_deferrals,
+        )
+
+    # Tasks deferred by earlier releases resume through this name.
+    execute_after_rate_limit = execute_after_wait
+
+    def _submit_and_wait(
+        self,
+        context: Context,
+        *,
+        started_at: float,
+        rate_limited_since: float | None = None,
+        rate_limit_deferrals: int = 0,
+    ) -> Any:
+        from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
+        from airflow_provider_nanogpt.submission import LookUpLater, RunRecords, find_or_submit
 
         payload = self.build_payload()
-        request_fingerprint = fingerprint(payload)
-        store = RunStore(context)
-        submission = self._reattach(context, store, payload, request_fingerprint)
-        if submission is None:
-            submission = self._submit(context, store, payload, request_fingerprint)
-        self._publish(context, submission)
-        if not self.wait_for_completion:
-            store.mark_delivered()
-            return submission.run_id
-        return self._wait(context, submission.run_id)
-
-    def _task_identity(self, context: Context) -> str:
-        ti = context["ti"]
-        return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
-
-    def _reattach(
-        self,
-        context: Context,
-        store: RunStore,
-        payload: Mapping[str, Any],
-        request_fingerprint: str,
-    ) -> Submission | None:
-        """The run an earlier attempt of this task already paid for, if it can still deliver."""
-        from airflow_provider_nanogpt.api.responses import Submission
-        from airflow_provider_nanogpt.api.status import VideoState
-        from airflow_provider_nanogpt.request import correlation_id
-
-        record = store.load()
-        candidate: Submission | None = None
-        if record is not None and not record.delivered:
-            if record.fingerprint != request_fingerprint:
-                self.log.info(
-                    "The request changed since run %s was submitted; submitting a new video.",
-                    record.run_id,
+        records = RunRecords(context.get("task_state_store"))
+        attempt = self._attempt(context, started_at)
+        resume = {
+            "started_at": started_at,
+            "rate_limited_since": rate_limited_since,
+            "rate_limit_deferrals": rate_limit_deferrals,
+        }
+        while True:
+            try:
+                decision = find_or_submit(
+                    self.hook,
+                    records,
+                    attempt,
+                    payload,
+                    log=self.log,
+                    settle_seconds=self.settle_seconds,
+                    before_send=lambda: self._check_budget(payload),
+                    max_rate_limit_sleep=RATE_LIMIT_SLEEP_ON_WORKER_SECONDS
+                    if self.deferrable
+                    else None,
                 )
-                return None
-            candidate = Submission(
-                run_id=record.run_id, model=record.model, cost=record.cost, recovered=True
-            )
-        elif record is None and context["ti"].try_number > 1:
-            # No record of an earlier attempt's run: before Airflow 3.3 there is no state store,
-            # and even on 3.3 a worker can die between NanoGPT accepting the job and the record
-            # being written. NanoGPT's recover endpoint finds a run carrying this task's tag.
-            tag = correlation_id(self._task_identity(context), request_fingerprint)
-            for run in self.hook.recover_runs(
-                model=payload.get("model"), limit=10, conversation_uuid=tag
-            ):
-                if run.conversation_uuid == tag and run.state is not VideoState.FAILED:
-                    candidate = Submission(run_id=run.run_id, model=run.model, recovered=True)
-                    break
-        if candidate is None:
-            return None
-        state = self.hook.get_video_status(candidate.run_id).state
-        if state in (VideoState.FAILED, VideoState.CANCELLED):
-            self.log.info(
-                "Run %s from an earlier attempt ended %s; submitting a new video.",
-                candidate.run_id,
-                state.value,
-            )
-            return None
-        self.log.info(
-            "Reattaching to NanoGPT run %s from an earlier attempt (%s); not submitting again.",
-            candidate.run_id,
-            state.value,
+            except NanoGPTRateLimitError as exc:
+                if not self.deferrable:
+                    raise
+                since = rate_limited_since or time.time()
+                wait = self._rate_limit_wait(exc, since, rate_limit_deferrals)
+                self.log.info(
+                    "NanoGPT is rate limiting submissions; waiting %.1f s in the triggerer.", wait
+                )
+                self._resume_at(
+                    time.time() + wait,
+                    {
+                        **resume,
+                        "rate_limited_since": since,
+                        "rate_limit_deferrals": rate_limit_deferrals + 1,
+                    },
+                )
+            if not isinstance(decision, LookUpLater):
+                break
+            self.log.info("%s; looking again at %s.", decision.reason, _clock(decision.at))
+            if self.deferrable:
+                self._resume_at(decision.at, resume)
+            time.sleep(max(0.0, decision.at - time.time()))
+
+        submission = decision.submission
+        self._publish(context, submission, decision.reattached)
+        if not self.wait_for_completion:
+            records.mark_delivered()
+            return submission.run_id
+        return self.wait_and_deliver(
+            context, submission.run_id, poll_interval=self.poll_interval, timeout=self.timeout
         )
-        return candidate
 
-    def _submit(
-        self,
-        context: Context,
-        store: RunStore,
-        payload: Mapping[str, Any],
-        request_fingerprint: str,
-    ) -> Submission:
+    def _attempt(self, context: Context, started_at: float) -> TaskAttempt:
+        from airflow_provider_nanogpt.submission import TaskAttempt
+
+        ti = context["ti"]
+        max_tries = getattr(ti, "max_tries", None)
+        # Airflow's own reckoning of the first try since the last clear (max_tries grows then).
+        generation = (
+            max(1, max_tries - (self.retries or 0) + 1) if isinstance(max_tries, int) else None
+        )
+        dag_run = context.get("dag_run")
+        earliest = getattr(dag_run, "run_after", None) or getattr(dag_run, "start_date", None)
+        return TaskAttempt(
+            identity=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}",
+            try_number=int(ti.try_number),
+            generation=generation,
+            started_at=started_at,
+            not_before=earliest.timestamp() if isinstance(earliest, datetime) else None,
+        )
+
+    def _check_budget(self, payload: Mapping[str, Any]) -> None:
         from airflow_provider_nanogpt.budget import enforce_budget
-        from airflow_provider_nanogpt.completion import format_money
-        from airflow_provider_nanogpt.durability import StoredRun
-        from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
-        from airflow_provider_nanogpt.request import correlation_id
 
-        max_cost = self._limit("max_cost_usd")
         enforce_budget(
             self.hook,
             payload,
             min_balance_usd=self._limit("min_balance_usd"),
-            max_cost_usd=max_cost,
+            max_cost_usd=self._limit("max_cost_usd"),
             log=self.log,
         )
-        tag = correlation_id(self._task_identity(context), request_fingerprint)
-        try:
-            submission = self.hook.submit_video(
-                payload,
-                correlation_id=tag,
-                max_rate_limit_sleep=RATE_LIMIT_SLEEP_ON_WORKER_SECONDS
-                if self.deferrable
-                else None,
+
+    def _rate_limit_wait(self, exc: NanoGPTRateLimitError, since: float, deferrals: int) -> float:
+        """Seconds to wait out a submit 429, or raise once waiting would pass ``timeout``.
+
+        A 429 proves nothing was created, so submitting again after it never pays twice. Jitter
+        spreads a rate-limited batch over the window instead of returning all at once.
+        """
+        from airflow_provider_nanogpt.api.retry import RetryPolicy
+        from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
+
+        if exc.retry_after is not None:
+            if exc.retry_after > MAX_RATE_LIMIT_DEFERRAL_SECONDS:
+                raise exc  # a daily cap: fail with NanoGPT's explanation instead of waiting hours
+            # Retry-After names when a slot frees; come back just after it, a little spread out.
+            wait = max(0.1, exc.retry_after * random.uniform(1.0, 1.03))
+        else:
+            backoff = RetryPolicy(
+                base_delay=RATE_LIMIT_BACKOFF_BASE_SECONDS,
+                max_delay=RATE_LIMIT_BACKOFF_MAX_SECONDS,
             )
-        except NanoGPTRateLimitError as exc:
-            self._defer_for_rate_limit(exc)
-        store.save(
-            StoredRun(
-                run_id=submission.run_id,
-                fingerprint=request_fingerprint,
-                model=submission.model or self.model,
-                cost=submission.cost,
-            )
+            wait = backoff.backoff(deferrals + 1)
+        waited = time.time() - since
+        if waited + wait > self.timeout:
+            raise NanoGPTRateLimitError(
+                f"NanoGPT kept rate limiting this submission for {waited:.0f} s; waiting another "
+                f"{wait:.0f} s would pass timeout={self.timeout:g} s. Nothing was submitted. "
+                f"Last answer: {exc}"
+            ) from exc
+        return wait
+
+    def _resume_at(self, moment: float, kwargs: dict[str, Any]) -> NoReturn:
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        self.defer(
+            trigger=DateTimeTrigger(moment=datetime.fromtimestamp(moment, UTC)),
+            method_name="execute_after_wait",
+            kwargs=kwargs,
         )
+
+    def _publish(self, context: Context, submission: Submission, reattached: bool) -> None:
+        from airflow_provider_nanogpt.completion import format_money
+
+        ti = context["ti"]
+        ti.xcom_push(key="run_id", value=submission.run_id)
+        ti.xcom_push(key="submission", value=submission.to_xcom())
+        if reattached:
+            return
         self.log.info(
             "Submitted NanoGPT video %s (model %s): pre-charged %s from %s, remaining balance %s.",
             submission.run_id,
@@ -311,6 +319,7 @@ class GenerateVideoOperator(BaseOperator):
             submission.payment_source or "the account",
             format_money(submission.remaining_balance),
         )
+        max_cost = self._limit("max_cost_usd")
         if max_cost is not None and submission.cost is not None and submission.cost > max_cost:
             self.log.warning(
                 "NanoGPT pre-charged %s for %s, above max_cost_usd=%s (the estimate was lower).",
@@ -318,76 +327,11 @@ class GenerateVideoOperator(BaseOperator):
                 submission.run_id,
                 format_money(max_cost),
             )
-        return submission
 
-    def _defer_for_rate_limit(self, exc: NanoGPTRateLimitError) -> NoReturn:
-        """Wait out a rate-limit window in the triggerer, then submit again.
+    def on_delivered(self, context: Context) -> None:
+        from airflow_provider_nanogpt.submission import RunRecords
 
-        A 429 proves nothing was created, so resubmitting can never pay twice. Jitter spreads a
-        rate-limited batch over the window instead of returning all at once.
-        """
-        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-
-        wait = exc.retry_after if exc.retry_after is not None else 30.0
-        if not self.deferrable or wait > MAX_RATE_LIMIT_DEFERRAL_SECONDS:
-            raise exc
-        # Retry-After names when a slot frees; come back just after it, a little spread out.
-        wait = max(0.1, wait * random.uniform(1.0, 1.03))
-        self.log.info(
-            "NanoGPT is rate limiting submissions; waiting %.1f s in the triggerer.", wait
-        )
-        moment = datetime.now(UTC) + timedelta(seconds=wait)
-        self.defer(
-            trigger=DateTimeTrigger(moment=moment),
-            method_name="execute_after_rate_limit",
-        )
-
-    def execute_after_rate_limit(
-        self, context: Context, event: dict[str, Any] | None = None
-    ) -> Any:
-        return self.execute(context)
-
-    def _publish(self, context: Context, submission: Submission) -> None:
-        ti = context["ti"]
-        ti.xcom_push(key="run_id", value=submission.run_id)
-        ti.xcom_push(key="submission", value=submission.to_xcom())
-        # The video link reads this key at every deferral; an empty value means "not ready yet".
-        ti.xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
-
-    def _wait(self, context: Context, run_id: str) -> Any:
-        from airflow_provider_nanogpt.completion import event_for
-
-        status = self.hook.get_video_status(run_id)
-        if status.is_terminal:
-            return self._complete(context, event_for(status), status)
-        trigger = self._trigger(run_id)
-        if self.deferrable:
-            self.defer(
-                trigger=trigger,
-                method_name="execute_complete",
-                timeout=timedelta(
-                    seconds=self.timeout + 2 * self.poll_interval + DEFER_TIMEOUT_SLACK_SECONDS
-                ),
-            )
-        # Worker-side wait: the very same polling loop as the triggerer, run here.
-        return self._complete(context, asyncio.run(trigger._wait()), None)
-
-    def _trigger(self, run_id: str) -> VideoStatusTrigger:
-        from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger
-
-        now = time.time()
-        return VideoStatusTrigger(
-            run_id=run_id,
-            nanogpt_conn_id=self.nanogpt_conn_id,
-            poll_interval=self.poll_interval,
-            end_time=now + self.timeout,
-            started_at=now,
-        )
-
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        from airflow_provider_nanogpt.completion import validate_event
-
-        return self._complete(context, validate_event(event), None)
+        RunRecords(context.get("task_state_store")).mark_delivered()
 
     def on_kill(self) -> None:
         # Only reachable while waiting on the worker (deferrable=False); the trigger has its own.
@@ -396,30 +340,6 @@ class GenerateVideoOperator(BaseOperator):
             "running and may be charged; a retry of this task reattaches to it."
         )
 
-    def _precharged_cost(self, context: Context) -> float | None:
-        ti = context["ti"]
-        submission = ti.xcom_pull(
-            task_ids=ti.task_id, key="submission", map_indexes=getattr(ti, "map_index", -1)
-        )
-        cost = submission.get("cost") if isinstance(submission, Mapping) else None
-        return float(cost) if isinstance(cost, int | float) else None
 
-    def _complete(
-        self, context: Context, event: Mapping[str, Any], status: VideoStatus | None
-    ) -> dict[str, Any]:
-        from airflow_provider_nanogpt.completion import complete
-        from airflow_provider_nanogpt.durability import RunStore
-
-        result = complete(
-            context,
-            event,
-            status,
-            hook=self.hook,
-            model=self.model,
-            output_path=self.output_path,
-            outlets=self.outlets,
-            log=self.log,
-            precharged_cost=self._precharged_cost(context),
-        )
-        RunStore(context).mark_delivered()
-        return result
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S UTC")

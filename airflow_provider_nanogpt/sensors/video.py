@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_nanogpt.links.video import VIDEO_URL_XCOM_KEY, NanoGPTVideoLink
+from airflow_provider_nanogpt.completion import VideoTaskMixin
+from airflow_provider_nanogpt.links.video import NanoGPTVideoLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_nanogpt.api.status import VideoStatus
-    from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+    from airflow_provider_nanogpt.events import VideoEvent
+    from airflow_provider_nanogpt.polling import PollTracker
 
 
-class VideoStatusSensor(BaseSensorOperator):
+class VideoStatusSensor(VideoTaskMixin, BaseSensorOperator):
     """Wait until a NanoGPT video run is finished; return the same dict as the operator.
 
     ``deferrable=True`` (default) waits in the triggerer through ``VideoStatusTrigger``;
-    ``deferrable=False`` pokes in ``poke`` or ``reschedule`` mode. A FAILED, blocked or cancelled
-    run fails the task with the same typed errors as ``GenerateVideoOperator``.
+    ``deferrable=False`` pokes in ``poke`` or ``reschedule`` mode. Every path reads NanoGPT's
+    answers by the same rules as ``GenerateVideoOperator`` (a brand-new run may answer 404 a few
+    times) and fails with the same typed errors.
 
     :param run_id: NanoGPT run id (templated), typically
         ``"{{ ti.xcom_pull(task_ids='submit', key='run_id') }}"``.
@@ -53,76 +52,31 @@ class VideoStatusSensor(BaseSensorOperator):
         self.nanogpt_conn_id = nanogpt_conn_id
         self.output_path = output_path
         self.deferrable = deferrable
-
-    @cached_property
-    def hook(self) -> NanoGPTHook:
-        from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
-
-        return NanoGPTHook(self.nanogpt_conn_id)
+        self._tracker: PollTracker | None = None
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        from airflow_provider_nanogpt.completion import event_for
-        from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger
-
-        status = self.hook.get_video_status(self.run_id)
-        if status.is_terminal:
-            return self._complete(context, event_for(status), status)
-        # The video link reads this key at every deferral; empty means "not ready yet".
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
-        now = time.time()
-        self.defer(
-            trigger=VideoStatusTrigger(
-                run_id=self.run_id,
-                nanogpt_conn_id=self.nanogpt_conn_id,
-                poll_interval=self.poke_interval,
-                end_time=now + self.timeout,
-                started_at=now,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + 2 * self.poke_interval + 60),
+        return self.wait_and_deliver(
+            context, self.run_id, poll_interval=self.poke_interval, timeout=self.timeout
         )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        from airflow_provider_nanogpt.completion import event_for
+        from airflow_provider_nanogpt.polling import PollTracker, check_once
 
-        status = self.hook.get_video_status(self.run_id)
-        if not status.is_terminal:
-            self.log.info(
-                "NanoGPT video %s is %s%s",
-                self.run_id,
-                status.state.value.lower(),
-                f": {text}" if (text := status.describe_progress()) else "",
-            )
+        if self._tracker is None or self._tracker.run_id != self.run_id:
+            self._tracker = PollTracker(self.run_id)
+        event, status = check_once(self.hook, self._tracker, self.log)
+        if event is None:
             return False
-        return PokeReturnValue(
-            is_done=True, xcom_value=self._complete(context, event_for(status), status)
-        )
+        return PokeReturnValue(is_done=True, xcom_value=self.finish(context, event, status))
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+    def raise_for_event(self, event: VideoEvent) -> None:
         from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 
-        from airflow_provider_nanogpt.completion import NO_CANCEL_NOTE, validate_event
+        from airflow_provider_nanogpt.events import NO_CANCEL_NOTE, EventStatus
 
-        checked = validate_event(event, self.run_id)
-        if checked["status"] == "timeout":
+        if event.status is EventStatus.TIMEOUT:
             # Same as poke/reschedule mode: a sensor timeout is final, not retried.
-            raise AirflowSensorTimeout(f"{checked.get('message')}. {NO_CANCEL_NOTE}")
-        return self._complete(context, checked, None)
-
-    def _complete(
-        self, context: Context, event: dict[str, Any], status: VideoStatus | None
-    ) -> dict[str, Any]:
-        from airflow_provider_nanogpt.completion import complete
-
-        return complete(
-            context,
-            event,
-            status,
-            hook=self.hook,
-            model=None,
-            output_path=self.output_path,
-            outlets=self.outlets,
-            log=self.log,
-        )
+            raise AirflowSensorTimeout(f"{event.message}. {NO_CANCEL_NOTE}")
+        event.raise_for_status()

@@ -9,20 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_nanogpt.api.retry import RetryPolicy
+from airflow_provider_nanogpt.api.retry import RetryPolicy, proves_nothing_created
 from airflow_provider_nanogpt.api.status import VideoState
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTAuthError,
     NanoGPTConfigurationError,
+    NanoGPTConnectionError,
     NanoGPTContentPolicyError,
     NanoGPTDownloadError,
+    NanoGPTError,
     NanoGPTInsufficientBalanceError,
     NanoGPTInvalidRequestError,
     NanoGPTNotFoundError,
     NanoGPTPayloadTooLargeError,
     NanoGPTRateLimitError,
     NanoGPTServerError,
-    NanoGPTSubmissionUncertainError,
 )
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
@@ -108,7 +109,6 @@ async def test_async_status_matches_sync(hook: NanoGPTHook) -> None:
         ("fail", VideoState.FAILED),
         ("nsfw", VideoState.FAILED),
         ("cancel", VideoState.CANCELLED),
-        ("no_url", VideoState.FAILED),
     ],
 )
 def test_terminal_failures(hook: NanoGPTHook, marker: str, state: VideoState) -> None:
@@ -117,6 +117,13 @@ def test_terminal_failures(hook: NanoGPTHook, marker: str, state: VideoState) ->
     status = hook.get_video_status(run_id)
     assert status.error
     assert status.is_nsfw == (marker == "nsfw")
+
+
+def test_completed_without_url_reads_as_completed_not_failed(hook: NanoGPTHook) -> None:
+    run_id = hook.submit_video({**KLING, "prompt": "x [sim:no_url]"}).run_id
+    assert wait_until_done(hook, run_id) is VideoState.COMPLETED
+    status = hook.get_video_status(run_id)
+    assert not status.is_deliverable and status.error is None
 
 
 def test_balance_models_recover_and_test_connection(hook: NanoGPTHook) -> None:
@@ -260,50 +267,44 @@ def test_long_retry_after_is_not_slept_on_a_worker(
     assert simulator.state()["submits_accepted"] == 0
 
 
-def test_submit_500_after_creating_adopts_the_run(
-    hook: NanoGPTHook, simulator: NanoGPTSimulator
+@pytest.mark.parametrize(
+    ("fault", "marker", "created"),
+    [
+        ({"kind": "500"}, "", 0),  # a 5xx that created nothing: the client cannot know that
+        ({}, " [sim:submit500]", 1),  # a 5xx after the job was created and charged
+        ({"kind": "reset"}, "", 0),  # reset after the request was sent
+        ({"kind": "malformed"}, "", 0),  # an unreadable success answer
+    ],
+)
+def test_a_submission_that_may_have_created_a_job_is_never_resent(
+    hook: NanoGPTHook, simulator: NanoGPTSimulator, fault: dict, marker: str, created: int
 ) -> None:
-    submission = hook.submit_video({**KLING, "prompt": "x [sim:submit500]"}, correlation_id="c-1")
+    if fault:
+        simulator.add_fault(endpoint="submit", count=1, **fault)
+    with pytest.raises(NanoGPTError) as info:
+        hook.submit_video({**KLING, "prompt": KLING["prompt"] + marker})
+    assert not proves_nothing_created(info.value)
     state = simulator.state()
-    assert submission.recovered
-    assert state["submits_accepted"] == 1 and state["submit_requests"] == 1
-    assert [job["runId"] for job in state["jobs"]] == [submission.run_id]
+    assert (state["submit_requests"], state["submits_accepted"]) == (1, created)
+    assert "GET /api/generate-video/recover" not in state["requests"]  # the hook only sends
 
 
-def test_submit_read_timeout_after_creating_adopts_the_run(
+def test_a_read_timeout_on_submit_is_never_resent(
     simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(simulator.url))
-    hook = NanoGPTHook(retry_policy=FAST_RETRIES)
     monkeypatch.setattr("airflow_provider_nanogpt.hooks.nanogpt.SUBMIT_TIMEOUT_FLOOR", 0.3)
-    hook._settings = None
-    settings = hook.settings()
-    object.__setattr__(settings, "request_timeout", 0.3)
-    submission = hook.submit_video(
-        {**KLING, "prompt": "x [sim:submit_slow=100]"}, correlation_id="c-2"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(simulator.url, request_timeout=0.3)
     )
-    assert submission.recovered
+    hook = NanoGPTHook(retry_policy=FAST_RETRIES)
+    # The server creates the job 1 s (50 simulated s) after the client gave up on its answer.
+    simulator.add_fault(endpoint="submit", kind="timeout", delay=50)
+    with pytest.raises(NanoGPTConnectionError) as info:
+        hook.submit_video(KLING)
+    assert info.value.request_sent
+    time.sleep(1.5)
+    assert simulator.state()["submit_requests"] == 1
     assert simulator.state()["submits_accepted"] == 1
-
-
-def test_submit_500_that_created_nothing_is_resent_once(
-    hook: NanoGPTHook, simulator: NanoGPTSimulator
-) -> None:
-    simulator.add_fault(endpoint="submit", kind="500", count=1)
-    submission = hook.submit_video(KLING, correlation_id="c-3")
-    state = simulator.state()
-    assert not submission.recovered
-    assert (state["submit_requests"], state["submits_accepted"]) == (2, 1)
-    assert state["requests"].get("GET /api/generate-video/recover", 0) >= 1
-
-
-def test_untagged_ambiguous_submit_is_never_resent(
-    hook: NanoGPTHook, simulator: NanoGPTSimulator
-) -> None:
-    with pytest.raises(NanoGPTSubmissionUncertainError, match="not re-sent"):
-        hook.submit_video({**KLING, "prompt": "x [sim:submit500]"})
-    state = simulator.state()
-    assert (state["submit_requests"], state["submits_accepted"]) == (1, 1)
 
 
 def test_connection_refused_is_retried_as_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -424,7 +425,7 @@ def test_the_key_never_leaks(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     texts: list[str] = [repr(hook), repr(hook.settings()), str(hook.settings())]
-    run_id = hook.submit_video(KLING, correlation_id="c").run_id
+    run_id = hook.submit_video(KLING).run_id
     simulator.add_fault(endpoint="status", kind="429", count=2, retry_after=1)
     hook.get_video_status(run_id)
     for action in (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_nanogpt.api.status import (
-    MISSING_URL_ERROR,
     VideoState,
     normalize_status,
     parse_state,
@@ -98,11 +97,14 @@ def test_state_mapping(raw: object, state: VideoState) -> None:
     assert parse_state(raw) is state
 
 
-def test_completed_without_url_is_an_error_not_a_success() -> None:
+def test_completed_without_url_is_completed_but_not_deliverable() -> None:
+    # NanoGPT charged it: never FAILED (which would mean "refunded, submit again").
     status = normalize_status({"data": {"status": "COMPLETED", "cost": 1}}, "vid_x")
-    assert status.state is VideoState.FAILED
-    assert status.error == MISSING_URL_ERROR
+    assert status.state is VideoState.COMPLETED
+    assert not status.is_deliverable
+    assert status.error is None
     assert status.run_id == "vid_x"
+    assert normalize_status(NESTED_COMPLETED).is_deliverable
 
 
 def test_progress_inside_nested_data_and_string_numbers() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import time
@@ -55,21 +56,25 @@ def test_serialize_round_trip_through_the_class_path() -> None:
 
 
 @pytest.mark.parametrize(
-    ("marker", "status"),
+    ("marker", "status", "reason"),
     [
-        ("", "success"),
-        (" [sim:fail]", "failed"),
-        (" [sim:nsfw]", "failed"),
-        (" [sim:cancel]", "cancelled"),
-        (" [sim:no_url]", "failed"),
+        ("", "success", None),
+        (" [sim:fail]", "failed", None),
+        (" [sim:nsfw]", "failed", None),
+        (" [sim:cancel]", "cancelled", None),
+        # Charged but never given a URL: not "failed" (that would mean refunded).
+        (" [sim:no_url]", "error", "completed_without_url"),
+        # The URL shows up after a few "completed" answers without one.
+        (" [sim:no_url_polls=3]", "success", None),
     ],
 )
 async def test_terminal_states_become_one_event(
-    nanogpt_connection: NanoGPTSimulator, marker: str, status: str
+    nanogpt_connection: NanoGPTSimulator, marker: str, status: str, reason: str | None
 ) -> None:
     run_id = submit(marker)
     event = await first_event(trigger_for(run_id))
     assert event["status"] == status
+    assert event.get("reason") == reason
     assert event["run_id"] == run_id
     assert "video_url" not in event  # events are logged by the triggerer: no URLs in them
     assert event.get("is_nsfw", False) == ("nsfw" in marker)
@@ -78,7 +83,7 @@ async def test_terminal_states_become_one_event(
 
 @pytest.mark.parametrize(
     "marker",
-    [" [sim:status404=2]", " [sim:status429=3]", " [sim:status500=3]", " [sim:shape=alternate]"],
+    [" [sim:status404=3]", " [sim:status429=3]", " [sim:status500=3]", " [sim:shape=alternate]"],
 )
 async def test_transient_status_faults_are_tolerated(
     nanogpt_connection: NanoGPTSimulator, marker: str
@@ -123,8 +128,9 @@ async def test_unknown_run_ends_with_error_after_a_few_404s(
     nanogpt_connection: NanoGPTSimulator,
 ) -> None:
     event = await first_event(trigger_for("vid_unknown"))
-    assert event["status"] == "error"
+    assert (event["status"], event["reason"]) == ("error", "not_found")
     assert "vid_unknown" in event["message"]
+    assert nanogpt_connection.state()["requests"]["GET /api/video/status"] == 4
 
 
 async def test_auth_error_ends_at_once(
@@ -134,7 +140,8 @@ async def test_auth_error_ends_at_once(
 
     monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(simulator.url, "sk-bad-key"))
     event = await first_event(trigger_for("vid_x"))
-    assert event["status"] == "error"
+    # The reason re-raises as NanoGPTAuthError on the worker, not as a generic error.
+    assert (event["status"], event["reason"]) == ("error", "auth")
     assert simulator.state()["requests"].get("GET /api/video/status") == 1
 
 
@@ -166,14 +173,35 @@ async def test_progress_is_logged_each_poll(
     assert CANARY_KEY not in logged
 
 
-async def test_cleanup_closes_the_client_and_on_kill_only_logs(
+def _open_clients() -> int:
+    from airflow_provider_nanogpt.hooks import async_clients
+
+    return len(async_clients._clients.get(asyncio.get_running_loop(), {}))
+
+
+async def test_the_wait_releases_its_client_and_on_kill_only_logs(
     nanogpt_connection: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
     trigger = trigger_for(submit())
     await first_event(trigger)
-    assert trigger._hook is None  # closed and released in cleanup()
+    assert _open_clients() == 0  # the wait closed what it opened
     await trigger.on_kill()
     assert "no cancel endpoint" in capfd.readouterr().out
+    assert nanogpt_connection.state()["submits_accepted"] == 1
+
+
+async def test_a_cancelled_wait_releases_its_client(nanogpt_connection: NanoGPTSimulator) -> None:
+    # A triggerer restart or redistribution cancels run() mid-wait.
+    run = asyncio.ensure_future(first_event(trigger_for(submit(" [sim:never]"))))
+    for _ in range(500):
+        if nanogpt_connection.state()["requests"].get("GET /api/video/status", 0) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert _open_clients() == 1
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert _open_clients() == 0
     assert nanogpt_connection.state()["submits_accepted"] == 1
 
 

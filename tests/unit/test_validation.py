@@ -9,7 +9,8 @@ import pytest
 
 from airflow_provider_nanogpt.exceptions import NanoGPTValidationError
 from airflow_provider_nanogpt.images import MAX_INLINE_IMAGE_BYTES, image_data_url
-from airflow_provider_nanogpt.request import build_payload, correlation_id, fingerprint
+from airflow_provider_nanogpt.request import VideoRequest
+from airflow_provider_nanogpt.submission import fingerprint, submission_tag
 from airflow_provider_nanogpt.validation import validate_payload
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -79,9 +80,9 @@ def test_valid_and_unknown_models_pass(payload: dict) -> None:
 
 def test_image_url_must_be_http() -> None:
     with pytest.raises(NanoGPTValidationError, match="http"):
-        build_payload(model="kling-v21-pro", image_url="ftp://host/cat.png")
+        VideoRequest(model="kling-v21-pro", image_url="ftp://host/cat.png").payload()
     with pytest.raises(NanoGPTValidationError, match="file:///tmp/cat.png"):
-        build_payload(model="kling-v21-pro", image_url="file:///tmp/cat.png")
+        VideoRequest(model="kling-v21-pro", image_url="file:///tmp/cat.png").payload()
 
 
 def test_image_path_becomes_data_url(tmp_path: Path) -> None:
@@ -107,13 +108,13 @@ def test_image_too_large_or_not_an_image(tmp_path: Path) -> None:
 
 
 def test_payload_uses_nanogpt_field_names_and_drops_unset() -> None:
-    payload = build_payload(
+    payload = VideoRequest(
         model="kling-video-v2",
         prompt="p",
         duration="5",
         image_url="https://x/y.png",
         extra_params={"cfg_scale": 0.4, "camera_fixed": True, "skip": None},
-    )
+    ).payload()
     assert payload == {
         "model": "kling-video-v2",
         "prompt": "p",
@@ -128,9 +129,14 @@ def test_fingerprint_ignores_tags_but_not_content() -> None:
     base = {"model": "m", "prompt": "p"}
     assert fingerprint(base) == fingerprint({**base, "conversationUUID": "x"})
     assert fingerprint(base) != fingerprint({**base, "prompt": "q"})
-    assert correlation_id("d/r/t/-1", fingerprint(base)) == correlation_id(
-        "d/r/t/-1", fingerprint(base)
-    )
-    assert correlation_id("d/r/t/0", fingerprint(base)) != correlation_id(
-        "d/r/t/1", fingerprint(base)
-    )
+
+
+def test_tag_names_task_instance_request_and_clear_generation() -> None:
+    base = fingerprint({"model": "m", "prompt": "p"})
+    other = fingerprint({"model": "m", "prompt": "q"})
+    tag = submission_tag("d/r/t/-1", base, 1)
+    assert tag == submission_tag("d/r/t/-1", base, 1)  # a retry derives the same tag
+    assert tag != submission_tag("d/r/t/0", base, 1)  # another map index
+    assert tag != submission_tag("d/r/t/-1", other, 1)  # another request
+    assert tag != submission_tag("d/r/t/-1", base, 3)  # cleared: a new video, a new tag
+    assert submission_tag("d/r/t/-1", base, None) == submission_tag("d/r/t/-1", base, None)

@@ -1,0 +1,203 @@
+"""Waiting for one NanoGPT run: the rules for each status answer, and the polling loop.
+
+``PollTracker`` decides what every answer means, so the operator's look right after submitting,
+the sensor's pokes, the worker-side wait and the trigger in the triggerer all follow the same
+rules: how many 404s a brand-new run may answer, how long a "completed" answer may lack its URL,
+how many failed polls in a row end the wait. ``wait_for_video`` is the loop itself; the trigger's
+``run()`` and the operator's worker-side wait both call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_nanogpt.api.status import VideoState, VideoStatus
+from airflow_provider_nanogpt.events import ErrorReason, VideoEvent, reason_for
+from airflow_provider_nanogpt.exceptions import (
+    NanoGPTError,
+    NanoGPTNotFoundError,
+    NanoGPTPermanentError,
+    NanoGPTRateLimitError,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+
+DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
+# NanoGPT creates jobs asynchronously: a brand-new run may answer 404 for a moment.
+MAX_NOT_FOUND = 3
+# A run may report COMPLETED a moment before its URL is published.
+MAX_COMPLETED_WITHOUT_URL = 3
+# Aim this far past an estimated finish: NanoGPT's estimates are whole seconds.
+ETA_MARGIN_SECONDS = 0.5
+
+Outcome = VideoStatus | BaseException
+
+
+def next_poll_delay(
+    status: VideoStatus | None, poll_interval: float, max_poll_interval: float
+) -> float:
+    """Seconds until the next status call.
+
+    Never sooner than ``poll_interval``. When NanoGPT reports ``estimatedTimeRemaining``, sleep
+    until just after the estimated finish (up to ``max_poll_interval``): a long video costs a few
+    calls instead of one every few seconds, and an accurate estimate is detected within about a
+    second instead of half a poll interval on average. Arriving a little late costs less than
+    arriving a little early, which would cost a whole extra interval.
+    """
+    if status is None or status.eta_seconds is None:
+        return poll_interval * random.uniform(0.9, 1.0)
+    target = status.eta_seconds * random.uniform(1.0, 1.05) + ETA_MARGIN_SECONDS
+    delay = min(max(target, poll_interval), max(max_poll_interval, poll_interval))
+    if delay != target:
+        # Clamped to the floor or ceiling: spread the triggers so they do not poll in lockstep.
+        delay *= random.uniform(0.9, 1.0)
+    return delay
+
+
+@dataclass
+class PollTracker:
+    """What the answers about one run add up to, one answer at a time."""
+
+    run_id: str
+    max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS
+    errors: int = 0
+    not_found: int = 0
+    without_url: int = 0
+
+    def read(self, outcome: Outcome, log: Any) -> VideoEvent | None:
+        """The event that ends the wait, or None to poll again."""
+        run_id = self.run_id
+        if isinstance(outcome, VideoStatus):
+            return self._read_status(outcome, log)
+        if isinstance(outcome, NanoGPTNotFoundError):
+            self.not_found += 1
+            if self.not_found > MAX_NOT_FOUND:
+                return VideoEvent.error(
+                    run_id,
+                    f"{outcome}. NanoGPT answered 404 {self.not_found} times in a row: is "
+                    f"{run_id!r} a run of this connection's API key?",
+                    ErrorReason.NOT_FOUND,
+                )
+            log.info("Run %s is not visible yet (%s); polling again.", run_id, outcome)
+            return None
+        if isinstance(outcome, NanoGPTPermanentError):
+            return VideoEvent.error(run_id, str(outcome), reason_for(outcome))
+        if isinstance(outcome, NanoGPTError):
+            self.errors += 1
+            if self.errors > self.max_consecutive_errors:
+                return VideoEvent.error(
+                    run_id,
+                    f"{self.errors} status checks in a row failed; last: {outcome}",
+                    reason_for(outcome),
+                )
+            log.warning("Status check for %s failed (%s); will retry.", run_id, outcome)
+            return None
+        return VideoEvent.error(
+            run_id, f"unexpected {type(outcome).__name__}: {outcome}", ErrorReason.TRANSIENT
+        )
+
+    def _read_status(self, status: VideoStatus, log: Any) -> VideoEvent | None:
+        run_id = self.run_id
+        self.errors = self.not_found = 0
+        if status.is_deliverable:
+            return VideoEvent.success(run_id)
+        if status.state is VideoState.FAILED:
+            return VideoEvent.failed(run_id, status.error, is_nsfw=status.is_nsfw)
+        if status.state is VideoState.CANCELLED:
+            return VideoEvent.cancelled(run_id, status.error)
+        if status.state is VideoState.COMPLETED:
+            self.without_url += 1
+            if self.without_url > MAX_COMPLETED_WITHOUT_URL:
+                return VideoEvent.error(
+                    run_id,
+                    completed_without_url(run_id, self.without_url),
+                    ErrorReason.COMPLETED_WITHOUT_URL,
+                )
+            log.info(
+                "NanoGPT reports %s completed but has no video URL yet; polling again.", run_id
+            )
+            return None
+        log.info(
+            "NanoGPT video %s is %s%s",
+            run_id,
+            status.state.value.lower(),
+            f": {text}" if (text := status.describe_progress()) else "",
+        )
+        return None
+
+    @staticmethod
+    def delay(outcome: Outcome, poll_interval: float, max_poll_interval: float) -> float:
+        """Seconds to wait before asking again after ``outcome``."""
+        if isinstance(outcome, VideoStatus) and outcome.state is not VideoState.COMPLETED:
+            return next_poll_delay(outcome, poll_interval, max_poll_interval)
+        if isinstance(outcome, NanoGPTRateLimitError) and outcome.retry_after:
+            return max(poll_interval, outcome.retry_after)
+        return poll_interval
+
+
+def completed_without_url(run_id: str, answers: int) -> str:
+    return (
+        f"NanoGPT reports video {run_id} as completed, so it is charged, but gave no video URL "
+        f"in {answers} status answers. A retry of this task reattaches to this run to fetch the "
+        "video; it never submits a new one."
+    )
+
+
+def check_once(
+    hook: NanoGPTHook, tracker: PollTracker, log: Any
+) -> tuple[VideoEvent | None, VideoStatus | None]:
+    """One status check on the worker, read by ``tracker``: (ending event or None, the status)."""
+    outcome: Outcome
+    try:
+        outcome = hook.get_video_status(tracker.run_id)
+    except NanoGPTError as exc:
+        outcome = exc
+    status = outcome if isinstance(outcome, VideoStatus) else None
+    return tracker.read(outcome, log), status
+
+
+async def wait_for_video(
+    run_id: str,
+    *,
+    nanogpt_conn_id: str,
+    poll_interval: float,
+    end_time: float | None,
+    log: Any,
+    max_poll_interval: float = 60.0,
+    max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    started_at: float | None = None,
+) -> VideoEvent:
+    """Poll until the run ends or ``end_time`` (wall clock) passes; always one event, no raise.
+
+    Owns its hook and releases the hook's HTTP client however it exits, cancellation included.
+    """
+    from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+
+    # Few in-call retries: this loop already tolerates transient errors between polls.
+    hook = NanoGPTHook(nanogpt_conn_id, max_retries=2)
+    tracker = PollTracker(run_id, max_consecutive_errors)
+    started = time.time() if started_at is None else started_at
+    try:
+        while True:
+            now = time.time()
+            if end_time is not None and now >= end_time:
+                return VideoEvent.timeout(run_id, now - started)
+            outcome: Outcome
+            try:
+                outcome = await hook.aget_video_status(run_id)
+            except Exception as exc:  # every failure is an answer to read, never an escape
+                outcome = exc
+            event = tracker.read(outcome, log)
+            if event is not None:
+                return event
+            delay = tracker.delay(outcome, poll_interval, max_poll_interval)
+            if end_time is not None:
+                delay = min(delay, max(0.0, end_time - time.time()))
+            await asyncio.sleep(delay)
+    finally:
+        await hook.aclose()
