@@ -45,7 +45,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "NanoGPT",
-                "python-modules": ["airflow_provider_nanogpt.triggers.video"],
+                "python-modules": [
+                    "airflow_provider_nanogpt.triggers.video",
+                    "airflow_provider_nanogpt.triggers.wait",
+                ],
             }
         ],
         "extra-links": ["airflow_provider_nanogpt.links.video.NanoGPTVideoLink"],

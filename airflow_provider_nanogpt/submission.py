@@ -344,6 +344,12 @@ def _look_up_earlier_try(
     settle_at = attempt.started_at + settle_seconds
     if time.time() < settle_at:
         return LookUpLater(settle_at, f"NanoGPT lists no run tagged {tag} yet")
+    log.info(
+        "NanoGPT lists no run tagged %s %.0f s into try %d; nothing was created, sending it again.",
+        tag,
+        time.time() - attempt.started_at,
+        attempt.try_number,
+    )
     return None
 
 

@@ -4,7 +4,7 @@
 
 * ``GenerateVideoOperator`` (deferrable, the default), one thread per task instance. On a 429
   whose ``Retry-After`` exceeds a short worker sleep, the operator defers to a
-  ``DateTimeTrigger`` (Retry-After times a random 1.0-1.03) and submits again in
+  ``WaitUntilTrigger`` (Retry-After times a random 1.0-1.03) and submits again in
   ``execute_after_rate_limit``. Here the "triggerer" is a sleep until the trigger's moment, and
   the worker slot counts only the time inside ``execute`` calls. A caller is done when the
   operator defers to the status trigger, i.e. right after its video was accepted;
@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from benchmarks._airflow import (
@@ -101,10 +100,11 @@ def _operator_caller(plan: Plan, index: int) -> Callable[[], float]:
                 slot += time.perf_counter() - started
                 if deferred.method_name != "execute_after_wait":
                     return slot  # submitted: now waiting for the video, outside any slot
-                # The triggerer's part: a DateTimeTrigger fires at its moment.
-                wait = (deferred.trigger.moment - datetime.now(UTC)).total_seconds()
-                time.sleep(max(0.0, wait))
-                method, kwargs = op.execute_after_wait, {"event": None, **deferred.kwargs}
+                # The triggerer's part: the wait trigger fires at its moment with its carry.
+                trigger = deferred.trigger
+                time.sleep(max(0.0, trigger.moment - time.time()))
+                event = {"moment": trigger.moment, "carry": trigger.carry}
+                method, kwargs = op.execute_after_wait, {"event": event}
                 continue
             raise RuntimeError("the operator finished without deferring")
 

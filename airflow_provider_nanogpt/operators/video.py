@@ -150,21 +150,16 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     def execute(self, context: Context) -> Any:
         return self._submit_and_wait(context, started_at=time.time())
 
-    def execute_after_wait(
-        self,
-        context: Context,
-        event: Any = None,
-        *,
-        started_at: float | None = None,
-        rate_limited_since: float | None = None,
-        rate_limit_deferrals: int = 0,
-    ) -> Any:
+    def execute_after_wait(self, context: Context, event: Any = None, **kwargs: Any) -> Any:
         """Carry on after waiting in the triggerer (a rate-limit window or a settle time)."""
+        carried = event.get("carry") if isinstance(event, Mapping) else None
+        state = carried if isinstance(carried, Mapping) else kwargs
+        started_at = state.get("started_at")
         return self._submit_and_wait(
             context,
-            started_at=time.time() if started_at is None else started_at,
-            rate_limited_since=rate_limited_since,
-            rate_limit_deferrals=rate_limit_deferrals,
+            started_at=started_at if isinstance(started_at, int | float) else time.time(),
+            rate_limited_since=state.get("rate_limited_since"),
+            rate_limit_deferrals=int(state.get("rate_limit_deferrals") or 0),
         )
 
     # Tasks deferred by earlier releases resume through this name.
@@ -294,13 +289,12 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             ) from exc
         return wait
 
-    def _resume_at(self, moment: float, kwargs: dict[str, Any]) -> NoReturn:
-        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+    def _resume_at(self, moment: float, carry: dict[str, Any]) -> NoReturn:
+        from airflow_provider_nanogpt.triggers.wait import WaitUntilTrigger
 
         self.defer(
-            trigger=DateTimeTrigger(moment=datetime.fromtimestamp(moment, UTC)),
+            trigger=WaitUntilTrigger(moment=moment, carry=carry),
             method_name="execute_after_wait",
-            kwargs=kwargs,
         )
 
     def _publish(self, context: Context, submission: Submission, reattached: bool) -> None:

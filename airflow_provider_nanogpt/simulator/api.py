@@ -523,6 +523,8 @@ def apply_fault(state: SimState, endpoint: str, fault: Fault) -> Response | None
         if wait is None:
             wait = seconds_until_utc_midnight(time.time())
         return JsonResponse(429, daily_cap_body(), _retry_after(state, wait))
+    if kind == "429_no_retry_after":  # the docs say a 429 *may* carry Retry-After
+        return JsonResponse(429, error_body(429, _fault_message(endpoint, "429"), fault.body_shape))
     status = int(kind)
     headers: dict[str, str] = {}
     if status == 429:

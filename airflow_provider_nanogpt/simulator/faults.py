@@ -10,7 +10,18 @@ from typing import Any
 from .errors import BODY_SHAPES
 
 ENDPOINTS = ("submit", "status", "legacy_status", "balance", "models", "recover", "download", "any")
-KINDS = ("429", "500", "502", "503", "404", "reset", "timeout", "malformed", "daily_cap")
+KINDS = (
+    "429",
+    "429_no_retry_after",
+    "500",
+    "502",
+    "503",
+    "404",
+    "reset",
+    "timeout",
+    "malformed",
+    "daily_cap",
+)
 DEFAULT_TIMEOUT_DELAY = 30.0  # simulated seconds
 DEFAULT_RETRY_AFTER = 1.0  # simulated seconds
 

@@ -14,6 +14,7 @@ from tests.conftest import TEST_DAGS
 @dataclass
 class DagOutcome:
     state: str
+    run_id: str
     task_states: dict[str, str]
     try_numbers: dict[str, int]
     xcoms: dict[tuple[Any, ...], Any]
@@ -112,6 +113,7 @@ def run_dag(
     states, tries = read_task_instances(dag_id, dagrun.run_id)
     return DagOutcome(
         state=str(dagrun.state),
+        run_id=dagrun.run_id,
         task_states=states,
         try_numbers=tries,
         xcoms=read_xcoms(dag_id, dagrun.run_id),
@@ -128,3 +130,80 @@ def stored_triggers(classpath_suffix: str) -> list[dict[str, Any]]:
     with create_session() as session:
         rows = session.scalars(select(Trigger)).all()
         return [dict(row.kwargs) for row in rows if row.classpath.endswith(classpath_suffix)]
+
+
+def clear_and_rerun(
+    dag_id: str, run_id: str, path: Path = TEST_DAGS / "nanogpt_test_dags.py"
+) -> DagOutcome:
+    """Clear every task of a finished DAG run and run them again in the same run, as a user's
+    Clear in the UI does (the tries go on counting; the task state store is not reset).
+
+    dag.test() cannot do this: it always starts a new DAG run. This repeats its small scheduling
+    loop for the existing run.
+    """
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import clear_task_instances
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    try:
+        from airflow.serialization.serialized_objects import DagSerialization as Serializer
+    except ImportError:  # Airflow < 3.3
+        from airflow.serialization.serialized_objects import (  # type: ignore[no-redef]
+            SerializedDAG as Serializer,
+        )
+
+    dag = load_dag(dag_id, path)
+    session = settings.Session()
+    try:
+        dag_run = session.scalar(
+            select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+        )
+        clear_task_instances(dag_run.get_task_instances(session=session), session)
+        dag_run.state = DagRunState.RUNNING
+        session.commit()
+        dag_run.dag = Serializer.deserialize_dag(Serializer.serialize_dag(dag))
+        while dag_run.state == DagRunState.RUNNING:
+            session.expire_all()
+            schedulable, _ = dag_run.update_state(session=session)
+            for ti in schedulable:
+                if ti.state != TaskInstanceState.UP_FOR_RESCHEDULE:
+                    ti.try_number += 1
+                ti.state = TaskInstanceState.SCHEDULED
+            session.commit()
+            for ti in dag_run.get_task_instances(session=session):
+                if ti.state == TaskInstanceState.SCHEDULED:
+                    _run_task(ti=ti, task=dag.task_dict[ti.task_id], run_triggerer=True)
+        state = str(dag_run.state)
+    finally:
+        session.close()
+    states, tries = read_task_instances(dag_id, run_id)
+    return DagOutcome(
+        state=state,
+        run_id=run_id,
+        task_states=states,
+        try_numbers=tries,
+        xcoms=read_xcoms(dag_id, run_id),
+    )
+
+
+def task_state_store_rows(dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The task state store rows of a DAG run (Airflow 3.3+; empty before)."""
+    import json
+
+    try:
+        from airflow.models.task_state_store import TaskStateStoreModel
+    except ImportError:
+        return []
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(TaskStateStoreModel).where(
+                TaskStateStoreModel.dag_id == dag_id, TaskStateStoreModel.run_id == run_id
+            )
+        ).all()
+        return [{"key": row.key, "value": json.loads(row.value)} for row in rows]

@@ -50,7 +50,7 @@ def test_budget_within_limits_submits_once(sim: NanoGPTSimulator) -> None:
 def test_rate_limited_submit_defers_then_submits_once(sim: NanoGPTSimulator) -> None:
     # 60 simulated seconds = 3 real seconds: longer than the worker may sleep, so it defers.
     sim.add_fault(endpoint="submit", kind="429", count=1, retry_after=60)
-    waits_before = len(stored_triggers("DateTimeTrigger"))
+    waits_before = len(stored_triggers("WaitUntilTrigger"))
     outcome = run_dag("nanogpt_deferrable", {"prompt": "a quiet harbour"})
     assert outcome.state == "success"
     state = sim.state()
@@ -58,7 +58,7 @@ def test_rate_limited_submit_defers_then_submits_once(sim: NanoGPTSimulator) -> 
     # The wait for the window happened in a trigger, not on the worker. (Which task state the DB
     # shows during that wait differs between Airflow versions under dag.test(), so it is not
     # sampled here.)
-    assert len(stored_triggers("DateTimeTrigger")) == waits_before + 1
+    assert len(stored_triggers("WaitUntilTrigger")) == waits_before + 1
 
 
 @pytest.mark.slow

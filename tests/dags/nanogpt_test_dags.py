@@ -39,6 +39,18 @@ sync = _generate_dag("nanogpt_sync", deferrable=False)
 short_timeout = _generate_dag("nanogpt_short_timeout", timeout=1.5)
 with_retry = _generate_dag("nanogpt_with_retry", retries=1, retry_delay=timedelta(seconds=0))
 submit_only = _generate_dag("nanogpt_submit_only", wait_for_completion=False)
+# Retries right away and a short settle time: the never-pay-twice paths in a few seconds.
+uncertain = _generate_dag(
+    "nanogpt_uncertain", retries=3, retry_delay=timedelta(seconds=0), settle_seconds=3.0
+)
+uncertain_sync = _generate_dag(
+    "nanogpt_uncertain_sync",
+    deferrable=False,
+    retries=3,
+    retry_delay=timedelta(seconds=0),
+    settle_seconds=3.0,
+)
+rate_limited_briefly = _generate_dag("nanogpt_rate_limit_bound", timeout=1.5)
 
 with DAG(
     "nanogpt_split",

@@ -56,6 +56,16 @@ def test_status_code_faults_on_every_endpoint(
     assert _hit(sim, endpoint, done_run).status in (200, 202)  # type: ignore[union-attr]
 
 
+def test_429_without_retry_after(sim: NanoGPTSimulator) -> None:
+    sim.add_fault(endpoint="submit", kind="429_no_retry_after", count=1)
+    resp = submit(sim)
+    assert resp.status == 429
+    assert "Retry-After" not in resp.headers
+    assert resp.json()["error"].startswith("Rate limit exceeded")  # type: ignore[attr-defined]
+    assert sim.state()["submits_accepted"] == 0
+    assert submit(sim).status == 202
+
+
 def test_fault_count_and_fifo(sim: NanoGPTSimulator) -> None:
     sim.add_fault(endpoint="submit", kind="429", count=2, retry_after=3)
     sim.add_fault(endpoint="submit", kind="500")

@@ -1,0 +1,263 @@
+"""Never paying twice, through Airflow: each path that once charged twice, run by dag.test().
+
+Every test asserts what the payer sees: how many submissions reached NanoGPT and how many it
+accepted (charged), the task's final state and try number, and the error that ended it. The same
+tests run on Airflow 3.3 (task state store) and, through ``make test``, on the 3.1 floor (no
+store: recover by tag), so both halves of the design are proven.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from typing import Any
+
+import pytest
+
+from airflow_provider_nanogpt.simulator import NanoGPTSimulator
+from tests.airflow.harness import (
+    DagOutcome,
+    clear_and_rerun,
+    run_dag,
+    stored_triggers,
+    task_state_store_rows,
+)
+from tests.conftest import connection_json
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+PROMPT = "a lantern festival over a river"
+HAS_STATE_STORE = importlib.util.find_spec("airflow.models.task_state_store") is not None
+
+
+@pytest.fixture
+def sim(nanogpt_connection: NanoGPTSimulator) -> NanoGPTSimulator:
+    # 20 simulated seconds = 1 real second; a video renders in half a second.
+    nanogpt_connection.configure(time_scale=0.05, queue_seconds=2, render_seconds=8)
+    return nanogpt_connection
+
+
+def charged(sim: NanoGPTSimulator) -> tuple[int, int]:
+    """(submissions that reached NanoGPT, submissions it accepted and charged)."""
+    state = sim.state()
+    return state["submit_requests"], state["submits_accepted"]
+
+
+def only_job(sim: NanoGPTSimulator) -> dict[str, Any]:
+    (job,) = sim.state()["jobs"]
+    return job
+
+
+def errors(output: str, error_class: str) -> list[str]:
+    return [line for line in output.splitlines() if re.match(rf"^\S*{error_class}: ", line)]
+
+
+def result(outcome: DagOutcome) -> dict[str, Any]:
+    return outcome.xcoms[("generate", "return_value")]
+
+
+# 1 -------------------------------------------------------------------------------------------
+
+
+def test_a_rate_limited_lookup_is_not_a_rate_limited_submit(
+    sim: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The POST answers 500 but created the job; the next try's lookup is rate limited (recover
+    # allows 20 calls a minute). Reading that 429 as the submit's used to send the POST again.
+    sim.add_fault(endpoint="recover", kind="429", retry_after=100_000)
+    outcome = run_dag("nanogpt_uncertain", {"prompt": f"{PROMPT} [sim:submit500]"})
+    assert outcome.state == "success"
+    assert charged(sim) == (1, 1)
+    assert result(outcome)["run_id"] == only_job(sim)["runId"]
+    assert outcome.try_numbers["generate"] == 3  # uncertain, lookup failed, adopted
+    out = capfd.readouterr().out
+    assert len(errors(out, "NanoGPTSubmissionUncertainError")) == 2
+    assert "Could not look up" in out
+
+
+# 2 -------------------------------------------------------------------------------------------
+
+
+def test_a_job_not_listed_yet_is_waited_for_not_paid_again(
+    sim: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # NanoGPT lists a new job in recover only 2.5 s after creating it (the DAG settles for 3 s);
+    # the retry comes sooner than that.
+    sim.configure(recover_lag_seconds=50)
+    waits_before = len(stored_triggers("WaitUntilTrigger"))
+    outcome = run_dag("nanogpt_uncertain", {"prompt": f"{PROMPT} [sim:submit500]"})
+    assert outcome.state == "success"
+    assert charged(sim) == (1, 1)
+    assert outcome.try_numbers["generate"] == 2
+    # The retry waited out the settle time in the triggerer, then found the job.
+    assert len(stored_triggers("WaitUntilTrigger")) > waits_before
+    assert "looking again at" in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("dag_id", ["nanogpt_uncertain", "nanogpt_uncertain_sync"])
+def test_a_job_never_created_is_sent_again_once_settled(
+    sim: NanoGPTSimulator, dag_id: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sim.add_fault(endpoint="submit", kind="500")  # failed without creating anything
+    outcome = run_dag(dag_id, {"prompt": PROMPT})
+    assert outcome.state == "success"
+    assert charged(sim) == (2, 1)
+    assert outcome.try_numbers["generate"] == 2
+    assert "nothing was created, sending it again" in capfd.readouterr().out
+
+
+# 3 -------------------------------------------------------------------------------------------
+
+
+def test_a_job_created_after_the_clients_timeout_is_adopted(
+    sim: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("airflow_provider_nanogpt.hooks.nanogpt.SUBMIT_TIMEOUT_FLOOR", 0.5)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(sim.url, request_timeout=0.5)
+    )
+    # The server holds the request for 1 s, well past the client's 0.5 s, then creates the job.
+    sim.add_fault(endpoint="submit", kind="timeout", delay=20)
+    outcome = run_dag("nanogpt_uncertain", {"prompt": PROMPT})
+    assert outcome.state == "success"
+    assert charged(sim) == (1, 1)
+    assert result(outcome)["run_id"] == only_job(sim)["runId"]
+
+
+# 4 -------------------------------------------------------------------------------------------
+
+
+def test_completed_without_a_url_is_charged_once_and_never_resubmitted(
+    sim: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    outcome = run_dag("nanogpt_uncertain", {"prompt": f"{PROMPT} [sim:no_url]"})
+    assert outcome.state == "failed"
+    assert outcome.try_numbers["generate"] == 4  # every retry reattached to the same run
+    assert charged(sim) == (1, 1)
+    (last, *_) = reversed(errors(capfd.readouterr().out, "NanoGPTCompletedWithoutVideoError"))
+    assert only_job(sim)["runId"] in last
+    assert "charged" in last and "refund" not in last
+
+
+def test_a_url_that_shows_up_late_is_delivered(sim: NanoGPTSimulator) -> None:
+    outcome = run_dag("nanogpt_uncertain", {"prompt": f"{PROMPT} [sim:no_url_polls=2]"})
+    assert outcome.state == "success"
+    assert outcome.try_numbers["generate"] == 1
+    assert result(outcome)["video_url"]
+    assert charged(sim) == (1, 1)
+
+
+# 5 -------------------------------------------------------------------------------------------
+
+
+def test_a_dag_set_conversation_uuid_never_adopts_another_tasks_video(
+    sim: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    shared = {"extra_params": {"conversationUUID": "team-campaign"}}
+    first = run_dag("nanogpt_deferrable", {"prompt": "task A: a red bicycle", **shared})
+    a_run = result(first)["run_id"]
+    sim.add_fault(endpoint="submit", kind="500")  # task B's POST fails, creating nothing
+    outcome = run_dag("nanogpt_uncertain", {"prompt": "task B: a blue canoe", **shared})
+    assert outcome.state == "failed"
+    assert ("generate", "return_value") not in outcome.xcoms  # B did not deliver A's video
+    assert outcome.try_numbers["generate"] == 2  # a person must check: not retried further
+    assert charged(sim) == (2, 1)
+    (line,) = errors(capfd.readouterr().out, "NanoGPTSubmissionUnresolvedError")
+    assert a_run in line and "team-campaign" in line
+
+
+# 6 -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clear_on_success", ["False", "True"])
+def test_clearing_a_succeeded_task_generates_a_new_video(
+    sim: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, clear_on_success: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW__STATE_STORE__CLEAR_ON_SUCCESS", clear_on_success)
+    first = run_dag("nanogpt_deferrable", {"prompt": PROMPT})
+    assert first.state == "success"
+    rows = task_state_store_rows("nanogpt_deferrable", first.run_id)
+    if HAS_STATE_STORE and clear_on_success == "True":
+        assert rows == []  # Airflow wiped the record, delivered marker and all
+    elif HAS_STATE_STORE:
+        assert [row["value"]["delivered"] for row in rows] == [True]
+    again = clear_and_rerun("nanogpt_deferrable", first.run_id)
+    assert again.state == "success"
+    assert again.try_numbers["generate"] == 2
+    if HAS_STATE_STORE:
+        assert charged(sim) == (2, 2)
+        assert result(again)["run_id"] != result(first)["run_id"]
+    else:
+        # Documented limit before Airflow 3.3: no store remembers the delivery, so the clear
+        # finds the tagged run and delivers it again, without paying.
+        assert charged(sim) == (1, 1)
+        assert result(again)["run_id"] == result(first)["run_id"]
+
+
+def test_clearing_a_failed_task_reattaches_to_the_paid_run(sim: NanoGPTSimulator) -> None:
+    # Charged, but its URL shows up only after the first try gave up waiting for it.
+    first = run_dag("nanogpt_deferrable", {"prompt": f"{PROMPT} [sim:no_url_polls=6]"})
+    assert first.state == "failed"
+    again = clear_and_rerun("nanogpt_deferrable", first.run_id)
+    assert again.state == "success"
+    assert charged(sim) == (1, 1)
+    assert result(again)["run_id"] == only_job(sim)["runId"]
+
+
+# 7 -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dag_id", ["nanogpt_deferrable", "nanogpt_sync"])
+def test_a_brand_new_run_may_answer_404_for_a_moment(sim: NanoGPTSimulator, dag_id: str) -> None:
+    outcome = run_dag(dag_id, {"prompt": f"{PROMPT} [sim:status404=3]"})
+    assert outcome.state == "success"
+    assert outcome.try_numbers["generate"] == 1
+    assert charged(sim) == (1, 1)
+
+
+def test_the_sensors_first_checks_tolerate_a_404(sim: NanoGPTSimulator) -> None:
+    outcome = run_dag("nanogpt_split", {"prompt": f"{PROMPT} [sim:status404=3]"})
+    assert outcome.state == "success", outcome.task_states
+    assert {outcome.try_numbers[task] for task in ("wait_deferred", "wait_poke")} == {1}
+    assert charged(sim) == (1, 1)
+
+
+# 8 -------------------------------------------------------------------------------------------
+
+
+def _logged_waits(output: str) -> list[float]:
+    return [float(w) for w in re.findall(r"rate limiting submissions; waiting ([\d.]+) s", output)]
+
+
+def test_rate_limits_without_retry_after_back_off(
+    sim: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        "airflow_provider_nanogpt.operators.video.RATE_LIMIT_BACKOFF_BASE_SECONDS", 0.2
+    )
+    sim.add_fault(endpoint="submit", kind="429_no_retry_after", count=3)
+    outcome = run_dag("nanogpt_deferrable", {"prompt": PROMPT})
+    assert outcome.state == "success"
+    assert charged(sim) == (4, 1)
+    waits = _logged_waits(capfd.readouterr().out)
+    assert len(waits) == 3
+    # Doubling ceilings with jitter (0.1-0.2, 0.2-0.4, 0.4-0.8 s here), not a fixed 30 s.
+    assert waits[0] <= waits[1] <= waits[2] and waits[2] >= 2 * waits[0]
+
+
+def test_rate_limited_waiting_ends_at_the_timeout(
+    sim: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        "airflow_provider_nanogpt.operators.video.RATE_LIMIT_BACKOFF_BASE_SECONDS", 0.2
+    )
+    sim.add_fault(endpoint="submit", kind="429_no_retry_after", count=100)
+    outcome = run_dag("nanogpt_rate_limit_bound", {"prompt": PROMPT})
+    assert outcome.state == "failed"
+    assert charged(sim)[1] == 0
+    out = capfd.readouterr().out
+    assert 1 <= len(_logged_waits(out)) <= 5
+    line = errors(out, "NanoGPTRateLimitError")[-1]
+    assert "kept rate limiting this submission" in line and "timeout=1.5 s" in line
+    assert json.dumps(charged(sim))  # the simulator still answers: nothing hung
