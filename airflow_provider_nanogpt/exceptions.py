@@ -25,9 +25,12 @@ class NanoGPTError(AirflowException):
         status_code: int | None = None,
         error_type: str | None = None,
         request_id: str | None = None,
+        run_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        # The NanoGPT run the error is about, when there is one.
+        self.run_id = run_id
         self.http_status = status_code
         self.error_type = error_type
         self.request_id = request_id
@@ -131,10 +134,6 @@ class NanoGPTResponseError(NanoGPTError):
 class NanoGPTJobFailedError(NanoGPTError):
     """The job ended FAILED. NanoGPT refunds it; a retry submits (and pays for) a new one."""
 
-    def __init__(self, message: str, *, run_id: str, **kw: object):
-        super().__init__(message, **kw)  # type: ignore[arg-type]
-        self.run_id = run_id
-
 
 class NanoGPTCompletedWithoutVideoError(NanoGPTError):
     """NanoGPT reports the job COMPLETED (so it is charged) but gives no video URL.
@@ -142,17 +141,9 @@ class NanoGPTCompletedWithoutVideoError(NanoGPTError):
     Retryable: a retry reattaches to the same run and never submits again.
     """
 
-    def __init__(self, message: str, *, run_id: str, **kw: object):
-        super().__init__(message, **kw)  # type: ignore[arg-type]
-        self.run_id = run_id
-
 
 class NanoGPTJobContentPolicyError(NanoGPTContentPolicyError):
     """The job ended FAILED because the output broke the content policy (isNSFWError)."""
-
-    def __init__(self, message: str, *, run_id: str, **kw: object):
-        super().__init__(message, **kw)  # type: ignore[arg-type]
-        self.run_id = run_id
 
 
 class NanoGPTJobCancelledError(NanoGPTPermanentError):
