@@ -9,13 +9,14 @@ An unreadable pricing object gives no estimate, and ``max_cost_usd`` then fails 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_nanogpt.api.coerce import as_mapping, as_number
+from airflow_provider_nanogpt.api.coerce import as_amount, as_mapping
 from airflow_provider_nanogpt.api.responses import VideoModel
-from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError
+from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError, NanoGPTResponseError
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 
 _PRO_FIELDS = ("pro", "pro_mode")
@@ -33,38 +34,60 @@ def requested_seconds(payload: Mapping[str, Any]) -> float | None:
 
 
 def _tier(table: Mapping[str, Any], key: str | None) -> float | None:
-    """The price for ``key`` in a tier table, or the dearest tier when the key is unset."""
-    prices = {str(k): as_number(v) for k, v in table.items()}
-    if key is not None and str(key) in prices:
-        return prices[str(key)]
+    """The price for ``key`` in a tier table, or the dearest tier when the key is unset.
+
+    An unreadable price (not finite, negative, not a number) gives no estimate: it might be the
+    dearest.
+    """
+    prices = {str(k): as_amount(v) for k, v in table.items()}
     if key is not None:
-        return None  # a tier the catalog does not price: no honest estimate
-    known = [p for p in prices.values() if p is not None]
-    return max(known) if known else None
+        return prices.get(str(key))  # a tier the catalog does not price: no honest estimate
+    if not prices or None in prices.values():
+        return None
+    return max(p for p in prices.values() if p is not None)
+
+
+# The pricing shapes the catalog uses, in the order they are tried.
+_SHAPES = (
+    "per_generation",
+    "per_second",
+    "per_resolution",
+    "per_duration",
+    "per_resolution_per_second",
+)
 
 
 def estimate_cost(model: VideoModel, payload: Mapping[str, Any]) -> float | None:
-    """Upper-bound USD estimate for this request, or None when the pricing cannot be read."""
+    """Upper-bound USD estimate for this request, or None when the pricing cannot be read.
+
+    Every figure must be a finite, non-negative number in USD; anything else gives no estimate,
+    so ``max_cost_usd`` fails closed.
+    """
     pricing = model.pricing
-    currency = pricing.get("currency", "USD")
-    if currency != "USD":
+    if pricing.get("currency", "USD") != "USD":
         return None
     seconds = requested_seconds(payload)
     resolution = payload.get("resolution")
     resolution_key = resolution if isinstance(resolution, str) else None
+    shape = next((key for key in _SHAPES if pricing.get(key) is not None), None)
+    value = pricing.get(shape) if shape else None
     estimate: float | None = None
-    if (flat := as_number(pricing.get("per_generation"))) is not None:
-        estimate = flat
-    elif (per_second := as_number(pricing.get("per_second"))) is not None:
-        estimate = per_second * seconds if seconds is not None else None
-    elif table := as_mapping(pricing.get("per_resolution")):
-        estimate = _tier(table, resolution_key)
-    elif table := as_mapping(pricing.get("per_duration")):
-        key = None if seconds is None else f"{seconds:g}"
-        estimate = _tier(table, key)
-    elif table := as_mapping(pricing.get("per_resolution_per_second")):
-        rate = _tier(table, resolution_key)
+    if shape == "per_generation":
+        estimate = as_amount(value)
+    elif shape == "per_second":
+        rate = as_amount(value)
         estimate = rate * seconds if rate is not None and seconds is not None else None
+    elif shape is not None and (table := as_mapping(value)):
+        if shape == "per_duration":
+            estimate = _tier(table, None if seconds is None else f"{seconds:g}")
+        else:
+            rate = _tier(table, resolution_key)
+            per_second = shape == "per_resolution_per_second"
+            estimate = (
+                rate
+                if not per_second
+                else (rate * seconds if rate is not None and seconds is not None else None)
+            )
     if estimate is not None and any(payload.get(field) for field in _PRO_FIELDS):
         estimate *= 2  # pro mode doubles the price (documented for Hunyuan; assumed elsewhere)
     return estimate
@@ -83,8 +106,20 @@ def enforce_budget(
     Returns the cost estimate when ``max_cost_usd`` is set.
     """
     model_id = str(payload.get("model"))
+    for name, limit in (("min_balance_usd", min_balance_usd), ("max_cost_usd", max_cost_usd)):
+        if limit is not None and not (math.isfinite(limit) and limit >= 0):
+            raise NanoGPTBudgetError(
+                f"{name}={limit!r} is not a finite amount >= 0, so it cannot guard anything; "
+                "nothing was submitted."
+            )
     if min_balance_usd is not None:
-        balance = hook.get_balance().usd
+        try:
+            balance = hook.get_balance().usd
+        except NanoGPTResponseError as exc:
+            raise NanoGPTBudgetError(
+                f"Cannot check min_balance_usd=${min_balance_usd:.2f}: {exc}. Nothing was "
+                "submitted."
+            ) from exc
         if balance < min_balance_usd:
             raise NanoGPTBudgetError(
                 f"NanoGPT balance ${balance:.2f} is below min_balance_usd=${min_balance_usd:.2f}; "

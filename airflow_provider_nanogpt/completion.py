@@ -105,17 +105,20 @@ class VideoTaskMixin:
         self.raise_for_event(event)
         if status is None or not status.is_deliverable:
             status = self.hook.get_video_status(event.run_id)
+        # NanoGPT states no currency for a final cost: it is the one the job was paid in.
+        precharge, currency = self.precharge(context)
         result = deliver(
             self.hook,
             status,
             run_id=event.run_id,
             model=self.model,
+            currency=currency,
             output_path=self.output_path,
             log=self.log,
         )
         if result["cost"] is None:
             # The flat status shape carries no final cost; the pre-charge is the best known figure.
-            result["cost"] = self.precharged_cost(context)
+            result["cost"] = precharge
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
         record_outlet_events(context, self.outlets, result)
         self.on_delivered(context)
@@ -127,14 +130,21 @@ class VideoTaskMixin:
     def on_delivered(self, context: Context) -> None:
         """Called once the video is delivered."""
 
-    def precharged_cost(self, context: Context) -> float | None:
-        """What NanoGPT pre-charged for the run, as this task recorded at submission."""
+    def precharge(self, context: Context) -> tuple[float | None, str | None]:
+        """What NanoGPT pre-charged for the run and in which currency, as recorded at submission.
+
+        (None, None) when this task did not submit the run (a sensor).
+        """
+        from airflow_provider_nanogpt.api.coerce import as_amount
+        from airflow_provider_nanogpt.api.responses import currency_of
+
         ti = context["ti"]
         submission = ti.xcom_pull(
             task_ids=ti.task_id, key="submission", map_indexes=getattr(ti, "map_index", -1)
         )
-        cost = submission.get("cost") if isinstance(submission, Mapping) else None
-        return float(cost) if isinstance(cost, int | float) else None
+        if not isinstance(submission, Mapping):
+            return None, None
+        return as_amount(submission.get("cost")), currency_of(submission.get("payment_source"))
 
 
 def deliver(
@@ -143,11 +153,12 @@ def deliver(
     *,
     run_id: str,
     model: str | None,
+    currency: str | None,
     output_path: Any,
     log: Any,
 ) -> dict[str, Any]:
     """Download (if asked) and build the task's small return value for a finished job."""
-    from airflow_provider_nanogpt.hooks.nanogpt import redact_url
+    from airflow_provider_nanogpt.hooks.download import redact_url
     from airflow_provider_nanogpt.polling import MAX_COMPLETED_WITHOUT_URL, completed_without_url
 
     if not status.is_deliverable or status.video_url is None:
@@ -161,7 +172,7 @@ def deliver(
         "NanoGPT video %s is ready: %s (final cost %s)",
         run_id,
         redact_url(status.video_url),
-        format_money(status.cost),
+        format_money(status.cost, currency),
     )
     return {
         "run_id": run_id,
@@ -169,6 +180,7 @@ def deliver(
         "status": "success",
         "video_url": status.video_url,
         "cost": status.cost,
+        "currency": currency,
         "output_path": saved_to,
     }
 
@@ -185,5 +197,10 @@ def record_outlet_events(
             context["outlet_events"][outlet].extra = extra
 
 
-def format_money(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:.4f}"
+def format_money(value: float | None, currency: str | None) -> str:
+    """An amount with its currency, never a dollar sign on something that is not dollars."""
+    if value is None:
+        return "unknown"
+    if currency == "USD":
+        return f"${value:.4f}"
+    return f"{value:.4f} {currency}" if currency else f"{value:.4f} (currency unknown)"

@@ -26,6 +26,7 @@ class NanoGPTError(AirflowException):
         error_type: str | None = None,
         request_id: str | None = None,
         run_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -34,6 +35,8 @@ class NanoGPTError(AirflowException):
         self.http_status = status_code
         self.error_type = error_type
         self.request_id = request_id
+        # Seconds NanoGPT asked to wait (Retry-After), on any retryable answer.
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -82,9 +85,9 @@ class NanoGPTPayloadTooLargeError(NanoGPTPermanentError):
 class NanoGPTRateLimitError(NanoGPTError):
     """429: too many requests. ``retry_after`` is in seconds when NanoGPT said so."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object):
-        super().__init__(message, **kw)  # type: ignore[arg-type]
-        self.retry_after = retry_after
+
+class NanoGPTRedirectError(NanoGPTPermanentError):
+    """The API answered with a redirect. API calls never follow one: the key must stay put."""
 
 
 class NanoGPTNotFoundError(NanoGPTError):
@@ -156,6 +159,11 @@ class NanoGPTJobTimeoutError(NanoGPTError):
 
 class NanoGPTDownloadError(NanoGPTError):
     """Downloading the finished video failed; nothing was left at the destination."""
+
+
+class NanoGPTVideoRefusedError(NanoGPTPermanentError):
+    """The video was not fetched, and a retry would not fetch it: a URL that is not http(s) or
+    not on the connection's ``allowed_video_hosts``, or a video over ``max_video_bytes``."""
 
 
 # --- Checks made before anything is sent ------------------------------------------------------

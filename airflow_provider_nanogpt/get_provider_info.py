@@ -68,7 +68,7 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "request_timeout": {
                         "label": "Request timeout (seconds)",
-                        "description": "Read timeout for each HTTP call to NanoGPT. "
+                        "description": "The most one HTTP call to NanoGPT may take, all of it. "
                         "Submissions get at least 60 s.",
                         "schema": {"type": ["number", "null"], "minimum": 1, "default": 30},
                     },
@@ -82,6 +82,31 @@ def get_provider_info() -> dict[str, Any]:
                             "maximum": 20,
                             "default": 5,
                         },
+                    },
+                    "allowed_video_hosts": {
+                        "label": "Allowed video hosts",
+                        "description": "Only fetch videos from these hosts (comma-separated; "
+                        "*.example.com for subdomains), redirects included. Empty: any http(s) "
+                        "host.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "max_video_bytes": {
+                        "label": "Max video size (bytes)",
+                        "description": "Larger videos are refused, before or while "
+                        "downloading. Default 2 GiB.",
+                        "schema": {"type": ["integer", "null"], "minimum": 1},
+                    },
+                    "download_timeout": {
+                        "label": "Download timeout (seconds)",
+                        "description": "The most one video download may take, retries included. "
+                        "Default 1800.",
+                        "schema": {"type": ["number", "null"], "minimum": 1},
+                    },
+                    "output_base_dir": {
+                        "label": "Output base directory",
+                        "description": "Every output_path must resolve to a place under this "
+                        "path or URI (.. and links followed). Empty: paths are used as given.",
+                        "schema": {"type": ["string", "null"]},
                     },
                 },
             }

@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_nanogpt.api.coerce import snippet
 from airflow_provider_nanogpt.api.status import VideoState, VideoStatus
 from airflow_provider_nanogpt.events import ErrorReason, VideoEvent, reason_for
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTError,
     NanoGPTNotFoundError,
     NanoGPTPermanentError,
-    NanoGPTRateLimitError,
 )
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
 MAX_NOT_FOUND = 3
 # A run may report COMPLETED a moment before its URL is published.
 MAX_COMPLETED_WITHOUT_URL = 3
+# Answers naming a state this provider has never seen (or none at all) in a row.
+MAX_UNRECOGNISED_ANSWERS = 10
 # Aim this far past an estimated finish: NanoGPT's estimates are whole seconds.
 ETA_MARGIN_SECONDS = 0.5
 
@@ -68,6 +70,7 @@ class PollTracker:
     errors: int = 0
     not_found: int = 0
     without_url: int = 0
+    unrecognised: int = 0
 
     def read(self, outcome: Outcome, log: Any) -> VideoEvent | None:
         """The event that ends the wait, or None to poll again."""
@@ -110,6 +113,22 @@ class PollTracker:
             return VideoEvent.failed(run_id, status.error, is_nsfw=status.is_nsfw)
         if status.state is VideoState.CANCELLED:
             return VideoEvent.cancelled(run_id, status.error)
+        if not status.is_recognised:
+            self.unrecognised += 1
+            if self.unrecognised > MAX_UNRECOGNISED_ANSWERS:
+                return VideoEvent.error(
+                    run_id,
+                    f"NanoGPT answered {self.unrecognised} status checks in a row with a state "
+                    f"this provider does not know: {snippet(status.raw_status)}",
+                    ErrorReason.UNREADABLE,
+                )
+            log.warning(
+                "NanoGPT reports %s in an unknown state %s; polling again.",
+                run_id,
+                snippet(status.raw_status),
+            )
+            return None
+        self.unrecognised = 0
         if status.state is VideoState.COMPLETED:
             self.without_url += 1
             if self.without_url > MAX_COMPLETED_WITHOUT_URL:
@@ -135,8 +154,8 @@ class PollTracker:
         """Seconds to wait before asking again after ``outcome``."""
         if isinstance(outcome, VideoStatus) and outcome.state is not VideoState.COMPLETED:
             return next_poll_delay(outcome, poll_interval, max_poll_interval)
-        if isinstance(outcome, NanoGPTRateLimitError) and outcome.retry_after:
-            return max(poll_interval, outcome.retry_after)
+        if isinstance(outcome, NanoGPTError) and outcome.retry_after:
+            return max(poll_interval, outcome.retry_after)  # NanoGPT asked for a pause
         return poll_interval
 
 
@@ -189,7 +208,7 @@ async def wait_for_video(
                 return VideoEvent.timeout(run_id, now - started)
             outcome: Outcome
             try:
-                outcome = await hook.aget_video_status(run_id)
+                outcome = await hook.aget_video_status(run_id, deadline=end_time)
             except Exception as exc:  # every failure is an answer to read, never an escape
                 outcome = exc
             event = tracker.read(outcome, log)

@@ -9,9 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlsplit
 
 from airflow_provider_nanogpt.exceptions import NanoGPTValidationError
+from airflow_provider_nanogpt.media import (
+    MEDIA_KINDS,
+    check_inline_sizes,
+    check_media_url,
+    data_url,
+)
 
 # Operator parameter -> NanoGPT field, for the parameters sent as they are.
 _WIRE_NAMES = {
@@ -22,7 +27,7 @@ _WIRE_NAMES = {
     "resolution": "resolution",
     "negative_prompt": "negative_prompt",
     "seed": "seed",
-    "image_url": "imageUrl",
+    **{kind.url_parameter: kind.url_field for kind in MEDIA_KINDS},
 }
 
 
@@ -39,52 +44,68 @@ class VideoRequest:
     seed: int | str | None = None
     image_url: str | None = None
     image_path: Any = None
+    video_url: str | None = None
+    video_path: Any = None
+    audio_url: str | None = None
+    audio_path: Any = None
     extra_params: Mapping[str, Any] | None = None
 
     def payload(self, *, validate: bool = True) -> dict[str, Any]:
         """The request body with NanoGPT's field names; unset fields are left out.
 
-        Reads ``image_path`` (after every check that needs no file read, so a bad request fails
-        fast); makes no call to NanoGPT. ``validate`` applies the documented model rules.
+        Reads the ``*_path`` files (after every check that needs no file read, so a bad request
+        fails fast); makes no call to NanoGPT. ``validate`` applies the documented model rules.
+        The URL, exclusivity, file-type and size checks apply either way.
         """
         from airflow_provider_nanogpt.validation import validate_payload
 
-        if self.image_url and self.image_path:
-            raise NanoGPTValidationError(
-                "Pass either image_url or image_path, not both. Nothing was sent."
-            )
-        if self.image_url:
-            check_image_url(self.image_url)
+        extra = self.extra_fields()
+        for kind in MEDIA_KINDS:
+            url, path = getattr(self, kind.url_parameter), getattr(self, kind.path_parameter)
+            if url and path:
+                raise NanoGPTValidationError(
+                    f"Pass either {kind.url_parameter} or {kind.path_parameter}, not both. "
+                    "Nothing was sent."
+                )
+            if url:
+                check_media_url(kind, url)
+        inline = [kind for kind in MEDIA_KINDS if getattr(self, kind.path_parameter)]
         if validate:
-            validate_payload(self._body("data:" if self.image_path else None))
-        if not self.image_path:
-            return self._body(None)
-        from airflow_provider_nanogpt.images import image_data_url
+            # Placeholders stand in for the files, so the rules see every input before any read.
+            validate_payload(self._body({kind.data_field: "data:" for kind in inline}, extra))
+        body = self._body(
+            {
+                kind.data_field: data_url(getattr(self, kind.path_parameter), kind)
+                for kind in inline
+            },
+            extra,
+        )
+        check_inline_sizes(body)
+        return body
 
-        return self._body(image_data_url(self.image_path))
+    def extra_fields(self) -> dict[str, Any]:
+        """The ``extra_params`` that are sent (``None`` values are dropped)."""
+        extra = self.extra_params
+        if extra is None:
+            return {}
+        if not isinstance(extra, Mapping):
+            raise NanoGPTValidationError(
+                f"extra_params must be a dict of NanoGPT fields, not {type(extra).__name__} "
+                f"({str(extra)[:80]!r}). A Jinja template renders text unless the DAG sets "
+                "render_template_as_native_obj=True. Nothing was sent."
+            )
+        return {str(key): value for key, value in extra.items() if value is not None}
 
-    def _body(self, image_data: str | None) -> dict[str, Any]:
+    def _body(self, inline: Mapping[str, str], extra: Mapping[str, Any]) -> dict[str, Any]:
         body = {
             wire: value
             for name, wire in _WIRE_NAMES.items()
             if (value := getattr(self, name)) is not None and value != ""
         }
-        if image_data:
-            body["imageDataUrl"] = image_data
+        body.update(inline)
         # Model-specific fields (cfg_scale, num_frames, …) pass through as given.
-        for key, value in (self.extra_params or {}).items():
-            if value is not None:
-                body[key] = value
+        body.update(extra)
         return body
 
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(VideoRequest))
-
-
-def check_image_url(image_url: str) -> None:
-    parts = urlsplit(image_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise NanoGPTValidationError(
-            f"image_url={image_url!r} is not allowed; NanoGPT fetches images over http(s) only "
-            "(use image_path for local or object-storage files)"
-        )

@@ -1,17 +1,23 @@
 """Where a finished video is written: local paths, ``file://`` URIs and any ObjectStoragePath.
 
-Writes go to a hidden temporary sibling first and are moved into place only once the byte count
-is verified, so a failed download never leaves a partial file at the destination.
+The destination is checked before anything is paid for (not a directory, writable, its bucket
+there, inside the connection's ``output_base_dir`` when one is set). Writes go to a hidden
+temporary sibling first and are moved into place only once the byte count is verified, so a
+failed download never leaves a partial file at the destination; leftovers of a killed download
+are removed by the next one.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from airflow_provider_nanogpt.exceptions import NanoGPTValidationError
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -43,6 +49,95 @@ def is_local(destination: Path | ObjectStoragePath) -> bool:
 
 def describe(destination: Path | ObjectStoragePath) -> str:
     return str(destination) if is_local(destination) else destination.as_uri()
+
+
+def check_destination(
+    destination: Any, base_dir: str | None = None, *, name: str = "output_path"
+) -> Path | ObjectStoragePath:
+    """The resolved destination, or a NanoGPTValidationError saying why a video can't go there.
+
+    The path is taken as given (a relative path is relative to the worker's working directory),
+    except that with ``base_dir`` it must resolve, ``..`` and links followed, to a place under it.
+    """
+    try:
+        target = resolve_destination(destination)
+    except ValueError as exc:  # a URI scheme no installed provider handles
+        raise NanoGPTValidationError(
+            f"{name}={destination!r}: {exc}. Nothing was submitted."
+        ) from None
+    where = describe(target)
+    if base_dir is not None and not _inside(target, resolve_destination(base_dir)):
+        raise NanoGPTValidationError(
+            f"{name}={where!r} is outside the connection's output_base_dir {base_dir!r}. "
+            "Nothing was submitted."
+        )
+    try:
+        if target.is_dir():
+            raise NanoGPTValidationError(
+                f"{name}={where!r} is a directory; give the path of the video file. "
+                "Nothing was submitted."
+            )
+        if is_local(target):
+            _check_local_parent(Path(str(target)), name)
+        else:
+            _check_bucket(target, name)
+    except OSError as exc:
+        raise NanoGPTValidationError(
+            f"{name}={where!r} cannot be checked ({type(exc).__name__}: {exc}). "
+            "Nothing was submitted."
+        ) from None
+    return target
+
+
+def _inside(target: Path | ObjectStoragePath, base: Path | ObjectStoragePath) -> bool:
+    if is_local(target) != is_local(base):
+        return False
+    if is_local(target):
+        return Path(str(target)).resolve().is_relative_to(Path(str(base)).resolve())
+    target_uri, base_uri = _normalised_uri(target), _normalised_uri(base).rstrip("/")
+    return target_uri == base_uri or target_uri.startswith(base_uri + "/")
+
+
+def _normalised_uri(path: ObjectStoragePath | Path) -> str:
+    scheme, _, rest = describe(path).partition("://")
+    return f"{scheme}://{posixpath.normpath('/' + rest).lstrip('/')}"
+
+
+def _check_local_parent(target: Path, name: str) -> None:
+    """The nearest existing folder above ``target`` must be a folder this worker can write."""
+    ancestor = target.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise NanoGPTValidationError(
+            f"{name}={str(target)!r} cannot be written: {str(ancestor)!r} is not a folder this "
+            "worker may write to. Nothing was submitted."
+        )
+
+
+def _check_bucket(target: ObjectStoragePath | Path, name: str) -> None:
+    """The bucket (the first part of the path) must exist, or the upload would fail late."""
+    from airflow.sdk import ObjectStoragePath
+
+    scheme, _, rest = describe(target).partition("://")
+    bucket = ObjectStoragePath(f"{scheme}://{rest.split('/', 1)[0]}")
+    try:
+        missing = not bucket.exists()
+    except Exception:  # no permission to look (a write-only role): the upload will tell
+        return
+    if missing:
+        raise NanoGPTValidationError(
+            f"{name}={describe(target)!r}: the bucket {describe(bucket)!r} does not exist, or "
+            "this connection cannot see it. Nothing was submitted."
+        )
+
+
+def remove_stale_parts(destination: Path | ObjectStoragePath) -> None:
+    """Delete temporary files a killed download left next to ``destination``."""
+    with suppress(OSError):
+        for leftover in destination.parent.glob(f".{destination.name}.*.part"):
+            with suppress(OSError):
+                leftover.unlink()
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Image to video, from a local file (sent inline, max 4 MB) and from a public URL."""
+"""Image to video, from a local file (sent inline: at most 4,000,000 characters once encoded, a file of about 3 MB) and from a public URL."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def example_nanogpt_image_to_video() -> None:
         poll_interval=2,
         output_path=OUTPUT + "/local/{{ ds }}.mp4",
     )
-    # Images over 4 MB must be hosted: pass a public https URL (replace this one with yours).
+    # Larger images must be hosted: pass a public https URL (replace this one with yours).
     GenerateVideoOperator(
         task_id="from_image_url",
         model="kling-v21-pro",

@@ -90,3 +90,19 @@ def airflow_db() -> Path:
         )
         marker.touch()
     return _AIRFLOW_HOME
+
+
+@pytest.fixture
+def memory_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``memory://`` object storage, as an S3 stand-in, on every supported Airflow version."""
+    from airflow.sdk.io import fs
+
+    if "memory" in fs._register_filesystems():
+        yield
+        return
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    monkeypatch.setitem(fs._BUILTIN_SCHEME_TO_FS, "memory", lambda *_: MemoryFileSystem())
+    fs._register_filesystems.cache_clear()
+    yield
+    fs._register_filesystems.cache_clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -38,3 +38,33 @@ def first_str(*values: object) -> str | None:
 
 def first_number(*values: object) -> float | None:
     return next((v for v in map(as_number, values) if v is not None), None)
+
+
+def as_amount(value: object) -> float | None:
+    """A finite, non-negative number (money, progress, seconds); anything else is absent."""
+    number = as_number(value)
+    return number if number is not None and number >= 0 else None
+
+
+def first_amount(*values: object) -> float | None:
+    return next((v for v in map(as_amount, values) if v is not None), None)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced, whatever Airflow's log masker does later."""
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def snippet(value: object, limit: int = 80) -> str:
+    """A short description of an unexpected JSON value, for an error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, bool | int | float):
+        return f"the {type(value).__name__} {value!r}"[:limit]
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

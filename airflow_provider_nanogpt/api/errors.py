@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from airflow_provider_nanogpt.api.coerce import as_str
+from airflow_provider_nanogpt.api.coerce import as_amount, as_str, scrub
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTAuthError,
     NanoGPTContentPolicyError,
@@ -24,6 +27,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTNotFoundError,
     NanoGPTPayloadTooLargeError,
     NanoGPTRateLimitError,
+    NanoGPTRedirectError,
     NanoGPTResponseError,
     NanoGPTServerError,
 )
@@ -34,6 +38,18 @@ _RATE_LIMIT_TYPES = frozenset(
     {"rate_limited", "rate_limit_error", "daily_rpd_limit_exceeded", "daily_usd_limit_exceeded"}
 )
 _MAX_MESSAGE_CHARS = 500
+# How NanoGPT words a content-policy refusal where it gives no type or flag (plain-string error
+# bodies, the flat status shape): "Content policy violation", "blocked due to safety concerns",
+# "flagged by the content safety filter", "blocked by content moderation".
+_CONTENT_POLICY_TEXT = re.compile(
+    r"content[\s_-]*policy|nsfw|safety (?:concerns|filter|checker|system)|content moderation"
+    r"|flagged by",
+    re.IGNORECASE,
+)
+
+
+def is_content_policy_text(text: str | None) -> bool:
+    return bool(text) and _CONTENT_POLICY_TEXT.search(text or "") is not None
 
 
 @dataclass(frozen=True)
@@ -60,11 +76,10 @@ def parse_error_body(body: object) -> ErrorBody:
         message = error
     message = message or as_str(body.get("message"))
     error_type = error_type or as_str(body.get("code")) or as_str(body.get("type"))
-    required = body.get("requiredBalance")
     return ErrorBody(
         message=message[:_MAX_MESSAGE_CHARS] if message else None,
         error_type=error_type,
-        required_balance=float(required) if isinstance(required, int | float) else None,
+        required_balance=as_amount(body.get("requiredBalance")),
         refund_message=as_str(body.get("refundMessage")),
     )
 
@@ -81,8 +96,22 @@ def decode_json(status_code: int, text: str, request_id: str | None) -> Any:
         ) from None
 
 
-def read_response(status_code: int, headers: Mapping[str, str], text: str, action: str) -> Any:
-    """The parsed body of a 2xx response, or the typed error for anything else."""
+def read_response(
+    status_code: int,
+    headers: Mapping[str, str],
+    body: bytes | str,
+    action: str,
+    secrets: Iterable[str] = (),
+) -> Any:
+    """The parsed body of a 2xx response, or the typed error for anything else.
+
+    ``secrets`` (the API key, header values) are scrubbed from the body and headers before
+    anything is read from them, so no message, field or log line built from an answer carries
+    them, even when a server echoes them back.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = scrub(text, secrets)
+    headers = {name: scrub(value, secrets) for name, value in headers.items()}
     if 200 <= status_code < 300:
         return decode_json(status_code, text, _header(headers, "x-request-id"))
     raise error_from_response(status_code, text, headers, action=action)
@@ -108,17 +137,26 @@ def error_from_response(
     kind = (parsed.error_type or "").lower()
     detail = parsed.message or f"HTTP {status_code}"
     message = f"NanoGPT could not {action}: {detail}"
+    retry_after = parse_retry_after(_header(headers, "retry-after"))
     common: dict[str, Any] = {
         "status_code": status_code,
         "error_type": parsed.error_type,
         "request_id": request_id,
+        "retry_after": retry_after,
     }
+    if retry_after is not None:
+        message += f" (retry after {retry_after:g} s)"
 
+    if 300 <= status_code < 400:
+        return NanoGPTRedirectError(
+            f"NanoGPT could not {action}: the answer was a redirect (HTTP {status_code}) to "
+            f"{describe_location(_header(headers, 'location'))}. API calls never follow redirects, "
+            "so the API key goes nowhere else. If NanoGPT has moved, set the connection's host "
+            "to its new origin.",
+            **common,
+        )
     if status_code == 429 or kind in _RATE_LIMIT_TYPES:
-        retry_after = parse_retry_after(_header(headers, "retry-after"))
-        if retry_after is not None:
-            message += f" (retry after {retry_after:g} s)"
-        return NanoGPTRateLimitError(message, retry_after=retry_after, **common)
+        return NanoGPTRateLimitError(message, **common)
     if status_code == 402 or kind in _BALANCE_TYPES:
         if parsed.required_balance is not None:
             message += f" (required balance: ${parsed.required_balance:g})"
@@ -126,7 +164,9 @@ def error_from_response(
         return NanoGPTInsufficientBalanceError(
             message, required_balance=parsed.required_balance, **common
         )
-    if kind in _CONTENT_POLICY_TYPES:
+    if kind in _CONTENT_POLICY_TYPES or (
+        400 <= status_code < 500 and is_content_policy_text(parsed.message)
+    ):
         return NanoGPTContentPolicyError(
             message + ". Change the prompt or image; retrying the same request will not help.",
             **common,
@@ -145,7 +185,7 @@ def error_from_response(
         return NanoGPTAuthError(message + "." + hint, **common)
     if status_code == 413:
         return NanoGPTPayloadTooLargeError(
-            message + ". Inline images are limited to 4 MB: host the image and pass image_url.",
+            message + ". Inline media is limited to 4 MB: host the file and pass its URL.",
             **common,
         )
     if status_code == 404:
@@ -157,15 +197,27 @@ def error_from_response(
     return NanoGPTResponseError(message, **common)
 
 
+def describe_location(location: str | None) -> str:
+    """Where a redirect points, without its query (signed URLs carry credentials there)."""
+    if not location:
+        return "an unnamed location"
+    parts = urlsplit(location)
+    if not parts.netloc:
+        return f"{parts.path or '/'} on the same host"
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait per a Retry-After header: delta-seconds (decimals tolerated) or HTTP date."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

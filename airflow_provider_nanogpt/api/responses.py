@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow_provider_nanogpt.api.coerce import as_mapping, as_number, as_str
+from airflow_provider_nanogpt.api.coerce import as_amount, as_mapping, as_str, snippet
 from airflow_provider_nanogpt.api.status import VideoState, parse_state
 from airflow_provider_nanogpt.exceptions import NanoGPTResponseError
 
@@ -24,10 +24,25 @@ class Submission:
     # True when the run was found through ``recover`` after an ambiguous submit failure.
     recovered: bool = False
 
+    @property
+    def currency(self) -> str | None:
+        """The currency of ``cost`` and ``remaining_balance``: what the job was paid from."""
+        return currency_of(self.payment_source)
+
     def to_xcom(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("status")
+        data["currency"] = self.currency
         return data
+
+
+# paymentSource values that name a currency ("balance", in an old example, does not).
+KNOWN_CURRENCIES = frozenset({"USD", "XNO"})
+
+
+def currency_of(payment_source: str | None) -> str | None:
+    code = (payment_source or "").strip().upper()
+    return code if code in KNOWN_CURRENCIES else None
 
 
 @dataclass(frozen=True)
@@ -64,19 +79,22 @@ def parse_submission(body: object) -> Submission:
         run_id=run_id,
         model=as_str(body.get("model")),
         status=as_str(body.get("status")),
-        cost=as_number(body.get("cost")),
+        cost=as_amount(body.get("cost")),
         payment_source=as_str(body.get("paymentSource")),
-        remaining_balance=as_number(body.get("remainingBalance")),
+        remaining_balance=as_amount(body.get("remainingBalance")),
     )
 
 
 def parse_balance(body: object) -> Balance:
     if not isinstance(body, Mapping):
         raise NanoGPTResponseError("NanoGPT's balance response is not a JSON object")
-    usd = as_number(body.get("usd_balance"))
+    usd = as_amount(body.get("usd_balance"))
     if usd is None:
-        raise NanoGPTResponseError("NanoGPT's balance response has no usd_balance")
-    return Balance(usd=usd, nano=as_number(body.get("nano_balance")))
+        raise NanoGPTResponseError(
+            "NanoGPT's balance response has no finite, non-negative usd_balance (it gave "
+            f"{snippet(body.get('usd_balance'))})"
+        )
+    return Balance(usd=usd, nano=as_amount(body.get("nano_balance")))
 
 
 def parse_video_models(body: object) -> list[VideoModel]:

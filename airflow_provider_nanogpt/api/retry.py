@@ -13,6 +13,7 @@ submission module settles them on a later try through NanoGPT's ``recover`` endp
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,21 +48,25 @@ class RetryPolicy:
         return ceiling * random.uniform(0.5, 1.0)
 
     def delay_for(self, exc: BaseException | None, attempt_number: int) -> float:
+        """The backoff, but never sooner than a Retry-After NanoGPT sent (on any status)."""
         delay = self.backoff(attempt_number)
-        if isinstance(exc, NanoGPTRateLimitError) and exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
-        return delay
+        retry_after = exc.retry_after if isinstance(exc, NanoGPTError) else None
+        return delay if retry_after is None else max(delay, retry_after)
 
-    def rate_limit_is_waitable(self, exc: NanoGPTRateLimitError) -> bool:
+    def is_waitable(self, exc: NanoGPTError) -> bool:
+        """Whether waiting here for what ``exc`` asks is reasonable (not a daily cap)."""
         if exc.retry_after is None:
-            return self.retry_rate_limit_without_retry_after
+            return self.retry_rate_limit_without_retry_after or not isinstance(
+                exc, NanoGPTRateLimitError
+            )
         return exc.retry_after <= self.max_retry_after
 
 
 def is_retryable_read(exc: BaseException, policy: RetryPolicy) -> bool:
-    if isinstance(exc, NanoGPTRateLimitError):
-        return policy.rate_limit_is_waitable(exc)
-    return isinstance(exc, NanoGPTServerError | NanoGPTConnectionError | NanoGPTResponseError)
+    transient = NanoGPTRateLimitError | NanoGPTServerError | NanoGPTConnectionError
+    if isinstance(exc, NanoGPTResponseError) and exc.http_status is None:
+        return True  # an unreadable or oversized answer: asking again may do better
+    return isinstance(exc, transient | NanoGPTResponseError) and policy.is_waitable(exc)
 
 
 def proves_nothing_created(exc: BaseException) -> bool:
@@ -82,7 +87,7 @@ def proves_nothing_created(exc: BaseException) -> bool:
 def is_retryable_submit(exc: BaseException, policy: RetryPolicy) -> bool:
     """In-call re-sends of a submission: only a waitable 429 or a connection never made."""
     if isinstance(exc, NanoGPTRateLimitError):
-        return policy.rate_limit_is_waitable(exc)
+        return policy.is_waitable(exc)
     return isinstance(exc, NanoGPTConnectionError) and not exc.request_sent
 
 
@@ -91,9 +96,22 @@ def tenacity_kwargs(
     should_retry: Callable[[BaseException, RetryPolicy], bool],
     logger: Any,
     action: str,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` alike."""
+    """Keyword arguments for ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` alike.
+
+    With a ``deadline`` (epoch seconds), no retry is started, and no wait begun, that would end
+    past it: the last error is raised instead.
+    """
     from tenacity import retry_if_exception, stop_after_attempt
+
+    attempts = stop_after_attempt(policy.max_retries + 1)
+
+    def stop(retry_state: Any) -> bool:
+        if attempts(retry_state):
+            return True
+        upcoming = retry_state.upcoming_sleep or 0.0
+        return deadline is not None and time.time() + upcoming >= deadline
 
     def wait(retry_state: Any) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
@@ -112,7 +130,7 @@ def tenacity_kwargs(
         )
 
     return {
-        "stop": stop_after_attempt(policy.max_retries + 1),
+        "stop": stop,
         "wait": wait,
         "retry": retry_if_exception(lambda exc: should_retry(exc, policy)),
         "before_sleep": before_sleep,

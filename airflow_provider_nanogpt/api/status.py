@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_nanogpt.api.coerce import first_number, first_str
+from airflow_provider_nanogpt.api.coerce import first_amount, first_str, snippet
+from airflow_provider_nanogpt.api.errors import is_content_policy_text
+from airflow_provider_nanogpt.exceptions import NanoGPTResponseError
 
 
 class VideoState(enum.StrEnum):
@@ -73,6 +75,12 @@ class VideoStatus:
         return self.state.is_terminal
 
     @property
+    def is_recognised(self) -> bool:
+        """Whether NanoGPT named a state this provider knows (its documented ``unknown`` too)."""
+        raw = (self.raw_status or "").strip().lower()
+        return raw in _RAW_STATES or raw == "unknown"
+
+    @property
     def is_deliverable(self) -> bool:
         """Completed with a URL. A completed job without one is charged but not ready yet."""
         return self.state is VideoState.COMPLETED and self.video_url is not None
@@ -100,11 +108,18 @@ def normalize_status(payload: object, run_id: str | None = None) -> VideoStatus:
     """Read a status response in any documented shape.
 
     A COMPLETED job without a video URL stays COMPLETED (NanoGPT charged it; the URL may appear a
-    moment later): ``is_deliverable`` tells the two apart, and the waiting rules decide.
+    moment later): ``is_deliverable`` tells the two apart, and the waiting rules decide. Numbers
+    that are not finite and non-negative are taken as absent. An answer that is not an object, or
+    that names another run, raises NanoGPTResponseError: it is never read as this run's state.
     """
-    body: Mapping[str, Any] = payload if isinstance(payload, Mapping) else {}
+    if not isinstance(payload, Mapping):
+        raise NanoGPTResponseError(
+            f"NanoGPT's status answer is not a JSON object but {snippet(payload)}"
+        )
+    body: Mapping[str, Any] = payload
     data_value = body.get("data")
     data: Mapping[str, Any] = data_value if isinstance(data_value, Mapping) else {}
+    _check_run_id(run_id, body.get("requestId"), data.get("requestId"))
 
     raw_status = first_str(data.get("status"), body.get("status"))
     state = parse_state(raw_status)
@@ -123,6 +138,8 @@ def normalize_status(payload: object, run_id: str | None = None) -> VideoStatus:
         _error_text(body.get("error")),
     )
     details = first_str(data.get("details"), body.get("details"))
+    flagged = bool(data.get("isNSFWError") or body.get("isNSFWError"))
+    failed = state in (VideoState.FAILED, VideoState.CANCELLED)
 
     return VideoStatus(
         run_id=first_str(
@@ -131,16 +148,39 @@ def normalize_status(payload: object, run_id: str | None = None) -> VideoStatus:
         state=state,
         raw_status=raw_status,
         video_url=video_url,
-        cost=first_number(data.get("cost"), body.get("cost")),
-        progress=first_number(data.get("progress"), body.get("progress")),
-        eta_seconds=first_number(
+        cost=first_amount(data.get("cost"), body.get("cost")),
+        progress=first_amount(data.get("progress"), body.get("progress")),
+        eta_seconds=first_amount(
             data.get("estimatedTimeRemaining"), body.get("estimatedTimeRemaining")
         ),
-        error=(error or details) if state in (VideoState.FAILED, VideoState.CANCELLED) else None,
-        is_nsfw=bool(data.get("isNSFWError") or body.get("isNSFWError")),
+        error=(error or details) if failed else None,
+        # The flat shape has no isNSFWError flag: a policy failure shows only in its wording.
+        is_nsfw=state is VideoState.FAILED
+        and (flagged or any(map(is_content_policy_text, _error_texts(body, data)))),
         details=details,
         model=first_str(body.get("model"), data.get("model")),
     )
+
+
+def _check_run_id(asked: str | None, *answered: object) -> None:
+    for other in answered:
+        if asked and isinstance(other, str) and other.strip() and other.strip() != asked:
+            raise NanoGPTResponseError(
+                f"NanoGPT's status answer for {asked} names another run ({snippet(other, 60)}); "
+                "it was not used"
+            )
+
+
+def _error_texts(*parts: Mapping[str, Any]) -> list[str]:
+    texts = []
+    for part in parts:
+        for key in ("error", "userFriendlyError"):
+            value = part.get(key)
+            if isinstance(value, Mapping):
+                value = " ".join(str(value.get(k, "")) for k in ("message", "code", "type"))
+            if isinstance(value, str):
+                texts.append(value)
+    return texts
 
 
 def _dig(mapping: Mapping[str, Any], *keys: str) -> Any:

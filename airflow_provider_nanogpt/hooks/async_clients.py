@@ -53,19 +53,44 @@ class SharedClient:
     def is_closed(self) -> bool:
         return any(shard.is_closed for shard in self.shards)
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def fetch(self, method: str, path: str, *, max_bytes: int, **kwargs: Any) -> Answer:
+        """One exchange; the body is read only up to ``max_bytes`` (None beyond it)."""
         async with self.gate:
             # The least busy pool: with the gate at the pools' total size, it has a free slot.
             index = min(range(len(self.shards)), key=self.in_flight.__getitem__)
             self.in_flight[index] += 1
             try:
-                return await self.shards[index].request(method, path, **kwargs)
+                async with self.shards[index].stream(method, path, **kwargs) as response:
+                    return Answer(
+                        response.status_code,
+                        dict(response.headers),
+                        await _read_capped(response, max_bytes),
+                    )
             finally:
                 self.in_flight[index] -= 1
 
     async def aclose(self) -> None:
         for shard in self.shards:
             await shard.aclose()
+
+
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    headers: dict[str, str]
+    body: bytes | None  # None: larger than allowed, and not read
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
+    announced = response.headers.get("Content-Length", "")
+    if announced.isdigit() and int(announced) > max_bytes:
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            return None
+    return bytes(body)
 
 
 _ClientKey = tuple[str, str, float]
@@ -99,6 +124,8 @@ def acquire(
                     base_url=base_url,
                     headers=headers,
                     verify=ssl_context,
+                    # The key goes to NanoGPT's origin only; a redirect is an error, not a hop.
+                    follow_redirects=False,
                     timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=timeout),
                     limits=httpx.Limits(
                         max_connections=per_shard,

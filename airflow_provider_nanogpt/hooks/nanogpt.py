@@ -3,32 +3,32 @@
 Sync methods (requests, one pooled session) run on workers; async methods (httpx) run in the
 triggerer. Both share request building (``api.endpoints``), response reading (``api.errors``,
 ``api.status``, ``api.responses``) and the retry policy (``api.retry``); only the transport
-differs. ``requests`` and ``httpx`` are imported lazily so DAG files that use the operators parse
-fast.
+differs. Each exchange is bounded in total time and in body size, never follows a redirect (the
+key stays with the connection's origin), and has the key scrubbed from anything read back.
+``requests`` and ``httpx`` are imported lazily so DAG files that use the operators parse fast.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_nanogpt import __version__
 from airflow_provider_nanogpt.api.endpoints import (
     ApiRequest,
     balance_request,
-    build_headers,
     legacy_status_request,
-    normalize_base_url,
     recover_request,
     status_request,
     submit_request,
     video_models_request,
 )
-from airflow_provider_nanogpt.api.errors import error_from_response, read_response
+from airflow_provider_nanogpt.api.errors import read_response
 from airflow_provider_nanogpt.api.responses import (
     Balance,
     RecoveredRun,
@@ -40,7 +40,6 @@ from airflow_provider_nanogpt.api.responses import (
     parse_video_models,
 )
 from airflow_provider_nanogpt.api.retry import (
-    DEFAULT_MAX_RETRIES,
     RetryPolicy,
     is_retryable_read,
     is_retryable_submit,
@@ -51,38 +50,32 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTConfigurationError,
     NanoGPTConnectionError,
     NanoGPTDownloadError,
+    NanoGPTResponseError,
 )
-from airflow_provider_nanogpt.storage import atomic_writer, describe, resolve_destination
+from airflow_provider_nanogpt.hooks.download import redact_url
+from airflow_provider_nanogpt.hooks.settings import (
+    DEFAULT_REQUEST_TIMEOUT,
+    ClientSettings,
+    settings_from,
+)
 
 if TYPE_CHECKING:
     import requests
-    from airflow.sdk import Connection
 
     from airflow_provider_nanogpt.hooks.async_clients import SharedClient
 
-DEFAULT_REQUEST_TIMEOUT = 30.0
+__all__ = [
+    "DEFAULT_REQUEST_TIMEOUT",
+    "ClientSettings",
+    "DownloadResult",
+    "NanoGPTHook",
+    "redact_url",
+]
+
 SUBMIT_TIMEOUT_FLOOR = 60.0
 CONNECT_TIMEOUT = 10.0
-# Each chunk is a new bytes object. Measured in a new worker process: at 1 MiB the copies into
-# freshly faulted memory cost a third of the throughput; at 256 KiB the heap's pages are reused.
-DOWNLOAD_CHUNK_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Everything needed to talk to NanoGPT, read from the connection once."""
-
-    base_url: str
-    api_key: str = field(repr=False)
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
-    max_retries: int = DEFAULT_MAX_RETRIES
-
-    @property
-    def user_agent(self) -> str:
-        return f"airflow-provider-nanogpt/{__version__} (+apache-airflow/{_airflow_version()})"
-
-    def headers(self) -> dict[str, str]:
-        return build_headers(self.api_key, self.user_agent)
+# NanoGPT's answers are small JSON documents; anything larger is refused unread.
+MAX_API_BODY_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -96,7 +89,8 @@ class NanoGPTHook(BaseHook):
 
     :param nanogpt_conn_id: Connection with the API key in the password field and the origin
         (default ``https://nano-gpt.com``) in the host field.
-    :param request_timeout: Read timeout per HTTP call in seconds; overrides the connection extra.
+    :param request_timeout: The most one HTTP exchange may take, in seconds; overrides the
+        connection extra.
     :param max_retries: Retries for transient errors per call; overrides the connection extra.
     """
 
@@ -132,7 +126,7 @@ class NanoGPTHook(BaseHook):
                 conn = self.get_connection(self.nanogpt_conn_id)
             except Exception as exc:
                 raise _missing_connection(self.nanogpt_conn_id, exc) from None
-            self._settings = self._settings_from(conn, conn.extra_dejson)
+            self._settings = self._settings_from(conn.password, conn.host, conn.extra_dejson)
         return self._settings
 
     async def asettings(self) -> ClientSettings:
@@ -146,30 +140,20 @@ class NanoGPTHook(BaseHook):
                 conn = await get_async_connection(self.nanogpt_conn_id, hook=self)
             except Exception as exc:
                 raise _missing_connection(self.nanogpt_conn_id, exc) from None
-            self._settings = self._settings_from(conn, await get_async_extra_dejson(conn))
+            extras = await get_async_extra_dejson(conn)
+            self._settings = self._settings_from(conn.password, conn.host, extras)
         return self._settings
 
-    def _settings_from(self, conn: Connection, extras: Mapping[str, Any]) -> ClientSettings:
-        api_key = (conn.password or "").strip()
-        if not api_key:
-            raise NanoGPTConfigurationError(
-                f"Connection {self.nanogpt_conn_id!r} has no API key: put the NanoGPT API key "
-                "in the connection's password field."
-            )
-        _mask(api_key)
-        try:
-            base_url = normalize_base_url(conn.host)
-        except ValueError as exc:
-            raise NanoGPTConfigurationError(f"Connection {self.nanogpt_conn_id!r}: {exc}") from None
-        timeout = self._request_timeout_override or _extra(extras, "request_timeout")
-        retries = self._max_retries_override
-        if retries is None:
-            retries = _extra(extras, "max_retries")
-        return ClientSettings(
-            base_url=base_url,
-            api_key=api_key,
-            request_timeout=float(timeout or DEFAULT_REQUEST_TIMEOUT),
-            max_retries=int(retries if retries is not None else DEFAULT_MAX_RETRIES),
+    def _settings_from(
+        self, password: str | None, host: str | None, extras: Mapping[str, Any]
+    ) -> ClientSettings:
+        return settings_from(
+            self.nanogpt_conn_id,
+            password,
+            host,
+            extras,
+            request_timeout=self._request_timeout_override,
+            max_retries=self._max_retries_override,
         )
 
     def retry_policy(self, settings: ClientSettings) -> RetryPolicy:
@@ -177,8 +161,8 @@ class NanoGPTHook(BaseHook):
             return self._retry_policy_override
         return RetryPolicy(max_retries=settings.max_retries)
 
-    def _policy(self, max_rate_limit_sleep: float | None) -> RetryPolicy:
-        policy = self.retry_policy(self.settings())
+    def _policy(self, settings: ClientSettings, max_rate_limit_sleep: float | None) -> RetryPolicy:
+        policy = self.retry_policy(settings)
         if max_rate_limit_sleep is None:
             return policy
         return replace(policy, max_retry_after=min(policy.max_retry_after, max_rate_limit_sleep))
@@ -188,46 +172,73 @@ class NanoGPTHook(BaseHook):
     @cached_property
     def _session(self) -> requests.Session:
         import requests
-        from requests.adapters import HTTPAdapter
+
+        from airflow_provider_nanogpt.hooks.limits import TimeLimitedAdapter
 
         session = requests.Session()
         # Retries are ours (tenacity); urllib3 must never re-send a POST on its own.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+        adapter = TimeLimitedAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
 
-    def _send(self, request: ApiRequest, *, timeout: float | None = None) -> Any:
+    def _send(
+        self, request: ApiRequest, *, timeout: float | None = None, deadline: float | None = None
+    ) -> Any:
         """One HTTP exchange, no retries: a parsed JSON body or a typed error."""
         import requests
 
-        settings = self.settings()
-        try:
-            response = self._session.request(
-                request.method,
-                settings.base_url + request.path,
-                params=dict(request.params) or None,
-                json=request.json,
-                headers=settings.headers(),
-                timeout=(CONNECT_TIMEOUT, timeout or settings.request_timeout),
-            )
-        except requests.exceptions.RequestException as exc:
-            raise _requests_transport_error(exc, request.action, settings.base_url) from None
-        return read_response(response.status_code, response.headers, response.text, request.action)
+        from airflow_provider_nanogpt.hooks.limits import read_capped, time_limit
 
-    def _request(self, request: ApiRequest, policy: RetryPolicy | None = None) -> Any:
-        """A read with the shared retry policy."""
+        settings = self.settings()
+        budget = _budget(timeout or settings.request_timeout, deadline, request, settings)
+        with time_limit(budget) as limit:
+            try:
+                response = self._session.request(
+                    request.method,
+                    settings.base_url + request.path,
+                    params=dict(request.params) or None,
+                    json=request.json,
+                    headers=settings.headers(),
+                    timeout=(min(CONNECT_TIMEOUT, budget), budget),
+                    allow_redirects=False,  # the key goes to the connection's origin only
+                    stream=True,
+                )
+                with response:
+                    body = read_capped(response, MAX_API_BODY_BYTES)
+            except requests.exceptions.RequestException as exc:
+                if limit.expired:
+                    raise _too_slow(request, settings, budget) from None
+                raise _requests_transport_error(exc, request.action, settings.base_url) from None
+            if limit.expired:
+                raise _too_slow(request, settings, budget)
+        if body is None:
+            raise _too_large(request, response.status_code)
+        return read_response(
+            response.status_code, response.headers, body, request.action, settings.secrets
+        )
+
+    def _request(
+        self,
+        request: ApiRequest,
+        policy: RetryPolicy | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> Any:
+        """A read with the shared retry policy, never retrying past ``deadline``."""
         from tenacity import Retrying
 
+        settings = self.settings()
         kwargs = tenacity_kwargs(
-            policy or self.retry_policy(self.settings()),
+            policy or self.retry_policy(settings),
             is_retryable_read,
             self.log,
             request.action,
+            deadline,
         )
         for attempt in Retrying(**kwargs):
             with attempt:
-                return self._send(request)
+                return self._send(request, deadline=deadline)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     # --- async transport (triggerer) ---------------------------------------------------------
@@ -242,31 +253,42 @@ class NanoGPTHook(BaseHook):
             )
         return self._async_client
 
-    async def _asend(self, request: ApiRequest) -> Any:
+    async def _asend(self, request: ApiRequest, *, deadline: float | None = None) -> Any:
         import httpx
 
         shared = await self._aclient()
+        settings = await self.asettings()
+        budget = _budget(settings.request_timeout, deadline, request, settings)
         try:
-            response = await shared.request(
-                request.method,
-                request.path,
-                params=dict(request.params) or None,
-                json=request.json,
-            )
+            # The whole exchange, not each read: a drip-fed answer ends here too.
+            async with asyncio.timeout(budget):
+                answer = await shared.fetch(
+                    request.method,
+                    request.path,
+                    max_bytes=MAX_API_BODY_BYTES,
+                    params=dict(request.params) or None,
+                    json=request.json,
+                )
+        except TimeoutError:
+            raise _too_slow(request, settings, budget) from None
         except httpx.HTTPError as exc:
             raise _httpx_transport_error(exc, request.action, shared.base_url) from None
-        return read_response(response.status_code, response.headers, response.text, request.action)
+        if answer.body is None:
+            raise _too_large(request, answer.status_code)
+        return read_response(
+            answer.status_code, answer.headers, answer.body, request.action, settings.secrets
+        )
 
-    async def _arequest(self, request: ApiRequest) -> Any:
+    async def _arequest(self, request: ApiRequest, *, deadline: float | None = None) -> Any:
         from tenacity import AsyncRetrying
 
         settings = await self.asettings()
         kwargs = tenacity_kwargs(
-            self.retry_policy(settings), is_retryable_read, self.log, request.action
+            self.retry_policy(settings), is_retryable_read, self.log, request.action, deadline
         )
         async for attempt in AsyncRetrying(**kwargs):
             with attempt:
-                return await self._asend(request)
+                return await self._asend(request, deadline=deadline)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def aclose(self) -> None:
@@ -283,11 +305,13 @@ class NanoGPTHook(BaseHook):
 
     # --- API: status -------------------------------------------------------------------------
 
-    def get_video_status(self, run_id: str) -> VideoStatus:
-        return normalize_status(self._request(status_request(run_id)), run_id)
+    def get_video_status(self, run_id: str, *, deadline: float | None = None) -> VideoStatus:
+        """The run's status; ``deadline`` (epoch seconds) bounds the call and its retries."""
+        return normalize_status(self._request(status_request(run_id), deadline=deadline), run_id)
 
-    async def aget_video_status(self, run_id: str) -> VideoStatus:
-        return normalize_status(await self._arequest(status_request(run_id)), run_id)
+    async def aget_video_status(self, run_id: str, *, deadline: float | None = None) -> VideoStatus:
+        body = await self._arequest(status_request(run_id), deadline=deadline)
+        return normalize_status(body, run_id)
 
     def get_legacy_video_status(self, run_id: str, model: str | None = None) -> VideoStatus:
         """The deprecated ``/api/generate-video/status`` endpoint, for old run ids."""
@@ -318,7 +342,7 @@ class NanoGPTHook(BaseHook):
         raises NanoGPTRateLimitError.
         """
         request = recover_request(model, limit, conversation_uuid)
-        policy = self._policy(max_rate_limit_sleep)
+        policy = self._policy(self.settings(), max_rate_limit_sleep)
         return parse_recovered_runs(self._request(request, policy))
 
     def test_connection(self) -> tuple[bool, str]:
@@ -350,7 +374,7 @@ class NanoGPTHook(BaseHook):
         request = submit_request(payload)
         settings = self.settings()
         timeout = max(SUBMIT_TIMEOUT_FLOOR, settings.request_timeout)
-        policy = self._policy(max_rate_limit_sleep)
+        policy = self._policy(settings, max_rate_limit_sleep)
         if max_rate_limit_sleep is not None:
             policy = replace(policy, retry_rate_limit_without_retry_after=False)
         kwargs = tenacity_kwargs(policy, is_retryable_submit, self.log, request.action)
@@ -365,62 +389,71 @@ class NanoGPTHook(BaseHook):
         """Stream the video at ``url`` to a local path, ``file://`` URI or ObjectStoragePath.
 
         Constant memory; the byte count is checked against Content-Length; the file appears at
-        ``destination`` only when complete. The API key is never sent to the video URL's host.
+        ``destination`` only when complete. Refused at once, without retries: a URL that is not
+        http(s) or not on the connection's ``allowed_video_hosts``, a video larger than
+        ``max_video_bytes``, a destination outside ``output_base_dir``. The API key is never sent
+        to the video's host.
         """
         from tenacity import Retrying
 
-        target = resolve_destination(destination)
+        from airflow_provider_nanogpt.hooks.download import check_video_url, fetch_video
+        from airflow_provider_nanogpt.storage import (
+            check_destination,
+            describe,
+            remove_stale_parts,
+        )
+
         settings = self.settings()
+        target = check_destination(destination, settings.output_base_dir)
+        check_video_url(url, settings.allowed_video_hosts)
+        remove_stale_parts(target)
         policy = self.retry_policy(settings)
 
         def retryable(exc: BaseException, policy: RetryPolicy) -> bool:
             return isinstance(exc, NanoGPTDownloadError) or is_retryable_read(exc, policy)
 
-        kwargs = tenacity_kwargs(policy, retryable, self.log, "download the video")
+        # download_timeout bounds the whole download, retries included.
+        deadline = time.time() + settings.download_timeout
+        kwargs = tenacity_kwargs(policy, retryable, self.log, "download the video", deadline)
         for attempt in Retrying(**kwargs):
             with attempt:
-                size = self._download_once(url, target, settings)
+                size = fetch_video(self._session, url, target, settings, deadline)
                 self.log.info("Saved the video to %s (%d bytes).", describe(target), size)
                 return DownloadResult(path=describe(target), size_bytes=size)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    def _download_once(self, url: str, target: Any, settings: ClientSettings) -> int:
-        import requests
-        from urllib3.exceptions import HTTPError
 
-        action = f"download the video from {redact_url(url)}"
-        try:
-            with self._session.get(
-                url,
-                stream=True,
-                # A video is already compressed; asking for identity spares a decode pass.
-                headers={"User-Agent": settings.user_agent, "Accept-Encoding": "identity"},
-                timeout=(CONNECT_TIMEOUT, settings.request_timeout),
-            ) as response:
-                if response.status_code >= 400:
-                    raise error_from_response(
-                        response.status_code, response.text, response.headers, action=action
-                    )
-                expected = response.headers.get("Content-Length")
-                written = 0
-                with atomic_writer(target) as handle:
-                    for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
-                        handle.write(chunk)
-                        written += len(chunk)
-                    if expected is not None and expected.isdigit() and written != int(expected):
-                        raise NanoGPTDownloadError(
-                            f"Could not {action}: got {written} of {expected} bytes"
-                        )
-                return written
-        except (requests.exceptions.RequestException, HTTPError) as exc:
-            raise NanoGPTDownloadError(f"Could not {action}: {type(exc).__name__}") from None
+def _budget(
+    limit: float, deadline: float | None, request: ApiRequest, settings: ClientSettings
+) -> float:
+    """Seconds this exchange may take: its own limit, or less when a deadline comes sooner."""
+    if deadline is None:
+        return limit
+    remaining = deadline - time.time()
+    if remaining <= 0:
+        raise NanoGPTConnectionError(
+            f"Could not {request.action} at {settings.base_url}: the deadline has passed",
+            request_sent=False,
+        )
+    return min(limit, remaining)
 
 
-def redact_url(url: str | None) -> str:
-    """A URL without its query string: signed storage URLs carry credentials there."""
-    if not url:
-        return ""
-    return url.split("?", 1)[0]
+def _too_slow(
+    request: ApiRequest, settings: ClientSettings, budget: float
+) -> NanoGPTConnectionError:
+    return NanoGPTConnectionError(
+        f"Could not {request.action} at {settings.base_url}: no complete answer within "
+        f"{budget:.3g} s",
+        request_sent=True,
+    )
+
+
+def _too_large(request: ApiRequest, status_code: int) -> NanoGPTResponseError:
+    return NanoGPTResponseError(
+        f"Could not {request.action}: NanoGPT's answer is larger than "
+        f"{MAX_API_BODY_BYTES // (1024 * 1024)} MiB; it was not read",
+        status_code=status_code,
+    )
 
 
 def _missing_connection(conn_id: str, exc: Exception) -> NanoGPTConfigurationError:
@@ -429,29 +462,6 @@ def _missing_connection(conn_id: str, exc: Exception) -> NanoGPTConfigurationErr
         f"NanoGPT connection {conn_id!r} is not available ({type(exc).__name__}). Create it in "
         f"Admin → Connections (type 'nanogpt', API key as password) or set {env_name}."
     )
-
-
-def _extra(extras: Mapping[str, Any], name: str) -> Any:
-    value = extras.get(name)
-    if value in (None, ""):
-        value = extras.get(f"extra__nanogpt__{name}")
-    return None if value in (None, "") else value
-
-
-def _mask(secret: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - older task SDKs
-        return
-    mask_secret(secret)
-
-
-def _airflow_version() -> str:
-    try:
-        from airflow import __version__ as airflow_version
-    except ImportError:  # pragma: no cover
-        return "unknown"
-    return str(airflow_version)
 
 
 def _requests_transport_error(exc: Exception, action: str, base_url: str) -> NanoGPTConnectionError:

@@ -34,9 +34,10 @@ RATE_LIMIT_BACKOFF_MAX_SECONDS = 300.0
 class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     """Generate a video with NanoGPT.
 
-    Validates the request (no network), submits it once, pushes the run id to XCom at once, then
-    waits: in the triggerer by default (``deferrable=True``, no worker slot held), or on the worker
-    with ``deferrable=False``. Retries and clears never pay twice for one video: see
+    Validates the request (the documented model rules, and ``extra_params`` keys against
+    NanoGPT's model catalog), submits it once, pushes the run id to XCom at once, then waits: in
+    the triggerer by default (``deferrable=True``, no worker slot held), or on the worker with
+    ``deferrable=False``. Retries and clears never pay twice for one video: see
     ``airflow_provider_nanogpt.submission`` and docs/retries-and-clears.md.
 
     :param prompt: Text prompt. Required for text-to-video models.
@@ -46,10 +47,20 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     :param resolution: e.g. ``"720p"``.
     :param negative_prompt: What to avoid.
     :param seed: Best-effort seed.
-    :param image_url: Public http(s) image for image-to-video.
-    :param image_path: Local path, ``file://`` or ObjectStoragePath URI of an image (max 4 MB),
-        sent inline as ``imageDataUrl``.
+    :param image_url: Public http(s) image for image-to-video, sent as ``imageUrl``.
+    :param image_path: Local path, ``file://`` or ObjectStoragePath URI of a PNG, JPEG, GIF or
+        WebP image, sent inline as ``imageDataUrl`` (at most 4,000,000 characters once encoded,
+        a file of about 3 MB). Exclusive with ``image_url``.
+    :param video_url: Public http(s) source video for extend, edit, upscale and lipsync models,
+        sent as ``videoUrl`` (the way to pass a video over the inline limit).
+    :param video_path: Like ``image_path``, for an MP4, MOV or WebM source video, sent inline as
+        ``videoDataUrl``. Exclusive with ``video_url``.
+    :param audio_url: Public http(s) audio for lipsync and avatar models, sent as ``audioUrl``.
+    :param audio_path: Like ``image_path``, for MP3, WAV, M4A or OGG audio, sent inline as
+        ``audioDataUrl``. Exclusive with ``audio_url``.
     :param extra_params: Model-specific fields passed through as given (cfg_scale, num_frames, …).
+        With ``validate``, their keys are checked against the model's catalog entry at execute
+        time: a misspelling of a supported key fails, any other unknown key is logged.
     :param nanogpt_conn_id: The ``nanogpt`` connection.
     :param wait_for_completion: False returns the run id right after submitting.
     :param deferrable: Wait in the triggerer (default) instead of on the worker.
@@ -57,7 +68,8 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     :param timeout: Seconds from submission until the video must be ready; also the longest
         time spent waiting out rate limits before submitting.
     :param output_path: Where to save the video (path, ``file://``, ``s3://``, … templated).
-    :param validate: Check the request against the documented model rules before sending.
+    :param validate: Check the request against the documented model rules, and
+        ``extra_params`` against NanoGPT's catalog, before sending.
     :param min_balance_usd: Fail before submitting when the account balance is below this.
     :param max_cost_usd: Fail before submitting when the estimated cost is above this (fails
         closed when the catalog pricing gives no estimate).
@@ -92,6 +104,10 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         seed: int | str | None = None,
         image_url: str | None = None,
         image_path: Any = None,
+        video_url: str | None = None,
+        video_path: Any = None,
+        audio_url: str | None = None,
+        audio_path: Any = None,
         extra_params: Mapping[str, Any] | None = None,
         nanogpt_conn_id: str = "nanogpt_default",
         wait_for_completion: bool = True,
@@ -139,11 +155,21 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             raise NanoGPTValidationError(f"{name}={value!r} is not a number") from None
 
     def build_payload(self) -> dict[str, Any]:
-        """The validated request body. Reads ``image_path``; makes no call to NanoGPT."""
+        """The validated request body. Reads the ``*_path`` files; never submits.
+
+        With ``validate``, ``extra_params`` keys are checked against NanoGPT's catalog: one
+        ``GET /api/v1/video-models``, here on the worker (never at DAG parse), only when there
+        are ``extra_params``.
+        """
         from airflow_provider_nanogpt.request import VideoRequest
 
         request = VideoRequest(**{name: getattr(self, name) for name in REQUEST_FIELDS})
-        return request.payload(validate=self.validate)
+        payload = request.payload(validate=self.validate)
+        if self.validate:
+            from airflow_provider_nanogpt.validation import check_catalog_parameters
+
+            check_catalog_parameters(self.hook, request.model, request.extra_fields(), self.log)
+        return payload
 
     # --- execution ---------------------------------------------------------------------------
 
@@ -177,6 +203,11 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         from airflow_provider_nanogpt.submission import LookUpLater, RunRecords, find_or_submit
 
         payload = self.build_payload()
+        if self.output_path:
+            from airflow_provider_nanogpt.storage import check_destination
+
+            # Before paying: a video that cannot be saved must not be bought.
+            check_destination(self.output_path, self.hook.settings().output_base_dir)
         records = RunRecords(context.get("task_state_store"))
         attempt = self._attempt(context, started_at)
         resume = {
@@ -305,21 +336,33 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         ti.xcom_push(key="submission", value=submission.to_xcom())
         if reattached:
             return
+        currency = submission.currency
         self.log.info(
             "Submitted NanoGPT video %s (model %s): pre-charged %s from %s, remaining balance %s.",
             submission.run_id,
             submission.model or self.model,
-            format_money(submission.cost),
+            format_money(submission.cost, currency),
             submission.payment_source or "the account",
-            format_money(submission.remaining_balance),
+            format_money(submission.remaining_balance, currency),
         )
         max_cost = self._limit("max_cost_usd")
-        if max_cost is not None and submission.cost is not None and submission.cost > max_cost:
+        if max_cost is None or submission.cost is None:
+            return
+        if currency != "USD":
+            # Only like is compared with like: a charge in XNO says nothing about a USD cap.
+            self.log.warning(
+                "NanoGPT charged %s for %s; max_cost_usd=%s was checked against the USD estimate "
+                "only.",
+                format_money(submission.cost, currency),
+                submission.run_id,
+                format_money(max_cost, "USD"),
+            )
+        elif submission.cost > max_cost:
             self.log.warning(
                 "NanoGPT pre-charged %s for %s, above max_cost_usd=%s (the estimate was lower).",
-                format_money(submission.cost),
+                format_money(submission.cost, currency),
                 submission.run_id,
-                format_money(max_cost),
+                format_money(max_cost, "USD"),
             )
 
     def on_delivered(self, context: Context) -> None:

@@ -134,8 +134,13 @@ def _validate_media(state: SimState, payload: dict[str, Any]) -> bool:
     attachment = payload.get("imageAttachmentId")
     if isinstance(attachment, str) and attachment:
         has_image = True
-    if payload.get("videoDataUrl") is not None:
-        _check_data_url(state, "videoDataUrl", payload["videoDataUrl"], "video")
+    # Source video and audio (extend, lipsync, avatar): the same data-URL and URL rules.
+    for media in ("video", "audio"):
+        data_field, url_field = f"{media}DataUrl", f"{media}Url"
+        if payload.get(data_field) is not None:
+            _check_data_url(state, data_field, payload[data_field], media)
+        if payload.get(url_field) is not None:
+            _check_url(url_field, payload[url_field])
     return has_image
 
 

@@ -42,6 +42,9 @@ class ModelSpec:
     pricing: dict[str, Any]
     text_to_video: bool = True
     image_to_video: bool = False
+    # Extends a source video (videoUrl / videoDataUrl) as a prompt says. A submit without them
+    # is not refused: the simulator is lenient here, as with unknown resolutions.
+    video_input: bool = False
     audio_generation: bool = False
     durations: tuple[str, ...] = ("5", "10")
     duration_field: str = "duration"
@@ -57,7 +60,7 @@ class ModelSpec:
     def supported_parameters(self) -> dict[str, Any]:
         """The ``supported_parameters`` object of the detailed catalog entry."""
         params: dict[str, Any] = {
-            "prompt": {"type": "string", "required": self.text_to_video},
+            "prompt": {"type": "string", "required": self.text_to_video or self.video_input},
         }
         if self.durations:
             params[self.duration_field] = {
@@ -84,6 +87,9 @@ class ModelSpec:
                 "max_bytes": 4 * 1024 * 1024,
             }
             params["imageUrl"] = {"type": "string", "required": self.image_only}
+        if self.video_input:
+            params["videoDataUrl"] = {"type": "string", "max_bytes": 4 * 1024 * 1024}
+            params["videoUrl"] = {"type": "string"}
         params["negative_prompt"] = {"type": "string"}
         params["seed"] = {"type": "integer"}
         params.update(self.extra_parameters)
@@ -248,6 +254,20 @@ _MODELS: tuple[ModelSpec, ...] = (
         extra_parameters={"prompt_optimizer": {"type": "boolean", "default": True}},
     ),
     ModelSpec(
+        id="wan-wavespeed-25-extend",
+        name="Wan 2.5 Extend",
+        owned_by="alibaba",
+        created=1758000000,
+        description="Wan 2.5: extends a source video (at most 120 s) guided by a prompt.",
+        pricing={"per_duration": {"5": 0.25, "8": 0.4}},
+        text_to_video=False,
+        video_input=True,
+        durations=("5", "8"),
+        resolutions=("480p", "720p"),
+        aspect_ratios=(),
+        extra_parameters={"video": {"type": "string"}},
+    ),
+    ModelSpec(
         id="midjourney-video",
         name="Midjourney Video",
         owned_by="midjourney",
@@ -356,9 +376,11 @@ def model_entry(spec: ModelSpec, detailed: bool) -> dict[str, Any]:
             "created": spec.created,
             "owned_by": spec.owned_by,
         }
-    input_modalities = ["text"] if spec.text_to_video else []
+    input_modalities = ["text"] if spec.text_to_video or spec.video_input else []
     if spec.image_to_video:
         input_modalities.append("image")
+    if spec.video_input:
+        input_modalities.append("video")
     output_modalities = ["video", "audio"] if spec.audio_generation else ["video"]
     return {
         "id": spec.id,
@@ -379,6 +401,7 @@ def model_entry(spec: ModelSpec, detailed: bool) -> dict[str, Any]:
             "text_to_video": spec.text_to_video,
             "image_to_video": spec.image_to_video,
             "audio_generation": spec.audio_generation,
+            "video_to_video": spec.video_input,
         },
         "supported_parameters": spec.supported_parameters(),
     }

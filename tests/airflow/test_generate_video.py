@@ -43,6 +43,7 @@ def test_deferrable_generation_defers_and_delivers(sim: NanoGPTSimulator, tmp_pa
         "status": "success",
         "video_url": result["video_url"],
         "cost": result["cost"],
+        "currency": "USD",
         "output_path": str(out),
     }
     assert run_id in result["video_url"]
@@ -69,7 +70,15 @@ def test_sync_mode_gives_the_same_result(sim: NanoGPTSimulator, tmp_path: Path) 
     )
     assert outcome.state == "success"
     result = _result(outcome)
-    assert set(result) == {"run_id", "model", "status", "video_url", "cost", "output_path"}
+    assert set(result) == {
+        "run_id",
+        "model",
+        "status",
+        "video_url",
+        "cost",
+        "currency",
+        "output_path",
+    }
     assert result["status"] == "success" and (tmp_path / "v.mp4").exists()
     run_id = result["run_id"]
     assert not [t for t in stored_triggers("VideoStatusTrigger") if t["run_id"] == run_id]

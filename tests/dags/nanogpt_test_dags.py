@@ -96,3 +96,10 @@ with DAG(
     GenerateVideoOperator.partial(
         task_id="generate", model="kling-video-v2", poll_interval=0.2
     ).expand(prompt=[f"batch video {i}" for i in range(200)])
+
+# Source media from dag_run.conf too; the retry is there to show invalid input never uses it.
+MEDIA = {
+    name: f"{{{{ dag_run.conf.get('{name}') }}}}"
+    for name in ("video_url", "video_path", "audio_url", "audio_path")
+}
+media = _generate_dag("nanogpt_media", retries=1, retry_delay=timedelta(seconds=0), **MEDIA)

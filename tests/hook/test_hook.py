@@ -492,3 +492,26 @@ async def test_more_concurrent_polls_than_connections_are_each_sent_once(
     # Each poll reached NanoGPT exactly once: none timed out waiting for a connection and retried.
     requests = nanogpt_connection.state()["requests"]
     assert sum(n for key, n in requests.items() if "status" in key) == polls
+
+
+def test_lock_down_extras_are_read_and_checked(
+    simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NANOGPT_DEFAULT",
+        connection_json(
+            simulator.url,
+            allowed_video_hosts="Storage.Example.com, *.cdn.example.com",
+            max_video_bytes=1000,
+            download_timeout=5,
+            output_base_dir="/data/videos",
+        ),
+    )
+    settings = NanoGPTHook().settings()
+    assert settings.allowed_video_hosts == ("storage.example.com", "*.cdn.example.com")
+    assert (settings.max_video_bytes, settings.download_timeout) == (1000, 5.0)
+    assert settings.output_base_dir == "/data/videos"
+    for bad in ({"max_video_bytes": "NaN"}, {"download_timeout": -1}, {"allowed_video_hosts": 7}):
+        monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(simulator.url, **bad))
+        with pytest.raises(NanoGPTConfigurationError, match=next(iter(bad))):
+            NanoGPTHook().settings()

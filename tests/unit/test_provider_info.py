@@ -35,7 +35,14 @@ def test_connection_form_validates_against_declarative_schema() -> None:
     assert behaviour["relabeling"]["password"] == "API Key"
     assert set(behaviour["hidden-fields"]) >= {"login", "schema", "port"}
     assert behaviour["placeholders"]["host"] == "https://nano-gpt.com"
-    assert set(nanogpt["conn-fields"]) == {"request_timeout", "max_retries"}
+    assert set(nanogpt["conn-fields"]) == {
+        "request_timeout",
+        "max_retries",
+        "allowed_video_hosts",
+        "max_video_bytes",
+        "download_timeout",
+        "output_base_dir",
+    }
 
 
 def test_package_name_matches_distribution_and_entry_point() -> None:

@@ -9,6 +9,7 @@ from airflow_provider_nanogpt.api.status import (
     normalize_status,
     parse_state,
 )
+from airflow_provider_nanogpt.exceptions import NanoGPTResponseError
 
 NESTED_COMPLETED = {
     "requestId": "vid_1",
@@ -114,6 +115,35 @@ def test_progress_inside_nested_data_and_string_numbers() -> None:
     assert (status.progress, status.eta_seconds) == (10.0, 5.5)
 
 
-def test_garbage_is_unknown_not_a_crash() -> None:
-    assert normalize_status(["not", "a", "dict"]).state is VideoState.UNKNOWN
-    assert normalize_status({"data": "nope", "status": 7}).state is VideoState.UNKNOWN
+@pytest.mark.parametrize("body", [["not", "a", "dict"], None, 7, "COMPLETED"])
+def test_an_answer_that_is_not_an_object_is_an_error_not_a_state(body: object) -> None:
+    with pytest.raises(NanoGPTResponseError, match="not a JSON object"):
+        normalize_status(body, "vid_1")
+
+
+def test_garbage_fields_are_an_unrecognised_state() -> None:
+    status = normalize_status({"data": "nope", "status": 7})
+    assert status.state is VideoState.UNKNOWN and not status.is_recognised
+    assert normalize_status({"status": "unknown"}).is_recognised  # documented: keep polling
+    assert not normalize_status({"status": "teleporting"}).is_recognised
+
+
+def test_an_answer_about_another_run_is_rejected() -> None:
+    with pytest.raises(NanoGPTResponseError, match="names another run"):
+        normalize_status({**NESTED_COMPLETED, "requestId": "vid_other"}, "vid_1")
+    assert normalize_status(NESTED_COMPLETED, "vid_1").is_deliverable
+
+
+@pytest.mark.parametrize("bad", ["NaN", float("nan"), float("inf"), "-Infinity", -3, "-1"])
+def test_numbers_that_are_not_finite_and_non_negative_are_absent(bad: object) -> None:
+    status = normalize_status(
+        {"status": "processing", "progress": bad, "estimatedTimeRemaining": bad, "cost": bad}
+    )
+    assert (status.progress, status.eta_seconds, status.cost) == (None, None, None)
+
+
+def test_flat_shape_content_policy_failure_is_recognised_without_a_flag() -> None:
+    flat = {"requestId": "vid_1", "status": "failed", "error": "Content policy violation"}
+    assert normalize_status(flat, "vid_1").is_nsfw
+    other = {"requestId": "vid_1", "status": "failed", "error": "Upstream provider error"}
+    assert not normalize_status(other, "vid_1").is_nsfw

@@ -14,7 +14,7 @@ from airflow_provider_nanogpt.api.status import VideoState, VideoStatus
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger, next_poll_delay
-from tests.conftest import CANARY_KEY, FAST_RETRIES
+from tests.conftest import CANARY_KEY, FAST_RETRIES, connection_json
 
 KLING = {"model": "kling-video-v2", "prompt": "a glass of water on a table"}
 
@@ -98,8 +98,11 @@ async def test_transient_status_faults_are_tolerated(
 async def test_network_level_faults_are_tolerated(
     nanogpt_connection: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    monkeypatch.setattr("airflow_provider_nanogpt.hooks.nanogpt.DEFAULT_REQUEST_TIMEOUT", 0.5)
     run_id = submit()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NANOGPT_DEFAULT",
+        connection_json(nanogpt_connection.url, request_timeout=0.5),
+    )
     nanogpt_connection.add_fault(endpoint="status", kind=kind, count=4, delay=100)
     event = await first_event(trigger_for(run_id))
     assert event["status"] == "success"

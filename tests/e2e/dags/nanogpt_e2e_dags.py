@@ -29,11 +29,11 @@ REQUEST: dict[str, Any] = {
 class CrashAfterSubmitOperator(GenerateVideoOperator):
     """Dies like a lost worker on try 1: after the paid submit, before XCom and the defer."""
 
-    def _publish(self, context: Any, submission: Any) -> None:
+    def _publish(self, context: Any, submission: Any, reattached: bool) -> None:
         if context["ti"].try_number == 1:
             # No exception handling, no state report, no cleanup: the process just vanishes.
             os._exit(1)
-        super()._publish(context, submission)
+        super()._publish(context, submission, reattached)
 
 
 def _dag(dag_id: str, retries: int = 0) -> DAG:
@@ -57,11 +57,15 @@ with _dag("nanogpt_e2e_worker_crash", retries=1) as worker_crash:
     CrashAfterSubmitOperator(task_id="generate", **REQUEST)
 
 # 100 mapped videos for the fault soak: each prompt carries the soak tag and a short render.
+# A submit that fails after it left (a 503, a reset) is never re-sent in the same try, so the
+# tasks need retries; the short settle time is safe here because the simulator lists every job
+# at once.
 SOAK_TAG = "e2e-soak"
-with _dag("nanogpt_e2e_fault_soak", retries=0) as fault_soak:
+with _dag("nanogpt_e2e_fault_soak", retries=4) as fault_soak:
     GenerateVideoOperator.partial(
         task_id="generate",
         model="kling-video-v2",
         poll_interval=1.0,
         timeout=300.0,
+        settle_seconds=5.0,
     ).expand(prompt=[f"{SOAK_TAG} video {i} [sim:queue=0][sim:render=2]" for i in range(100)])

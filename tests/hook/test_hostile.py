@@ -1,0 +1,381 @@
+"""The hook and the trigger against servers that misbehave: redirects, echoed keys, drips, floods.
+
+Each test scripts a small hostile HTTP server on loopback (``tests/hostile.py``) standing in for
+NanoGPT or for a video host, and asserts what leaves the process, what it accepts, and that every
+wait ends by its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import resource
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_nanogpt.exceptions import (
+    NanoGPTConnectionError,
+    NanoGPTContentPolicyError,
+    NanoGPTDownloadError,
+    NanoGPTInvalidRequestError,
+    NanoGPTRedirectError,
+    NanoGPTResponseError,
+    NanoGPTServerError,
+    NanoGPTValidationError,
+    NanoGPTVideoRefusedError,
+)
+from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger
+from tests.conftest import CANARY_KEY, FAST_RETRIES, connection_json
+from tests.hostile import HostileServer, Reply, Seen
+
+STATUS = "/api/video/status"
+RUNNING = {"requestId": "vid_1", "status": "processing", "progress": 10}
+
+
+@pytest.fixture
+def server() -> Iterator[HostileServer]:
+    with HostileServer() as server:
+        yield server
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[HostileServer]:
+    """Another host, which must never see the key."""
+    with HostileServer() as server:
+        server.route("GET", "/steal", Reply(200, RUNNING))
+        server.route("POST", "/steal", Reply(200, {"usd_balance": "1"}))
+        yield server
+
+
+def use(server: HostileServer, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> NanoGPTHook:
+    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(server.url, **extra))
+    return NanoGPTHook(retry_policy=FAST_RETRIES)
+
+
+async def first_event(trigger: VideoStatusTrigger) -> dict[str, Any]:
+    events = [event.payload async for event in trigger.run()]
+    assert len(events) == 1
+    return events[0]
+
+
+# 1. The key follows no redirect ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+def test_api_redirects_are_errors_and_the_key_stays_home(
+    server: HostileServer,
+    elsewhere: HostileServer,
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
+) -> None:
+    target = f"{elsewhere.url}/steal?token=abc"
+    server.route("GET", STATUS, Reply(code, b"", {"Location": target}))
+    server.route("POST", "/api/check-balance", Reply(code, b"", {"Location": target}))
+    hook = use(server, monkeypatch)
+    with pytest.raises(NanoGPTRedirectError) as status_error:
+        hook.get_video_status("vid_1")
+    with pytest.raises(NanoGPTRedirectError):
+        hook.get_balance()
+    message = str(status_error.value)
+    assert f"{elsewhere.url}/steal" in message and "token=abc" not in message
+    assert elsewhere.seen == []  # neither the key nor a request body went there
+    assert len(server.requests_to(STATUS)) == 1  # permanent: not retried
+
+
+async def test_the_trigger_follows_no_redirect_either(
+    server: HostileServer, elsewhere: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.route("GET", STATUS, Reply(302, b"", {"Location": f"{elsewhere.url}/steal"}))
+    use(server, monkeypatch)
+    event = await first_event(VideoStatusTrigger("vid_1", end_time=time.time() + 10))
+    assert event["status"] == "error" and "redirect" in event["message"]
+    assert elsewhere.seen == []
+
+
+# 2. Answers that echo the key ------------------------------------------------------------------
+
+
+def test_an_echoed_key_never_reaches_a_message(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    echo = {"error": {"message": f"key {CANARY_KEY} is not valid here", "type": CANARY_KEY}}
+    server.route("POST", "/api/generate-video", Reply(400, echo, {"X-Request-ID": CANARY_KEY}))
+    server.route("GET", STATUS, Reply(200, {**RUNNING, "details": f"hello {CANARY_KEY}"}))
+    hook = use(server, monkeypatch)
+    with pytest.raises(NanoGPTInvalidRequestError) as info:
+        hook.submit_video({"model": "m", "prompt": "p"})
+    assert "is not valid here" in str(info.value)
+    status = hook.get_video_status("vid_1")
+    texts = [str(info.value), repr(info.value), info.value.request_id, repr(status)]
+    assert all(CANARY_KEY not in str(text) for text in texts)
+
+
+# 3. Where videos come from ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://host/v.mp4", "gopher://x/1"])
+def test_non_http_video_urls_are_refused_at_once(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(NanoGPTVideoRefusedError, match="only http"):
+        use(server, monkeypatch).download_video(url, tmp_path / "v.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_redirect_to_another_scheme_or_a_foreign_host_is_refused(
+    server: HostileServer, elsewhere: HostileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server.route("GET", "/v/file", Reply(302, b"", {"Location": "file:///etc/passwd"}))
+    server.route("GET", "/v/away", Reply(302, b"", {"Location": f"{elsewhere.url}/steal"}))
+    hook = use(server, monkeypatch, allowed_video_hosts=["127.0.0.1"])
+    with pytest.raises(NanoGPTVideoRefusedError):
+        hook.download_video(f"{server.url}/v/file", tmp_path / "a.mp4")
+    hook = use(server, monkeypatch, allowed_video_hosts="cdn.nano-gpt.com, *.example.com")
+    with pytest.raises(NanoGPTVideoRefusedError, match="allowed_video_hosts"):
+        hook.download_video(f"{server.url}/v/away", tmp_path / "b.mp4")
+    assert len(server.requests_to("/v/file")) == 1 and server.requests_to("/v/away") == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_allowed_hosts_let_listed_hosts_and_their_redirects_through(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server.route("GET", "/v/start", Reply(302, b"", {"Location": "/v/final.mp4"}))
+    server.route("GET", "/v/final.mp4", Reply(200, b"\x00" * 1000, {"Content-Type": "video/mp4"}))
+    hook = use(server, monkeypatch, allowed_video_hosts=["127.0.0.1"])
+    assert hook.download_video(f"{server.url}/v/start", tmp_path / "v.mp4").size_bytes == 1000
+    assert all("x-api-key" not in seen.headers for seen in server.seen)
+
+
+# 5 and 6. Every wait ends by its deadline ------------------------------------------------------
+
+
+@pytest.mark.parametrize("eta", ["NaN", "Infinity", -5, "-inf"])
+async def test_a_nonsense_eta_never_stops_the_deadline(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, eta: object
+) -> None:
+    server.route("GET", STATUS, Reply(200, {**RUNNING, "estimatedTimeRemaining": eta}))
+    use(server, monkeypatch)
+    started = time.time()
+    trigger = VideoStatusTrigger("vid_1", poll_interval=0.1, end_time=started + 1.0)
+    event = await asyncio.wait_for(first_event(trigger), timeout=10)
+    assert event["status"] == "timeout"
+    assert time.time() - started < 3
+
+
+def _drip(seen: Seen) -> Reply:
+    # A byte every 0.3 s: each read is quick, so only a limit on the whole exchange ends it.
+    return Reply(200, chunks=[json.dumps(RUNNING).encode()], drip=0.3)
+
+
+def test_a_drip_fed_answer_ends_at_the_request_timeout(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.route("GET", STATUS, _drip)
+    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(server.url))
+    hook = NanoGPTHook(request_timeout=1.0, max_retries=0)
+    started = time.monotonic()
+    with pytest.raises(NanoGPTConnectionError, match="no complete answer within 1 s"):
+        hook.get_video_status("vid_1")
+    assert time.monotonic() - started < 3
+
+
+async def test_a_drip_fed_answer_ends_the_trigger_at_its_end_time(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.route("GET", STATUS, _drip)
+    use(server, monkeypatch)
+    started = time.time()
+    trigger = VideoStatusTrigger("vid_1", poll_interval=0.1, end_time=started + 2.0)
+    event = await asyncio.wait_for(first_event(trigger), timeout=15)
+    assert event["status"] == "timeout"
+    assert time.time() - started < 4
+
+
+async def test_retry_after_sleeps_never_run_past_the_triggers_end_time(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.route("GET", STATUS, Reply(503, {"error": "busy"}, {"Retry-After": "20"}))
+    use(server, monkeypatch)
+    started = time.time()
+    trigger = VideoStatusTrigger("vid_1", poll_interval=0.1, end_time=started + 3.0)
+    event = await asyncio.wait_for(first_event(trigger), timeout=30)
+    assert event["status"] in ("timeout", "error")
+    assert time.time() - started < 5  # not 20 s: no sleep crosses the deadline
+
+
+def test_a_drip_fed_video_ends_at_the_download_timeout(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server.route("GET", "/v.mp4", Reply(200, chunks=[b"\x00" * 100], drip=0.5))
+    hook = use(server, monkeypatch, download_timeout=1, max_retries=0)
+    started = time.monotonic()
+    with pytest.raises(NanoGPTDownloadError, match="download_timeout"):
+        hook.download_video(f"{server.url}/v.mp4", tmp_path / "v.mp4")
+    assert time.monotonic() - started < 4
+    assert list(tmp_path.iterdir()) == []
+
+
+# 7. Answers that are not a status --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ([1, 2, 3], "a list of 3 items"),
+        (None, "null"),
+        (42, "int 42"),
+        ({"requestId": "vid_1", "status": "teleporting"}, "teleporting"),
+        (
+            {"requestId": "vid_other", "status": "completed", "videoUrl": "http://x/v.mp4"},
+            "vid_other",
+        ),
+    ],
+)
+async def test_unreadable_answers_end_the_wait_with_what_was_received(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, body: object, named: str
+) -> None:
+    server.route("GET", STATUS, Reply(200, json.dumps(body)))
+    use(server, monkeypatch)
+    trigger = VideoStatusTrigger("vid_1", poll_interval=0.01, end_time=time.time() + 60)
+    event = await asyncio.wait_for(first_event(trigger), timeout=30)
+    assert (event["status"], event["reason"]) == ("error", "unreadable")
+    assert named in event["message"]
+    assert len(server.requests_to(STATUS)) <= 12  # bounded, long before the deadline
+
+
+# 8. Floods -------------------------------------------------------------------------------------
+
+
+def _flood(size: int) -> Iterator[bytes]:
+    chunk = b" " * (1024 * 1024)
+    yield b'{"status": "processing", "details": "'
+    for _ in range(size // len(chunk)):
+        yield chunk
+    yield b'"}'
+
+
+@pytest.mark.parametrize("announce", [True, False])
+def test_a_huge_answer_is_refused_without_buffering_it(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, announce: bool
+) -> None:
+    size = 200 * 1024 * 1024
+    server.route(
+        "GET", STATUS, Reply(200, chunks=_flood(size), content_length=size if announce else None)
+    )
+    use(server, monkeypatch)
+    hook = NanoGPTHook(max_retries=0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(NanoGPTResponseError, match="larger than 4 MiB"):
+        hook.get_video_status("vid_1")
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 64 * 1024
+
+
+async def test_a_huge_answer_is_refused_in_the_triggerer_too(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.route("GET", STATUS, Reply(200, chunks=_flood(50 * 1024 * 1024)))
+    use(server, monkeypatch)
+    hook = NanoGPTHook(max_retries=0)
+    try:
+        with pytest.raises(NanoGPTResponseError, match="larger than 4 MiB"):
+            await hook.aget_video_status("vid_1")
+    finally:
+        await hook.aclose()
+
+
+# 9. Videos too large, and leftovers ------------------------------------------------------------
+
+
+def test_a_video_announcing_more_than_the_limit_is_refused_unread(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server.route("GET", "/v.mp4", Reply(200, chunks=[b""], content_length=10 * 1024**3))
+    hook = use(server, monkeypatch)
+    with pytest.raises(NanoGPTVideoRefusedError, match="max_video_bytes"):
+        hook.download_video(f"{server.url}/v.mp4", tmp_path / "v.mp4")
+    assert len(server.requests_to("/v.mp4")) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_video_streaming_past_the_limit_is_cut_off(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    endless = itertools.repeat(b"\x00" * 65536, 10_000)  # 640 MiB, no Content-Length
+    server.route("GET", "/v.mp4", Reply(200, chunks=endless))
+    hook = use(server, monkeypatch, max_video_bytes=1024 * 1024)
+    with pytest.raises(NanoGPTVideoRefusedError, match="more than 1,048,576 bytes"):
+        hook.download_video(f"{server.url}/v.mp4", tmp_path / "v.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_downloads_leftover_is_removed(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    leftover = tmp_path / ".v.mp4.0123abcd.part"
+    leftover.write_bytes(b"half a video")
+    server.route("GET", "/v.mp4", Reply(200, b"\x00" * 2048))
+    use(server, monkeypatch).download_video(f"{server.url}/v.mp4", tmp_path / "v.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+
+
+# 4. Destinations checked before paying ---------------------------------------------------------
+
+
+@pytest.mark.usefixtures("memory_storage")
+def test_destinations_that_cannot_take_a_video(tmp_path: Path) -> None:
+    from airflow_provider_nanogpt.storage import check_destination
+
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-dir").mkdir()
+    with pytest.raises(NanoGPTValidationError, match="is a directory"):
+        check_destination(tmp_path / "a-dir")
+    with pytest.raises(NanoGPTValidationError, match="cannot be written"):
+        check_destination(tmp_path / "a-file" / "v.mp4")
+    with pytest.raises(NanoGPTValidationError, match="does not exist"):
+        check_destination("memory://no-such-bucket/videos/v.mp4")
+    base = tmp_path / "base"
+    with pytest.raises(NanoGPTValidationError, match="outside the connection's output_base_dir"):
+        check_destination(str(base / "videos" / ".." / ".." / "x.mp4"), str(base))
+    assert check_destination(str(base / "videos" / "x.mp4"), str(base)) == base / "videos" / "x.mp4"
+
+
+# 12. Retry-After on any retryable answer -------------------------------------------------------
+
+
+def test_retry_after_on_a_503_is_honoured(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = iter([Reply(503, {"error": "busy"}, {"Retry-After": "1"}), Reply(200, RUNNING)])
+    server.route("GET", STATUS, lambda seen: next(answers))
+    hook = use(server, monkeypatch)
+    started = time.monotonic()
+    assert hook.get_video_status("vid_1").progress == 10
+    assert time.monotonic() - started >= 0.95  # not the 0.01 s backoff: NanoGPT asked for 1 s
+
+
+def test_a_long_retry_after_on_a_503_is_not_slept(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.route("GET", STATUS, Reply(503, {"error": "maintenance"}, {"Retry-After": "86400"}))
+    with pytest.raises(NanoGPTServerError, match="retry after 86400 s"):
+        use(server, monkeypatch).get_video_status("vid_1")
+    assert len(server.requests_to(STATUS)) == 1
+
+
+# 13. Content-policy refusals in plain words ----------------------------------------------------
+
+
+def test_a_plain_string_content_policy_refusal_at_submit(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"error": "Your prompt was blocked due to safety concerns", "status": 400}
+    server.route("POST", "/api/generate-video", Reply(400, body))
+    with pytest.raises(NanoGPTContentPolicyError):
+        use(server, monkeypatch).submit_video({"model": "m", "prompt": "p"})
