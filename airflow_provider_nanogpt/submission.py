@@ -436,6 +436,13 @@ def _send(
         if proves_nothing_created(exc):
             records.forget()
             raise
+        if isinstance(exc, NanoGPTPermanentError):
+            # Uncertain, and a retry would meet the same answer (a redirect, say): a person
+            # fixes the cause, then a clear settles the send as usual.
+            raise NanoGPTSubmissionUnresolvedError(
+                f"{_uncertain(exc, record, users_tag)} Fix the cause first: retrying as it is "
+                "would fail the same way."
+            ) from exc
         raise NanoGPTSubmissionUncertainError(_uncertain(exc, record, users_tag)) from exc
     records.save(
         replace(

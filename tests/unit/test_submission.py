@@ -378,3 +378,17 @@ def test_a_listed_run_older_than_the_uncertain_send_is_not_adopted(
         decision = run(NanoGPTHook(retry_policy=FAST_RETRIES), store, try_number=2)
         assert isinstance(decision, Attached) and decision.submission.run_id == "vid_new"
         assert len(server.requests_to("/api/generate-video")) == 1
+
+
+def test_a_redirected_submission_is_uncertain_and_needs_a_person(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A 303 after a POST may even mean "created, see there": never re-sent, never retried as is.
+    with HostileServer() as server:
+        server.route("POST", "/api/generate-video", Reply(303, b"", {"Location": "/api/runs/1"}))
+        monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(server.url))
+        store = Store()
+        with pytest.raises(NanoGPTSubmissionUnresolvedError, match="redirect"):
+            run(NanoGPTHook(retry_policy=FAST_RETRIES), store)
+        assert RunRecord.from_json(store[STATE_KEY]).run_id is None  # the send stays on record
+        assert len(server.requests_to("/api/generate-video")) == 1
