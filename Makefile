@@ -1,15 +1,17 @@
 # The two commands of the README: `make demo` and `make test`. Both build .venv from scratch
-# with nothing but Python 3.11+ on the machine.
+# with nothing but Python 3.11+ on the machine (make test also installs the wheel with Python 3.12).
 PYTHON ?= python3
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
 # The lowest supported Airflow minor, tested in a virtualenv of its own.
 FLOOR_VENV ?= .venv-airflow-3.1
 FLOOR_AIRFLOW_VERSION ?= 3.1.8
+# The Python 3.12 the wheel test installs the wheel with (empty: python3.12 on PATH, or pyenv's).
+WHEEL_PYTHON ?=
 BIN := $(VENV)/bin
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: venv floor-venv demo test lint typecheck unit unit-floor bench clean
+.PHONY: venv floor-venv demo test lint typecheck unit unit-floor wheel-test dist bench clean
 
 venv: $(VENV)/.installed
 
@@ -39,6 +41,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 # Everything, on the newest supported Airflow: unit, hook, dag.test(), simulator, end to end.
+# (Tests marked `wheel` are left out unless -m names them: wheel-test runs them.)
 unit: venv
 	$(BIN)/pytest -q
 
@@ -46,10 +49,25 @@ unit: venv
 unit-floor: floor-venv
 	$(FLOOR_VENV)/bin/pytest -q -m "not e2e and not slow"
 
-test: lint typecheck unit unit-floor
+# The wheel a user installs: `python -m build` (sdist, and the wheel from it) and `twine check`,
+# the wheel's files against the package's, then the wheel in a fresh Python 3.12 virtualenv per
+# supported Airflow version: providers get, plugins, the simulator's console script, and the
+# text-to-video example through `airflow dags test`.
+wheel-test: venv
+	NANOGPT_WHEEL_AIRFLOW_VERSIONS="$(AIRFLOW_VERSION) $(FLOOR_AIRFLOW_VERSION)" \
+	NANOGPT_WHEEL_PYTHON="$(WHEEL_PYTHON)" \
+	$(BIN)/pytest -q -m wheel tests/release
+
+test: lint typecheck unit unit-floor wheel-test
+
+# The release artifacts in dist/: sdist and wheel, checked.
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 bench: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) .airflow output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) .airflow output dist build .pytest_cache .mypy_cache .ruff_cache

@@ -14,8 +14,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-nanogpt",
         "name": "NanoGPT",
-        "description": "Generate videos with NanoGPT's video API from Airflow DAGs: "
-        "a deferrable operator, a sensor, a trigger and a hook.",
+        # The distribution's summary and the README's opening words (tests/release).
+        "description": "An Apache Airflow 3 provider for NanoGPT's video generation API. "
+        "Put a prompt in a DAG and get a video file back.",
         "versions": [__version__],
         "integrations": [
             {

@@ -1,0 +1,211 @@
+"""What the release tests share: the checkout's view of the package, the interpreter and the
+Airflow versions of the wheel test, and a fresh virtualenv that sees nothing of the checkout."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = "airflow_provider_nanogpt"
+DIST_NAME = "airflow-provider-nanogpt"
+
+# The wheel test runs on the official Airflow image's default Python, not the checkout's 3.11.
+WHEEL_PYTHON_VERSION = "3.12"
+WHEEL_PYTHON_ENV = "NANOGPT_WHEEL_PYTHON"
+# Space-separated; `make wheel-test` passes the Makefile's two tested Airflow versions.
+AIRFLOW_VERSIONS_ENV = "NANOGPT_WHEEL_AIRFLOW_VERSIONS"
+# Set to keep the wheel virtualenvs after the run (they are removed otherwise; logs are kept).
+KEEP_VENVS_ENV = "NANOGPT_WHEEL_KEEP_VENVS"
+
+CACHE_DIRS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"})
+# Nothing from the checkout's environment reaches a wheel virtualenv's commands.
+_DROPPED_ENV_PREFIXES = ("AIRFLOW", "_AIRFLOW", "PYTHON", "VIRTUAL_ENV", "NANOGPT", "PYTEST")
+
+
+def package_files() -> set[str]:
+    """The package's files in the checkout, as paths relative to it: what the wheel must carry.
+
+    Git's view (tracked files plus new ones it does not ignore) is exactly what the build backend
+    takes, so caches and other ignored files are left out the same way; any non-Python file in
+    there (``py.typed``, a plugin's static files and templates) is package data to ship.
+    """
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", PACKAGE],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        ).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked sdist)
+        return {
+            path.relative_to(REPO).as_posix()
+            for path in (REPO / PACKAGE).rglob("*")
+            if path.is_file() and not CACHE_DIRS & set(path.parts) and path.suffix != ".pyc"
+        }
+    return {name for name in listed.split("\0") if name and (REPO / name).is_file()}
+
+
+def package_data(files: set[str]) -> set[str]:
+    """The package's files that are not modules: ``py.typed`` and any plugin assets."""
+    return {name for name in files if not name.endswith(".py")}
+
+
+def is_cache_or_build_junk(name: str) -> bool:
+    parts = name.split("/")
+    return bool(CACHE_DIRS & set(parts)) or name.endswith((".pyc", ".pyo")) or ".egg-info" in name
+
+
+def airflow_versions() -> list[str]:
+    """The Airflow versions the wheel is installed with: the two the Makefile tests."""
+    versions = os.environ.get(AIRFLOW_VERSIONS_ENV, "").split()
+    if versions:
+        return versions
+    makefile = (REPO / "Makefile").read_text()
+    found = []
+    for variable in ("AIRFLOW_VERSION", "FLOOR_AIRFLOW_VERSION"):
+        match = re.search(rf"^{variable}\s*\?=\s*(\S+)", makefile, re.MULTILINE)
+        assert match, f"Makefile does not set {variable}"
+        found.append(match.group(1))
+    return found
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    match = re.search(r"/versions/(\d+(?:\.\d+)*)", path)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
+
+
+def find_wheel_python() -> tuple[str | None, list[str]]:
+    """A working Python 3.12 with venv, and every place looked at (for the failure message)."""
+    if os.environ.get(WHEEL_PYTHON_ENV):
+        candidates = [os.environ[WHEEL_PYTHON_ENV]]
+    else:
+        # python3.12 on PATH may be a pyenv shim that refuses to run: each one is tried.
+        candidates = [found for found in [shutil.which(f"python{WHEEL_PYTHON_VERSION}")] if found]
+        pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+        pyenv = [
+            str(path)
+            for path in (pyenv_root / "versions").glob(
+                f"{WHEEL_PYTHON_VERSION}*/bin/python{WHEEL_PYTHON_VERSION}"
+            )
+        ]
+        candidates += sorted(pyenv, key=_version_key, reverse=True)
+        candidates += [f"/usr/local/bin/python{WHEEL_PYTHON_VERSION}"]
+        candidates += [f"/usr/bin/python{WHEEL_PYTHON_VERSION}"]
+    probe = "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"
+    for candidate in candidates:
+        try:
+            answer = subprocess.run(
+                [candidate, "-c", probe], capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if answer.returncode == 0 and answer.stdout.strip() == WHEEL_PYTHON_VERSION:
+            return candidate, candidates
+    return None, candidates
+
+
+def _inside_repo(entry: str) -> bool:
+    try:
+        return Path(entry).resolve().is_relative_to(REPO)
+    except (OSError, ValueError):
+        return False
+
+
+def isolated_env(venv: Path, **extra: str) -> dict[str, str]:
+    """The environment of a wheel virtualenv's commands: its bin first, no checkout anywhere."""
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(_DROPPED_ENV_PREFIXES)
+    }
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and not _inside_repo(p)]
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), *path])
+    env.update(extra)
+    return env
+
+
+def tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def last_json(stdout: str) -> Any:
+    """The JSON document a command printed, ignoring any log lines around it."""
+    try:
+        return json.loads(stdout)
+    except ValueError:
+        pass
+    for line in reversed(stdout.splitlines()):
+        if line.strip().startswith(("[", "{")):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    raise AssertionError(f"no JSON in the output:\n{tail(stdout)}")
+
+
+@dataclass(frozen=True)
+class Dists:
+    """The two distributions ``python -m build`` made."""
+
+    wheel: Path
+    sdist: Path
+
+
+@dataclass
+class WheelVenv:
+    """A fresh virtualenv holding the built wheel and one pinned Airflow, and nothing else."""
+
+    root: Path
+    venv: Path
+    work: Path
+    airflow_home: Path
+    dags: Path
+    airflow_version: str
+    wheel: Path
+    env: dict[str, str]
+
+    def bin(self, name: str) -> str:
+        return str(self.venv / "bin" / name)
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+        check: bool = True,
+        log: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in the scratch directory (never the checkout), with the clean env."""
+        done = subprocess.run(
+            list(args),
+            cwd=self.work,
+            env=env or self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if log:
+            (self.root / f"{log}.log").write_text(
+                f"$ {' '.join(args)}\n--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+            )
+        if check and done.returncode != 0:
+            pytest.fail(
+                f"`{' '.join(args)}` exited {done.returncode} (Airflow {self.airflow_version})\n"
+                f"--- stdout ---\n{tail(done.stdout)}\n--- stderr ---\n{tail(done.stderr)}",
+                pytrace=False,
+            )
+        return done
+
+    def python_json(self, code: str) -> Any:
+        """Run ``code`` with the virtualenv's Python; it prints one JSON document last."""
+        return last_json(self.run([self.bin("python"), "-c", code]).stdout)
