@@ -102,6 +102,7 @@ class VideoTaskMixin:
         Events carry no URL (the triggerer logs them), so unless the caller holds the finished
         status, it is read again from NanoGPT, which caches terminal results.
         """
+        self._lineage_facts["run_id"] = event.run_id
         self.raise_for_event(event)
         if status is None or not status.is_deliverable:
             status = self.hook.get_video_status(event.run_id)
@@ -120,12 +121,59 @@ class VideoTaskMixin:
             # The flat status shape carries no final cost; the pre-charge is the best known figure.
             result["cost"] = precharge
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
-        record_outlet_events(context, self.outlets, result)
+        self._lineage_facts.update(result)
+        record_outlet_events(context, self.outlets, result, self.log)
         self.on_delivered(context)
         return result
 
     def raise_for_event(self, event: VideoEvent) -> None:
         event.raise_for_status()
+
+    # --- OpenLineage: called by Airflow's OpenLineage listener when that provider is installed
+
+    # Whether the run facet may carry the prompt; off for teams that treat prompts as sensitive.
+    lineage_include_prompts: bool = True
+
+    def lineage_inputs(self) -> list[object]:
+        """Source media the task reads (paths, URIs, URLs)."""
+        return []
+
+    def lineage_request(self) -> dict[str, Any]:
+        """The request parameters, as the DAG gave them."""
+        return {}
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        return self._openlineage(self.output_path)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        delivered = self._lineage_facts.get("output_path") or self._lineage_facts.get("video_url")
+        return self._openlineage(delivered or self.output_path)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return self._openlineage(self.output_path)
+
+    @cached_property
+    def _lineage_facts(self) -> dict[str, Any]:
+        """What this attempt learned about its run (run id, cost, …), for the lineage events."""
+        return {}
+
+    def _openlineage(self, output: object) -> Any:
+        try:
+            from airflow_provider_nanogpt import lineage
+        except ImportError:  # the OpenLineage provider is not installed
+            return None
+        facts = self._lineage_facts
+        facet = lineage.run_facet(
+            runId=facts.get("run_id"),
+            model=facts.get("model") or self.model,
+            cost=facts.get("cost"),
+            currency=facts.get("currency"),
+            request=lineage.request_summary(
+                self.lineage_request(), include_prompts=self.lineage_include_prompts
+            ),
+            promptsIncluded=self.lineage_include_prompts,
+        )
+        return lineage.operator_lineage(self.lineage_inputs(), output, facet)
 
     def on_delivered(self, context: Context) -> None:
         """Called once the video is delivered."""
@@ -185,16 +233,44 @@ def deliver(
     }
 
 
-def record_outlet_events(
-    context: Mapping[str, Any], outlets: Any, result: Mapping[str, Any]
-) -> None:
-    """Attach the video's whereabouts to each Asset outlet event for downstream DAGs."""
-    from airflow.sdk import Asset
+EVENT_EXTRA_KEYS = ("run_id", "model", "cost", "currency", "video_url", "output_path")
 
-    extra = {key: result.get(key) for key in ("run_id", "video_url", "output_path", "model")}
+
+def record_outlet_events(
+    context: Mapping[str, Any], outlets: Any, result: Mapping[str, Any], log: Any
+) -> None:
+    """Describe the video in each Asset outlet event, for downstream DAGs.
+
+    A fixed ``Asset`` gets the details as its event's extra. An ``AssetAlias`` gets an event for
+    the asset at the rendered ``output_path`` (``/videos/{{ ds }}/x.mp4`` cannot be named when
+    the DAG is written), with the same extra.
+    """
+    from airflow.sdk import Asset, AssetAlias
+
+    extra = {key: result.get(key) for key in EVENT_EXTRA_KEYS}
     for outlet in outlets or ():
         if isinstance(outlet, Asset):
             context["outlet_events"][outlet].extra = extra
+        elif isinstance(outlet, AssetAlias):
+            uri = asset_uri(result.get("output_path"))
+            if uri is None:
+                log.warning(
+                    "No output_path, so no asset to add to the alias %r: a short-lived video URL "
+                    "does not name a lasting asset.",
+                    outlet.name,
+                )
+                continue
+            context["outlet_events"][outlet].add(Asset(uri), extra=extra)
+
+
+def asset_uri(output_path: object) -> str | None:
+    """The Asset URI of a saved video: ``file:///abs/path`` or the object-storage URI."""
+    import os
+
+    if not output_path:
+        return None
+    text = str(output_path)
+    return text if "://" in text else f"file://{os.path.abspath(text)}"
 
 
 def format_money(value: float | None, currency: str | None) -> str:

@@ -1,13 +1,19 @@
-"""A video every day: templated prompt, dated output, and an Asset for downstream DAGs."""
+"""A video every day: templated prompt, dated output, and assets for downstream DAGs.
+
+``DAILY_VIDEO`` is a fixed Asset: each run adds an event to it. ``DAILY_VIDEOS`` is an AssetAlias:
+each run adds an event for the asset at that day's rendered ``output_path``
+(``file:///…/daily/2026-01-01.mp4``), which no fixed Asset could name when the DAG was written.
+"""
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, dag
+from airflow.sdk import Asset, AssetAlias, dag
 
 from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
 
 DAILY_VIDEO = Asset("nanogpt://videos/daily-teaser")
+DAILY_VIDEOS = AssetAlias("nanogpt-daily-videos")
 
 
 @dag(
@@ -27,7 +33,7 @@ def example_nanogpt_daily() -> None:
         max_cost_usd=0.5,
         output_path="{{ var.value.get('nanogpt_output_dir', '/tmp/nanogpt-videos') }}"
         "/daily/{{ ds }}.mp4",
-        outlets=[DAILY_VIDEO],
+        outlets=[DAILY_VIDEO, DAILY_VIDEOS],
     )
 
 

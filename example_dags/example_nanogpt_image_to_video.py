@@ -1,4 +1,7 @@
-"""Image to video, from a local file (sent inline: at most 4,000,000 characters once encoded, a file of about 3 MB) and from a public URL."""
+"""Image to video, from a local file and from a public URL.
+
+A local image is sent inline: at most 4,000,000 characters once encoded, a file of about 3 MB.
+"""
 
 from __future__ import annotations
 

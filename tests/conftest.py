@@ -38,6 +38,13 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW__CORE__PARALLELISM"] = "4"
 os.environ.pop("AIRFLOW_CONN_NANOGPT_DEFAULT", None)
+# Airflow's OpenLineage listener (a dev dependency) decides once per process, when its plugin is
+# imported, whether it is on: every dag.test() run writes its events here, for the lineage tests.
+OPENLINEAGE_EVENTS = _AIRFLOW_HOME / "openlineage.jsonl"
+os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+    {"type": "file", "log_file_path": str(OPENLINEAGE_EVENTS), "append": True}
+)
+os.environ["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "nanogpt-tests"
 
 # A key that must never show up in any log, XCom, exception or repr.
 CANARY_KEY = "sk-nano-canary-5f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"

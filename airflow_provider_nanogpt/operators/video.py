@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 # A 429 whose Retry-After is at most this is slept on the worker; longer waits are deferred to the
 # triggerer so rate-limited batches hold no worker slots.
 RATE_LIMIT_SLEEP_ON_WORKER_SECONDS = 2.0
+# A wait this short is slept on the worker: a deferral's round trip through the triggerer takes
+# about as long.
+SHORT_WAIT_ON_WORKER_SECONDS = 10.0
 # A rate-limit window longer than this (a daily cap) fails the task instead of waiting for hours.
 MAX_RATE_LIMIT_DEFERRAL_SECONDS = 900.0
 # Deferrals for a 429 without Retry-After: 5 s, 10 s, 20 s … up to 5 minutes, with jitter.
@@ -76,9 +79,13 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     :param settle_seconds: After a submission whose outcome is unknown (a timeout or 5xx after
         sending), how long NanoGPT's run list must go on showing nothing before a retry sends
         the request again.
+    :param lineage_include_prompts: Whether OpenLineage events carry the prompt (with the other
+        request parameters). False leaves prompts out, for teams that treat them as sensitive.
 
     On success, every ``Asset`` in ``outlets`` gets an event whose ``extra`` holds ``run_id``,
-    ``video_url``, ``output_path`` and ``model``, for data-aware downstream DAGs.
+    ``model``, ``cost``, ``currency``, ``video_url`` and ``output_path``, for data-aware
+    downstream DAGs; every ``AssetAlias`` gets an event for the asset at the rendered
+    ``output_path``, with the same extra.
     """
 
     template_fields: Sequence[str] = (
@@ -119,6 +126,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         min_balance_usd: float | None = None,
         max_cost_usd: float | None = None,
         settle_seconds: float = 60.0,
+        lineage_include_prompts: bool = True,
         **kwargs: Any,
     ) -> None:
         arguments = locals()  # the request parameters are listed once, in VideoRequest
@@ -141,6 +149,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         self.min_balance_usd = min_balance_usd
         self.max_cost_usd = max_cost_usd
         self.settle_seconds = settle_seconds
+        self.lineage_include_prompts = lineage_include_prompts
 
     def _limit(self, name: str) -> float | None:
         """A templated money limit as a number (Jinja renders text unless native rendering)."""
@@ -248,12 +257,14 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             if not isinstance(decision, LookUpLater):
                 break
             self.log.info("%s; looking again at %s.", decision.reason, _clock(decision.at))
-            if self.deferrable:
+            if self.deferrable and decision.at - time.time() > SHORT_WAIT_ON_WORKER_SECONDS:
                 self._resume_at(decision.at, resume)
             time.sleep(max(0.0, decision.at - time.time()))
 
         submission = decision.submission
-        self._publish(context, submission, decision.reattached)
+        if not decision.reattached:
+            self._log_submission(submission)
+        self._publish(context, submission)
         if not self.wait_for_completion:
             records.mark_delivered()
             return submission.run_id
@@ -328,14 +339,20 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             method_name="execute_after_wait",
         )
 
-    def _publish(self, context: Context, submission: Submission, reattached: bool) -> None:
-        from airflow_provider_nanogpt.completion import format_money
-
+    def _publish(self, context: Context, submission: Submission) -> None:
+        self._lineage_facts.update(
+            run_id=submission.run_id,
+            model=submission.model or self.model,
+            cost=submission.cost,
+            currency=submission.currency,
+        )
         ti = context["ti"]
         ti.xcom_push(key="run_id", value=submission.run_id)
         ti.xcom_push(key="submission", value=submission.to_xcom())
-        if reattached:
-            return
+
+    def _log_submission(self, submission: Submission) -> None:
+        from airflow_provider_nanogpt.completion import format_money
+
         currency = submission.currency
         self.log.info(
             "Submitted NanoGPT video %s (model %s): pre-charged %s from %s, remaining balance %s.",
@@ -364,6 +381,19 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 submission.run_id,
                 format_money(max_cost, "USD"),
             )
+
+    def lineage_inputs(self) -> list[object]:
+        from airflow_provider_nanogpt.media import MEDIA_KINDS
+
+        return [
+            location
+            for kind in MEDIA_KINDS
+            for name in (kind.url_parameter, kind.path_parameter)
+            if (location := getattr(self, name, None))
+        ]
+
+    def lineage_request(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in REQUEST_FIELDS}
 
     def on_delivered(self, context: Context) -> None:
         from airflow_provider_nanogpt.submission import RunRecords

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, AssetAlias
 
 from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
 from airflow_provider_nanogpt.sensors.video import VideoStatusSensor
@@ -103,3 +104,35 @@ MEDIA = {
     for name in ("video_url", "video_path", "audio_url", "audio_path")
 }
 media = _generate_dag("nanogpt_media", retries=1, retry_delay=timedelta(seconds=0), **MEDIA)
+
+# Lineage: a templated output path named through an AssetAlias, and a DAG scheduled on the alias.
+VIDEOS_ALIAS = AssetAlias("nanogpt-test-videos")
+
+
+SECRET_PROMPT = "a confidential product launch teaser"
+
+
+def _lineage_dag(dag_id: str, **overrides: object) -> DAG:
+    with DAG(
+        dag_id, schedule=None, start_date=START, catchup=False, render_template_as_native_obj=True
+    ) as dag:
+        request = {**REQUEST, "output_path": "{{ dag_run.conf['out_dir'] }}/{{ ds }}/video.mp4"}
+        GenerateVideoOperator(
+            task_id="generate",
+            poll_interval=0.2,
+            outlets=[VIDEOS_ALIAS],
+            **{**request, **overrides},
+        )
+    return dag
+
+
+lineage = _lineage_dag("nanogpt_lineage")
+# The prompt is in the DAG, not in dag_run.conf: Airflow's own facets repeat the conf as given.
+lineage_no_prompts = _lineage_dag(
+    "nanogpt_lineage_no_prompts", prompt=SECRET_PROMPT, lineage_include_prompts=False
+)
+
+with DAG(
+    "nanogpt_lineage_consumer", schedule=[VIDEOS_ALIAS], start_date=START, catchup=False
+) as lineage_consumer:
+    EmptyOperator(task_id="publish")

@@ -22,6 +22,8 @@ E2E_DAG_IDS = [
     "nanogpt_e2e_triggerer_restart",
     "nanogpt_e2e_worker_crash",
     "nanogpt_e2e_fault_soak",
+    "nanogpt_e2e_alias_producer",
+    "nanogpt_e2e_alias_consumer",
 ]
 # Keep the temp dirs (component output, logs) after a run for inspection.
 KEEP_ENV = "NANOGPT_E2E_KEEP"

@@ -136,6 +136,7 @@ def test_deferred_generation_is_observable_and_delivers(e2e: E2E) -> None:
         "status": "success",
         "video_url": result["video_url"],
         "cost": result["cost"],
+        "currency": "USD",
         "output_path": str(video),
     }
     # The flat status shape carries no final cost; the submit's pre-charge is in the submission.
@@ -253,6 +254,38 @@ def test_100_mapped_tasks_with_transient_faults_all_succeed_and_pay_once(e2e: E2
     assert len({job["payload"]["prompt"] for job in jobs}) == 100
     faulted = e2e.sim.state()["requests"]
     assert sum(faulted.values()) > 300  # the soak really exercised the API
+
+
+def test_a_templated_output_path_triggers_the_dag_scheduled_on_the_alias(e2e: E2E) -> None:
+    tag = _tag("alias")
+    video = e2e.videos / "by-date" / f"{tag}.mp4"
+    before = {run["dag_run_id"] for run in _consumer_runs(e2e)}
+    run_id = _trigger(e2e, "nanogpt_e2e_alias_producer", tag, render_seconds=2, video=video)
+    e2e.runs.remove(("nanogpt_e2e_alias_producer", run_id))  # not one of the leak-scan runs
+    _assert_success(
+        e2e,
+        "nanogpt_e2e_alias_producer",
+        run_id,
+        _wait_for_run(e2e, "nanogpt_e2e_alias_producer", run_id, 120),
+    )
+
+    def consumer_done() -> dict[str, Any] | None:
+        new = [r for r in _consumer_runs(e2e) if r["dag_run_id"] not in before]
+        return new[0] if new and new[0]["state"] in SETTLED_RUN_STATES else None
+
+    consumer = wait_for(consumer_done, 120, "the consumer DAG run", 0.5, e2e.deployment.check_alive)
+    assert consumer["state"] == "success" and consumer["run_type"] == "asset_triggered"
+    published = e2e.rest.xcom(
+        "nanogpt_e2e_alias_consumer", consumer["dag_run_id"], "publish", "return_value"
+    )
+    job = _only_job(e2e, tag)
+    assert published["uris"] == [f"file://{video}"]
+    assert published["extra"]["run_id"] == job["runId"]
+    assert published["extra"]["output_path"] == str(video)
+
+
+def _consumer_runs(e2e: E2E) -> list[dict[str, Any]]:
+    return e2e.rest.get("/api/v2/dags/nanogpt_e2e_alias_consumer/dagRuns")["dag_runs"]
 
 
 def _hits(text: str, needles: tuple[str, ...]) -> list[str]:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, AssetAlias, task
 
 from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
 
@@ -29,11 +29,11 @@ REQUEST: dict[str, Any] = {
 class CrashAfterSubmitOperator(GenerateVideoOperator):
     """Dies like a lost worker on try 1: after the paid submit, before XCom and the defer."""
 
-    def _publish(self, context: Any, submission: Any, reattached: bool) -> None:
+    def _publish(self, context: Any, submission: Any) -> None:
         if context["ti"].try_number == 1:
             # No exception handling, no state report, no cleanup: the process just vanishes.
             os._exit(1)
-        super()._publish(context, submission, reattached)
+        super()._publish(context, submission)
 
 
 def _dag(dag_id: str, retries: int = 0) -> DAG:
@@ -69,3 +69,24 @@ with _dag("nanogpt_e2e_fault_soak", retries=4) as fault_soak:
         timeout=300.0,
         settle_seconds=5.0,
     ).expand(prompt=[f"{SOAK_TAG} video {i} [sim:queue=0][sim:render=2]" for i in range(100)])
+
+# A templated output path named through an AssetAlias, and a DAG the scheduler runs for it.
+VIDEOS = AssetAlias("nanogpt-e2e-videos")
+with _dag("nanogpt_e2e_alias_producer") as alias_producer:
+    GenerateVideoOperator(task_id="generate", outlets=[VIDEOS], **REQUEST)
+
+with DAG(
+    "nanogpt_e2e_alias_consumer",
+    schedule=[VIDEOS],
+    start_date=START,
+    catchup=False,
+    tags=["nanogpt-e2e"],
+) as alias_consumer:
+
+    @task(inlets=[VIDEOS])
+    def publish(*, triggering_asset_events: Any = None) -> dict[str, Any]:
+        # Keyed by the asset and by the alias it came through: the same event under both.
+        events = [event for _, found in triggering_asset_events.items() for event in found]
+        return {"uris": sorted({e.asset.uri for e in events}), "extra": dict(events[-1].extra)}
+
+    publish()
