@@ -102,24 +102,37 @@ class VideoTaskMixin:
         Events carry no URL (the triggerer logs them), so unless the caller holds the finished
         status, it is read again from NanoGPT, which caches terminal results.
         """
+        from airflow_provider_nanogpt.job_card import JobState
+
         self._lineage_facts["run_id"] = event.run_id
-        self.raise_for_event(event)
-        if status is None or not status.is_deliverable:
-            status = self.hook.get_video_status(event.run_id)
-        # NanoGPT states no currency for a final cost: it is the one the job was paid in.
-        precharge, currency = self.precharge(context)
-        result = deliver(
-            self.hook,
-            status,
-            run_id=event.run_id,
-            model=self.model,
-            currency=currency,
-            output_path=self.output_path,
-            log=self.log,
-        )
+        try:
+            self.raise_for_event(event)
+            if status is None or not status.is_deliverable:
+                status = self.hook.get_video_status(event.run_id)
+            # NanoGPT states no currency for a final cost: it is the one the job was paid in.
+            precharge, currency = self.precharge(context)
+            result = deliver(
+                self.hook,
+                status,
+                run_id=event.run_id,
+                model=self.model,
+                currency=currency,
+                output_path=self.output_path,
+                log=self.log,
+            )
+        except Exception as exc:
+            self.end_card(context, event, job_state_for(event), error=str(exc)[:500])
+            raise
         if result["cost"] is None:
             # The flat status shape carries no final cost; the pre-charge is the best known figure.
             result["cost"] = precharge
+        self.end_card(
+            context,
+            event,
+            JobState.COMPLETED,
+            **{key: result[key] for key in ("cost", "currency", "video_url", "output_path")},
+            model=result["model"],
+        )
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
         self._lineage_facts.update(result)
         record_outlet_events(context, self.outlets, result, self.log)
@@ -128,6 +141,22 @@ class VideoTaskMixin:
 
     def raise_for_event(self, event: VideoEvent) -> None:
         event.raise_for_status()
+
+    # The XCom key of this task's job card (see ``airflow_provider_nanogpt.job_card``).
+    job_card_key: str = "nanogpt_job"
+
+    def end_card(self, context: Context, event: VideoEvent, state: Any, **fields: Any) -> None:
+        """Record how the job ended on this task's job card, for the NanoGPT page."""
+        from airflow_provider_nanogpt.job_card import ended
+
+        ti = context["ti"]
+        card = ti.xcom_pull(
+            task_ids=ti.task_id, key=self.job_card_key, map_indexes=getattr(ti, "map_index", -1)
+        )
+        base = dict(card) if isinstance(card, Mapping) else {}
+        base.setdefault("run_id", event.run_id)
+        base.setdefault("conn_id", self.nanogpt_conn_id)
+        ti.xcom_push(key=self.job_card_key, value=ended(base, state, **fields))
 
     # --- OpenLineage: called by Airflow's OpenLineage listener when that provider is installed
 
@@ -193,6 +222,19 @@ class VideoTaskMixin:
         if not isinstance(submission, Mapping):
             return None, None
         return as_amount(submission.get("cost")), currency_of(submission.get("payment_source"))
+
+
+def job_state_for(event: VideoEvent) -> Any:
+    """The job card's state for an event that did not deliver a video."""
+    from airflow_provider_nanogpt.events import EventStatus
+    from airflow_provider_nanogpt.job_card import JobState
+
+    if event.status is EventStatus.FAILED:
+        return JobState.BLOCKED if event.is_nsfw else JobState.FAILED
+    return {
+        EventStatus.CANCELLED: JobState.CANCELLED,
+        EventStatus.TIMEOUT: JobState.TIMED_OUT,
+    }.get(event.status, JobState.ERROR)
 
 
 def deliver(

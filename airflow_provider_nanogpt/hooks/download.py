@@ -81,7 +81,7 @@ def fetch_video(
     action = f"download the video from {redact_url(url)}"
     with time_limit(deadline - time.time()) as limit:
         try:
-            response = _open(session, url, settings)
+            response = open_video(session, url, settings)
             with response:
                 return _write(response, target, settings, action, limit)
         except (requests.exceptions.RequestException, HTTPError) as exc:
@@ -90,8 +90,13 @@ def fetch_video(
             raise NanoGPTDownloadError(f"Could not {action}: {type(exc).__name__}") from None
 
 
-def _open(session: requests.Session, url: str, settings: ClientSettings) -> requests.Response:
-    """GET ``url``, following redirects by hand so that every hop is checked."""
+def open_video(
+    session: requests.Session,
+    url: str,
+    settings: ClientSettings,
+    extra_headers: dict[str, str] | None = None,
+) -> requests.Response:
+    """GET ``url`` (streamed), following redirects by hand so that every hop is checked."""
     from airflow_provider_nanogpt.hooks.limits import read_capped
 
     for _ in range(MAX_REDIRECTS + 1):
@@ -102,7 +107,11 @@ def _open(session: requests.Session, url: str, settings: ClientSettings) -> requ
             allow_redirects=False,
             # A video is already compressed; asking for identity spares a decode pass. No API key:
             # storage hosts are not NanoGPT.
-            headers={"User-Agent": settings.user_agent, "Accept-Encoding": "identity"},
+            headers={
+                "User-Agent": settings.user_agent,
+                "Accept-Encoding": "identity",
+                **(extra_headers or {}),
+            },
             timeout=(CONNECT_TIMEOUT, settings.request_timeout),
         )
         if response.is_redirect:

@@ -346,9 +346,29 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             cost=submission.cost,
             currency=submission.currency,
         )
+        from airflow_provider_nanogpt.job_card import (
+            CHARGE_KEY_PREFIX,
+            JOB_KEY,
+            charge_record,
+            new_card,
+        )
+
         ti = context["ti"]
         ti.xcom_push(key="run_id", value=submission.run_id)
         ti.xcom_push(key="submission", value=submission.to_xcom())
+        card = new_card(
+            run_id=submission.run_id,
+            conn_id=self.nanogpt_conn_id,
+            model=submission.model or self.model,
+            prompt=getattr(self, "prompt", None),
+            cost=submission.cost,
+            currency=submission.currency,
+        )
+        ti.xcom_push(key=JOB_KEY, value=card)
+        store = context.get("task_state_store")
+        if store is not None and not submission.recovered and submission.cost is not None:
+            # Kept past retries (which clear XComs), so spend totals include earlier tries.
+            store.set(CHARGE_KEY_PREFIX + submission.run_id, charge_record(card))
 
     def _log_submission(self, submission: Submission) -> None:
         from airflow_provider_nanogpt.completion import format_money

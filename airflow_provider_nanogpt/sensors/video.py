@@ -33,6 +33,8 @@ class VideoStatusSensor(VideoTaskMixin, BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("run_id", "output_path", "nanogpt_conn_id")
+    # The run was submitted (and paid) elsewhere: this task's card only says how it ended.
+    job_card_key = "nanogpt_job_watch"
     operator_extra_links = (NanoGPTVideoLink(),)
     ui_color = "#f2e3ff"
 

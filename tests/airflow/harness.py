@@ -13,6 +13,7 @@ from tests.conftest import TEST_DAGS
 
 @dataclass
 class DagOutcome:
+    dag_id: str
     state: str
     run_id: str
     task_states: dict[str, str]
@@ -112,6 +113,7 @@ def run_dag(
             watcher.join(timeout=5)
     states, tries = read_task_instances(dag_id, dagrun.run_id)
     return DagOutcome(
+        dag_id=dag_id,
         state=str(dagrun.state),
         run_id=dagrun.run_id,
         task_states=states,
@@ -181,6 +183,7 @@ def clear_and_rerun(
         session.close()
     states, tries = read_task_instances(dag_id, run_id)
     return DagOutcome(
+        dag_id=dag_id,
         state=state,
         run_id=run_id,
         task_states=states,

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_nanogpt.job_card import CHARGE_KEY_PREFIX
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import (
     DagOutcome,
@@ -176,10 +177,13 @@ def test_clearing_a_succeeded_task_generates_a_new_video(
     first = run_dag("nanogpt_deferrable", {"prompt": PROMPT})
     assert first.state == "success"
     rows = task_state_store_rows("nanogpt_deferrable", first.run_id)
+    records = [row for row in rows if not row["key"].startswith(CHARGE_KEY_PREFIX)]
+    charges = [row["value"]["run_id"] for row in rows if row["key"].startswith(CHARGE_KEY_PREFIX)]
     if HAS_STATE_STORE and clear_on_success == "True":
         assert rows == []  # Airflow wiped the record, delivered marker and all
     elif HAS_STATE_STORE:
-        assert [row["value"]["delivered"] for row in rows] == [True]
+        assert [row["value"]["delivered"] for row in records] == [True]
+        assert charges == [result(first)["run_id"]]  # the NanoGPT page's spend record
     again = clear_and_rerun("nanogpt_deferrable", first.run_id)
     assert again.state == "success"
     assert again.try_numbers["generate"] == 2

@@ -1,0 +1,307 @@
+"""The NanoGPT page and the task-instance Video view: a FastAPI app mounted by the api-server.
+
+Airflow protects none of a plugin's routes: every route here takes the user from the token the
+Airflow UI uses (the ``_token`` cookie, or a Bearer header) and answers 401 without one. Lists
+show only jobs of DAGs the user may read, a job's view and video need read access to that task
+instance, and a balance needs read access to that connection (403 otherwise). Responses carry
+figures only: never the API key, a header, or a video URL's query string (videos are streamed
+through this app).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.security import GetUserDep
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.templating import Jinja2Templates
+
+from airflow_provider_nanogpt.plugin import jobs as job_store
+from airflow_provider_nanogpt.plugin import live
+
+URL_PREFIX = "/nanogpt"
+_templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# Progress for the rows of one page is fetched in parallel, within this budget.
+PAGE_LIVE_BUDGET_SECONDS = 5.0
+
+
+def create_app(base_path: str) -> FastAPI:
+    """The app; ``base_path`` is the path part of Airflow's ``[api] base_url`` ("" at the root)."""
+    app = FastAPI(title="NanoGPT for Airflow", docs_url=None, redoc_url=None, openapi_url=None)
+    here = base_path + URL_PREFIX
+
+    @app.get("/ui/jobs", response_class=HTMLResponse)
+    def jobs_page(
+        request: Request,
+        user: GetUserDep,
+        session: SessionDep,
+        dag_id: Annotated[str | None, Query()] = None,
+        state: Annotated[str | None, Query()] = None,
+        since: Annotated[str | None, Query()] = None,
+        until: Annotated[str | None, Query()] = None,
+        page: Annotated[int, Query(ge=1)] = 1,
+    ) -> HTMLResponse:
+        filters = _filters(dag_id, state, since, until, page)
+        readable = _readable_dags(user, session)
+        listing = job_store.list_jobs(session, readable, filters)
+        _add_progress(listing.jobs)
+        charges = job_store.spend(session, readable, filters.since, filters.until)
+        query = {
+            k: v
+            for k, v in (("dag_id", dag_id), ("state", state), ("since", since), ("until", until))
+            if v
+        }
+        return _templates.TemplateResponse(
+            request,
+            "jobs.html",
+            {
+                "here": here,
+                "base": base_path,
+                "jobs": [_row(job, base_path, here) for job in listing.jobs],
+                "listing": listing,
+                "spend": charges,
+                "filters": filters,
+                "states": job_store.STATES,
+                "dag_ids": sorted(readable),
+                "query": query,
+                "page_link": lambda n: f"{here}/ui/jobs?{urlencode({**query, 'page': n})}",
+                "rendering": any(job.state == "rendering" for job in listing.jobs),
+            },
+        )
+
+    @app.get("/ui/video", response_class=HTMLResponse)
+    def video_page(
+        request: Request,
+        user: GetUserDep,
+        session: SessionDep,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: str = "-1",
+    ) -> HTMLResponse:
+        job, ti = _one_job(user, session, dag_id, run_id, task_id, map_index)
+        row = _row(job, base_path, here) if job else None
+        return _templates.TemplateResponse(
+            request,
+            "video.html",
+            {"here": here, "job": row, "ti": ti, "api": f"{here}/api/job?{urlencode(ti)}"},
+        )
+
+    @app.get("/api/jobs")
+    def jobs_json(
+        user: GetUserDep,
+        session: SessionDep,
+        dag_id: str | None = None,
+        state: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        page: Annotated[int, Query(ge=1)] = 1,
+    ) -> dict[str, Any]:
+        filters = _filters(dag_id, state, since, until, page)
+        listing = job_store.list_jobs(session, _readable_dags(user, session), filters)
+        _add_progress(listing.jobs)
+        return {
+            "jobs": [_row(job, base_path, here) for job in listing.jobs],
+            "total": listing.total,
+            "page": listing.page,
+            "pages": listing.pages,
+        }
+
+    @app.get("/api/spend")
+    def spend_json(
+        user: GetUserDep, session: SessionDep, since: str | None = None, until: str | None = None
+    ) -> dict[str, Any]:
+        charges = job_store.spend(
+            session, _readable_dags(user, session), _day(since, "since"), _day(until, "until")
+        )
+        return {
+            "label": "Charges made through this Airflow",
+            "totals": charges.totals,
+            "by_day": charges.by_day,
+            "by_dag": charges.by_dag,
+            "jobs": charges.jobs,
+            "jobs_without_cost": charges.unknown_cost,
+        }
+
+    @app.get("/api/balances")
+    def balances_json(user: GetUserDep, session: SessionDep) -> dict[str, Any]:
+        from airflow.api_fastapi.app import get_auth_manager
+        from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
+
+        manager = get_auth_manager()
+        readings = []
+        for conn_id in job_store.connection_ids(session, _readable_dags(user, session)):
+            details = ConnectionDetails(conn_id=conn_id)
+            if manager.is_authorized_connection(method="GET", details=details, user=user):
+                reading = live.balance(conn_id)
+                readings.append({"conn_id": conn_id, "usd": reading.usd, "error": reading.error})
+        return {"balances": readings}
+
+    @app.get("/api/job")
+    def job_json(
+        user: GetUserDep,
+        session: SessionDep,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: str = "-1",
+    ) -> dict[str, Any]:
+        job, _ = _one_job(user, session, dag_id, run_id, task_id, map_index)
+        if job is None:
+            raise HTTPException(404, "This task has no NanoGPT job (yet).")
+        _add_progress([job])
+        return _row(job, base_path, here)
+
+    @app.get("/video")
+    def video(
+        request: Request,
+        user: GetUserDep,
+        session: SessionDep,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: str = "-1",
+    ) -> StreamingResponse:
+        job, _ = _one_job(user, session, dag_id, run_id, task_id, map_index)
+        url = job.card.get("video_url") if job else None
+        if job is None or not isinstance(url, str) or not job.has_video:
+            raise HTTPException(404, "No video for this task.")
+        conn_id = str(job.card.get("conn_id") or "nanogpt_default")
+        try:
+            stream = live.stream_video(conn_id, url, request.headers.get("range"))
+        except Exception as exc:  # NanoGPT's URL expired or refused: say so, without the URL
+            raise HTTPException(
+                502, f"The video could not be fetched ({type(exc).__name__})."
+            ) from None
+        return StreamingResponse(
+            stream.chunks, status_code=stream.status_code, headers=stream.headers
+        )
+
+    return app
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _readable_dags(user: Any, session: Any) -> set[str]:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    # Not Airflow's ReadableDagsFilterDep: it needs app state a plugin's sub-app does not have.
+    return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session))
+
+
+def _one_job(
+    user: Any, session: Any, dag_id: str, run_id: str, task_id: str, map_index: str
+) -> tuple[job_store.Job | None, dict[str, str]]:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import (
+        DagAccessEntity,
+        DagDetails,
+    )
+
+    allowed = get_auth_manager().is_authorized_dag(
+        method="GET",
+        access_entity=DagAccessEntity.TASK_INSTANCE,
+        details=DagDetails(id=dag_id),
+        user=user,
+    )
+    if not allowed:
+        raise HTTPException(403, "You may not read this DAG's task instances.")
+    index = int(map_index) if map_index.lstrip("-").isdigit() else -1  # "{MAP_INDEX}": unmapped
+    job = job_store.find_job(session, dag_id, run_id, task_id, index)
+    if job is None and " " in run_id:
+        # Airflow 3.1 puts run ids into plugin URLs unencoded: their "+" arrives as a space.
+        run_id = run_id.replace(" ", "+")
+        job = job_store.find_job(session, dag_id, run_id, task_id, index)
+    ti = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": str(index)}
+    return job, ti
+
+
+def _add_progress(jobs: list[job_store.Job]) -> None:
+    """Live progress for the rendering jobs shown, fetched in parallel within a budget."""
+    rendering = [job for job in jobs if job.state == "rendering" and job.run_id]
+    if not rendering:
+        return
+
+    def fetch(job: job_store.Job) -> None:
+        reading = live.progress(str(job.card.get("conn_id") or "nanogpt_default"), job.run_id or "")
+        if reading is not None:
+            job.progress, job.eta_seconds = reading.progress, reading.eta_seconds
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        wait([pool.submit(fetch, job) for job in rendering], timeout=PAGE_LIVE_BUDGET_SECONDS)
+
+
+def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
+    card = job.card
+    ti_path = (
+        f"{base}/dags/{quote(job.dag_id)}/runs/{quote(job.dag_run_id)}/tasks/{quote(job.task_id)}"
+        + (f"/mapped/{job.map_index}" if job.map_index >= 0 else "")
+    )
+    ti_query = urlencode(
+        {
+            "dag_id": job.dag_id,
+            "run_id": job.dag_run_id,
+            "task_id": job.task_id,
+            "map_index": job.map_index,
+        }
+    )
+    submitted, finished = job.submitted_at, job.finished_at
+    output = card.get("output_path")
+    return {
+        "dag_id": job.dag_id,
+        "dag_run_id": job.dag_run_id,
+        "task_id": job.task_id,
+        "map_index": job.map_index,
+        "ti_state": job.ti_state,
+        "ti_link": ti_path,
+        "view_link": f"{here}/ui/video?{ti_query}",
+        "video_link": f"{here}/video?{ti_query}" if job.has_video else None,
+        "run_id": job.run_id,
+        "model": card.get("model"),
+        "prompt": card.get("prompt"),
+        "state": job.state,
+        "error": card.get("error"),
+        "cost": card.get("cost"),
+        "currency": card.get("currency"),
+        "submitted_at": _iso(submitted),
+        "duration_seconds": round((finished - submitted).total_seconds(), 1)
+        if submitted and finished
+        else None,
+        "output_path": output.split("?", 1)[0] if isinstance(output, str) else None,
+        "progress": job.progress,
+        "eta_seconds": job.eta_seconds,
+    }
+
+
+def _filters(
+    dag_id: str | None, state: str | None, since: str | None, until: str | None, page: int
+) -> job_store.Filters:
+    if state and state not in job_store.STATES:
+        raise HTTPException(400, f"state must be one of {', '.join(job_store.STATES)}")
+    return job_store.Filters(
+        dag_id=dag_id or None,
+        state=state or None,
+        since=_day(since, "since"),
+        until=_day(until, "until"),
+        page=page,
+    )
+
+
+def _day(value: str | None, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be a date like 2026-01-31") from None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else None

@@ -1,0 +1,343 @@
+"""Reading the video jobs and charges that tasks recorded, for the NanoGPT page.
+
+A job is the ``nanogpt_job`` XCom a task pushed (see ``airflow_provider_nanogpt.job_card``),
+joined to its task instance. Charges of earlier tries live in the task state store on Airflow
+3.3 (``nanogpt_charge:<run id>``). Every query is restricted to the DAGs the user may read.
+
+These are Airflow's ORM models, not a public API: one small module owns every query, so a change
+in Airflow touches one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_nanogpt.job_card import CHARGE_KEY_PREFIX, JOB_KEY, WATCH_KEY, JobState
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+PAGE_SIZE = 50
+# Task instance states in which a submitted job is still being waited for.
+WAITING_TI_STATES = frozenset(
+    {
+        "deferred",
+        "running",
+        "queued",
+        "scheduled",
+        "up_for_retry",
+        "up_for_reschedule",
+        "restarting",
+    }
+)
+# NanoGPT refunds these: they are not charges.
+REFUNDED = frozenset({JobState.FAILED, JobState.BLOCKED, JobState.CANCELLED})
+STATES = ("rendering", "submitted", *(s.value for s in JobState if s is not JobState.SUBMITTED))
+
+
+@dataclass(frozen=True)
+class Filters:
+    dag_id: str | None = None
+    state: str | None = None
+    since: date | None = None
+    until: date | None = None  # inclusive
+    page: int = 1
+
+
+@dataclass
+class Job:
+    dag_id: str
+    dag_run_id: str
+    task_id: str
+    map_index: int
+    ti_state: str | None
+    card: dict[str, Any]
+    updated: datetime
+    # From NanoGPT, for jobs still rendering (filled in by the caller).
+    progress: float | None = None
+    eta_seconds: float | None = None
+
+    @property
+    def state(self) -> str:
+        card_state = self.card.get("state")
+        if card_state != JobState.SUBMITTED:
+            return str(card_state)
+        return "rendering" if (self.ti_state or "") in WAITING_TI_STATES else "submitted"
+
+    @property
+    def run_id(self) -> str | None:
+        value = self.card.get("run_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def submitted_at(self) -> datetime | None:
+        return _when(self.card.get("submitted_at"))
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return _when(self.card.get("finished_at"))
+
+    @property
+    def has_video(self) -> bool:
+        return self.state == JobState.COMPLETED and bool(
+            self.card.get("video_url") or self.card.get("output_path")
+        )
+
+
+@dataclass
+class Page:
+    jobs: list[Job]
+    total: int
+    page: int
+    pages: int
+
+
+@dataclass
+class Spend:
+    """Charges made through this Airflow, per currency."""
+
+    by_day: dict[str, dict[str, float]] = field(default_factory=dict)  # day -> currency -> sum
+    by_dag: dict[str, dict[str, float]] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
+    jobs: int = 0
+    unknown_cost: int = 0  # charged jobs whose cost NanoGPT did not report
+
+
+def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
+    """One page of jobs, newest first, of the readable DAGs."""
+    from sqlalchemy import func, select
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    query = _job_rows(dag_ids, filters)
+    if filters.state:
+        query = _with_state(query, filters.state)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(max(1, filters.page), pages)
+    rows = session.execute(
+        query.order_by(XComModel.timestamp.desc(), XComModel.dag_id, XComModel.task_id)
+        .limit(PAGE_SIZE)
+        .offset((page - 1) * PAGE_SIZE)
+    ).all()
+    jobs = [_job(x, state) for x, state in rows]
+    _refine_with_watchers(session, dag_ids, jobs)
+    return Page(jobs=jobs, total=total, page=page, pages=pages)
+
+
+def find_job(
+    session: Session, dag_id: str, dag_run_id: str, task_id: str, map_index: int
+) -> Job | None:
+    """The job of one task instance: its own card, or the one of the run it watches."""
+    from sqlalchemy import select
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    for key in (JOB_KEY, WATCH_KEY):
+        query = _joined(select(XComModel, _ti_state())).where(
+            XComModel.key == key,
+            XComModel.dag_id == dag_id,
+            XComModel.run_id == dag_run_id,
+            XComModel.task_id == task_id,
+            XComModel.map_index == map_index,
+        )
+        row = session.execute(query).first()
+        if row is not None:
+            return _job(*row)
+    return None
+
+
+def spend(session: Session, dag_ids: set[str], since: date | None, until: date | None) -> Spend:
+    """Charges per day and per DAG: one per NanoGPT run, refunded (failed) jobs left out."""
+    from sqlalchemy import select
+
+    from airflow_provider_nanogpt.plugin.models import XComModel, charge_rows
+
+    charges: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for dag_id, record in charge_rows(session, dag_ids):
+        run_id = record.get("run_id")
+        if isinstance(run_id, str):
+            charges[run_id] = (dag_id, record)
+    refunded: set[str] = set()
+    query = select(XComModel).where(XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids))
+    for (xcom,) in session.execute(query).all():
+        card = _value(xcom)
+        run_id = card.get("run_id")
+        if not isinstance(run_id, str):
+            continue
+        if card.get("state") in REFUNDED:
+            refunded.add(run_id)
+        elif run_id not in charges or card.get("cost") is not None:
+            charges[run_id] = (xcom.dag_id, card)
+    result = Spend()
+    for run_id, (dag_id, record) in charges.items():
+        when = _when(record.get("submitted_at"))
+        if run_id in refunded or when is None or not _in_range(when.date(), since, until):
+            continue
+        result.jobs += 1
+        cost, currency = record.get("cost"), record.get("currency") or "unknown currency"
+        if not isinstance(cost, int | float) or isinstance(cost, bool):
+            result.unknown_cost += 1
+            continue
+        for table, key in ((result.by_day, when.date().isoformat()), (result.by_dag, dag_id)):
+            table.setdefault(key, defaultdict(float))[currency] += cost
+        result.totals[currency] = result.totals.get(currency, 0.0) + cost
+    result.by_day = {k: dict(v) for k, v in sorted(result.by_day.items(), reverse=True)}
+    result.by_dag = {k: dict(v) for k, v in sorted(result.by_dag.items())}
+    return result
+
+
+def connection_ids(session: Session, dag_ids: set[str]) -> list[str]:
+    """The ``nanogpt`` connections: stored ones, and those the readable jobs name (a connection
+    can live in an environment variable or a secrets backend)."""
+    from sqlalchemy import select
+
+    from airflow_provider_nanogpt.plugin.models import Connection, XComModel
+
+    stored = session.scalars(select(Connection.conn_id).where(Connection.conn_type == "nanogpt"))
+    named = session.scalars(
+        select(XComModel.value["conn_id"].as_string())
+        .where(XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids))
+        .distinct()
+    )
+    return sorted({*stored, *(c for c in named if isinstance(c, str) and c)})
+
+
+# --- query pieces -------------------------------------------------------------------------------
+
+
+def _ti_state() -> Any:
+    from airflow_provider_nanogpt.plugin.models import TaskInstance
+
+    return TaskInstance.state
+
+
+def _joined(query: Any) -> Any:
+    from sqlalchemy import and_
+
+    from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel
+
+    return query.join(
+        TaskInstance,
+        and_(
+            TaskInstance.dag_id == XComModel.dag_id,
+            TaskInstance.run_id == XComModel.run_id,
+            TaskInstance.task_id == XComModel.task_id,
+            TaskInstance.map_index == XComModel.map_index,
+        ),
+        isouter=True,
+    )
+
+
+def _job_rows(dag_ids: set[str], filters: Filters) -> Any:
+    from sqlalchemy import select
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    query = _joined(select(XComModel, _ti_state())).where(
+        XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids)
+    )
+    if filters.dag_id:
+        query = query.where(XComModel.dag_id == filters.dag_id)
+    if filters.since:
+        query = query.where(XComModel.timestamp >= _midnight(filters.since))
+    if filters.until:
+        query = query.where(XComModel.timestamp < _midnight(filters.until, next_day=True))
+    return query
+
+
+def _with_state(query: Any, state: str) -> Any:
+    from sqlalchemy import and_, not_, or_
+
+    from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel
+
+    card_state = XComModel.value["state"].as_string()
+    waiting = TaskInstance.state.in_(sorted(WAITING_TI_STATES))
+    if state == "rendering":
+        return query.where(and_(card_state == JobState.SUBMITTED.value, waiting))
+    if state == "submitted":
+        submitted = card_state == JobState.SUBMITTED.value
+        return query.where(and_(submitted, or_(TaskInstance.state.is_(None), not_(waiting))))
+    return query.where(card_state == state)
+
+
+def _refine_with_watchers(session: Session, dag_ids: set[str], jobs: list[Job]) -> None:
+    """A job submitted by one task and waited for by a sensor: the sensor knows how it ended."""
+    from sqlalchemy import select
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    waiting = {job.run_id: job for job in jobs if job.state == "submitted" and job.run_id}
+    if not waiting:
+        return
+    query = select(XComModel).where(
+        XComModel.key == WATCH_KEY,
+        XComModel.dag_id.in_(dag_ids),
+        XComModel.value["run_id"].as_string().in_(sorted(waiting)),
+    )
+    for (xcom,) in session.execute(query).all():
+        watched = _value(xcom)
+        job = waiting.get(str(watched.get("run_id")))
+        if job is not None and watched.get("state") != JobState.SUBMITTED:
+            job.card = {**job.card, **{k: v for k, v in watched.items() if v is not None}}
+
+
+def _job(xcom: Any, ti_state: Any) -> Job:
+    return Job(
+        dag_id=xcom.dag_id,
+        dag_run_id=xcom.run_id,
+        task_id=xcom.task_id,
+        map_index=xcom.map_index,
+        ti_state=str(ti_state.value if hasattr(ti_state, "value") else ti_state)
+        if ti_state
+        else None,
+        card=_value(xcom),
+        updated=xcom.timestamp,
+    )
+
+
+def _value(xcom: Any) -> dict[str, Any]:
+    value = xcom.value
+    if isinstance(value, str):  # some backends hand back the JSON text
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _when(value: object) -> datetime | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def _midnight(day: date, *, next_day: bool = False) -> datetime:
+    from datetime import timedelta
+
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return moment + timedelta(days=1) if next_day else moment
+
+
+def _in_range(day: date, since: date | None, until: date | None) -> bool:
+    return (since is None or day >= since) and (until is None or day <= until)
+
+
+__all__ = [
+    "CHARGE_KEY_PREFIX",
+    "PAGE_SIZE",
+    "STATES",
+    "Filters",
+    "Job",
+    "Page",
+    "Spend",
+    "connection_ids",
+    "find_job",
+    "list_jobs",
+    "spend",
+]

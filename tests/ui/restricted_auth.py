@@ -1,0 +1,21 @@
+"""An auth manager for the UI tests: Airflow's simple one, but user ``limited`` may not read one
+DAG (the simple auth manager's roles apply to every DAG alike)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+SECRET_DAG = "nanogpt_sync"
+
+
+class RestrictedAuthManager(SimpleAuthManager):
+    def is_authorized_dag(
+        self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None
+    ) -> bool:
+        if user.get_name() == "limited" and details is not None and details.id == SECRET_DAG:
+            return False
+        return super().is_authorized_dag(
+            method=method, user=user, access_entity=access_entity, details=details
+        )

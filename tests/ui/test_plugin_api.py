@@ -1,0 +1,195 @@
+"""The NanoGPT page's endpoints, served by a real ``airflow api-server``, over real HTTP.
+
+Jobs are made by dag.test() runs against the simulator (one completed, one failed, one still
+rendering, one in a DAG that user ``limited`` may not read); then the api-server is started on
+the same metadata DB with three users, and every endpoint is asked as each of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_nanogpt.simulator import NanoGPTSimulator
+from tests.airflow.harness import DagOutcome, run_dag
+from tests.conftest import CANARY_KEY, connection_json
+from tests.ui.apiserver import ApiServer, api_server
+from tests.ui.restricted_auth import SECRET_DAG
+
+pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.integration]
+
+ENDPOINTS = ["/nanogpt/api/jobs", "/nanogpt/api/spend", "/nanogpt/api/balances", "/nanogpt/ui/jobs"]
+
+
+class World:
+    def __init__(self, sim: NanoGPTSimulator, server: ApiServer, runs: dict[str, DagOutcome]):
+        self.sim, self.server, self.runs = sim, server, runs
+
+    def job_rows(self, user: str, **params: Any) -> list[dict[str, Any]]:
+        answer = self.server.get("/nanogpt/api/jobs", user, **params)
+        assert answer.status_code == 200, answer.text
+        return list(answer.json()["jobs"])
+
+    def ti(self, name: str, task: str = "generate") -> dict[str, Any]:
+        outcome = self.runs[name]
+        return {"dag_id": outcome.dag_id, "run_id": outcome.run_id, "task_id": task}
+
+
+def _pretend_still_rendering(outcome: DagOutcome) -> None:
+    """dag.test() runs every wait to its end: make one job look as if its task were deferred."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == outcome.dag_id, TaskInstance.run_id == outcome.run_id
+            )
+        ).one()
+        ti.state = "deferred"
+        card = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == outcome.dag_id,
+                XComModel.run_id == outcome.run_id,
+                XComModel.key == "nanogpt_job",
+            )
+        ).one()
+        card.value = {**card.value, "state": "submitted", "finished_at": None, "error": None}
+
+
+def _forget_earlier_jobs() -> None:
+    """Other tests in this session ran NanoGPT jobs too: start from a page with none."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    from airflow_provider_nanogpt.job_card import CHARGE_KEY_PREFIX, JOB_KEY, WATCH_KEY
+
+    with create_session() as session:
+        session.execute(delete(XComModel).where(XComModel.key.in_([JOB_KEY, WATCH_KEY])))
+        try:
+            from airflow.models.task_state_store import TaskStateStoreModel
+        except ImportError:  # Airflow < 3.3
+            return
+        session.execute(
+            delete(TaskStateStoreModel).where(TaskStateStoreModel.key.startswith(CHARGE_KEY_PREFIX))
+        )
+
+
+@pytest.fixture(scope="module")
+def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    workdir = tmp_path_factory.mktemp("ui")
+    with (
+        NanoGPTSimulator(
+            api_key=CANARY_KEY, time_scale=0.05, quiet=True, queue_seconds=2, render_seconds=8
+        ) as sim,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(sim.url))
+        _forget_earlier_jobs()
+        runs = {
+            "completed": run_dag(
+                "nanogpt_deferrable",
+                {"prompt": "a calm sea at dawn", "output_path": str(workdir / "sea.mp4")},
+            ),
+            "failed": run_dag("nanogpt_deferrable", {"prompt": "a storm [sim:fail]"}),
+            "rendering": run_dag("nanogpt_short_timeout", {"prompt": "a slow one [sim:never]"}),
+            "secret": run_dag(SECRET_DAG, {"prompt": "the secret launch"}),
+        }
+        _pretend_still_rendering(runs["rendering"])
+        connection = {"AIRFLOW_CONN_NANOGPT_DEFAULT": connection_json(sim.url)}
+        with api_server(workdir, connection) as server:
+            yield World(sim, server, runs)
+
+
+def test_every_endpoint_needs_a_user(world: World) -> None:
+    ti = world.ti("completed")
+    for path in [*ENDPOINTS, "/nanogpt/ui/video", "/nanogpt/api/job", "/nanogpt/video"]:
+        assert world.server.get(path, **ti).status_code == 401, path
+        assert world.server.get(path, token="not-a-token", **ti).status_code in (401, 403), path
+
+
+def test_the_page_lists_every_job_with_state_and_cost(world: World) -> None:
+    rows = {(row["dag_id"], row["dag_run_id"]): row for row in world.job_rows("admin")}
+    jobs = {job["runId"]: job for job in world.sim.state()["jobs"]}
+    assert len(rows) == 4 == len(jobs)
+    expected = {
+        "completed": "completed",
+        "failed": "failed",
+        "rendering": "rendering",
+        "secret": "completed",
+    }
+    for name, state in expected.items():
+        outcome = world.runs[name]
+        row = rows[(outcome.dag_id, outcome.run_id)]
+        assert row["state"] == state, name
+        job = jobs[row["run_id"]]
+        assert row["cost"] == pytest.approx(job["cost"]) and row["currency"] == "USD"
+        assert row["model"] == "kling-video-v2" and row["prompt"] in job["payload"]["prompt"]
+    rendering = rows[(world.runs["rendering"].dag_id, world.runs["rendering"].run_id)]
+    assert rendering["progress"] is not None  # live, from NanoGPT, server-side
+    failed = rows[(world.runs["failed"].dag_id, world.runs["failed"].run_id)]
+    assert "failed" in failed["error"]
+
+
+def test_filters_and_paging(world: World) -> None:
+    assert {r["state"] for r in world.job_rows("admin", state="completed")} == {"completed"}
+    assert [r["dag_id"] for r in world.job_rows("admin", dag_id=SECRET_DAG)] == [SECRET_DAG]
+    assert world.job_rows("admin", since="2000-01-01", until="2000-01-31") == []
+    assert world.server.get("/nanogpt/api/jobs", "admin", state="dancing").status_code == 400
+
+
+def test_a_user_sees_only_the_dags_they_may_read(world: World) -> None:
+    assert SECRET_DAG not in {row["dag_id"] for row in world.job_rows("limited")}
+    assert len(world.job_rows("limited")) == 3
+    secret = world.ti("secret")
+    for path in ("/nanogpt/api/job", "/nanogpt/ui/video", "/nanogpt/video"):
+        assert world.server.get(path, "limited", **secret).status_code == 403, path
+    assert world.server.get("/nanogpt/api/job", "viewer", **secret).status_code == 200
+
+
+def test_spend_matches_what_nanogpt_charged(world: World) -> None:
+    spend = world.server.get("/nanogpt/api/spend", "admin").json()
+    charged = [job for job in world.sim.state()["jobs"] if not job["refunded"]]
+    assert spend["jobs"] == len(charged) == 3
+    assert spend["totals"]["USD"] == pytest.approx(sum(job["cost"] for job in charged))
+    assert spend["label"] == "Charges made through this Airflow"
+    limited = world.server.get("/nanogpt/api/spend", "limited").json()
+    assert limited["jobs"] == 2  # not the secret DAG's
+
+
+def test_balances_only_for_users_who_may_read_the_connection(world: World) -> None:
+    admin = world.server.get("/nanogpt/api/balances", "admin").json()["balances"]
+    assert [(b["conn_id"], b["usd"]) for b in admin] == [
+        ("nanogpt_default", pytest.approx(world.sim.state()["balance_usd"]))
+    ]
+    assert world.server.get("/nanogpt/api/balances", "viewer").json()["balances"] == []
+
+
+def test_the_video_streams_through_airflow(world: World) -> None:
+    row = world.server.get("/nanogpt/api/job", "viewer", **world.ti("completed")).json()
+    assert row["video_link"].startswith("/nanogpt/video?")
+    answer = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
+    assert answer.status_code == 200
+    assert answer.content == (Path(row["output_path"])).read_bytes()
+    assert answer.headers["Content-Type"].startswith("video/")
+
+
+def test_no_response_carries_the_key_or_a_header(world: World) -> None:
+    ti = world.ti("completed")
+    texts = [world.server.get(path, "admin", **ti).text for path in ENDPOINTS]
+    texts += [
+        world.server.get(p, "admin", **ti).text for p in ("/nanogpt/api/job", "/nanogpt/ui/video")
+    ]
+    for text in texts:
+        assert CANARY_KEY not in text
+        assert "x-api-key" not in text.lower()
+    page = world.server.get("/nanogpt/ui/jobs", "admin").text
+    assert "NanoGPT video jobs" in page and "a calm sea at dawn" in page
+    assert json.dumps(world.job_rows("admin")).count("video_url") == 0
