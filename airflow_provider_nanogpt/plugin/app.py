@@ -270,6 +270,7 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
         "error": card.get("error"),
         "cost": card.get("cost"),
         "currency": card.get("currency"),
+        "refunded": job.state in job_store.REFUNDED,
         "submitted_at": _iso(submitted),
         "duration_seconds": round((finished - submitted).total_seconds(), 1)
         if submitted and finished

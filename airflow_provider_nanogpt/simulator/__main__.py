@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="simulated seconds before a new job is listed by recover",
     )
+    parser.add_argument(
+        "--sample-video",
+        default=None,
+        help="a real .mp4/.webm/.mov file to serve as every finished job's video",
+    )
     parser.add_argument("--quiet", action="store_true", help="no access log on stderr")
     return parser
 
@@ -95,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet=args.quiet,
             latency_seconds=args.latency,
             recover_lag_seconds=args.recover_lag,
+            sample_video=args.sample_video,
         )
         sim.start()
     except (ValueError, OSError) as exc:

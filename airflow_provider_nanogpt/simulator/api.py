@@ -8,9 +8,10 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from . import catalog
@@ -28,7 +29,7 @@ from .jobs import COMPLETED, Job, Phase, new_run_id, truncate_strings
 from .markers import MarkerError, Markers, parse_markers
 from .messages import JsonResponse, RawResponse, Request, ResetResponse, Response, StreamResponse
 from .shapes import flat_status, legacy_status, nested_status, status_word
-from .state import SimState, money
+from .state import SAMPLE_VIDEO_TYPES, SimState, money
 from .video import video_chunks
 
 VIDEO_PATH_RE = re.compile(r"^/files/videos/([A-Za-z0-9_-]{1,100})\.mp4$")
@@ -454,14 +455,23 @@ def download(state: SimState, request: Request) -> Response:
         if job is None or not job.has_video:
             raise simple_error(404, "Not found")
         size = job.video_size
-        sent = size // 2 if job.markers.truncate else size
+        truncate = job.markers.truncate
         run_id = job.run_id
-    chunks = [] if request.method == "HEAD" else video_chunks(run_id, size, sent)
+        sample = state.config.sample_video
+    content_type = "video/mp4"
+    if sample is not None:
+        data = Path(sample).read_bytes()
+        size, content_type = len(data), SAMPLE_VIDEO_TYPES[Path(sample).suffix.lower()]
+        sent = size // 2 if truncate else size
+        chunks: Iterable[bytes] = [] if request.method == "HEAD" else [data[:sent]]
+    else:
+        sent = size // 2 if truncate else size
+        chunks = [] if request.method == "HEAD" else video_chunks(run_id, size, sent)
     return StreamResponse(
         200,
         size,
         chunks,
-        content_type="video/mp4",
+        content_type=content_type,
         headers={"Accept-Ranges": "none", "Cache-Control": "private"},
     )
 

@@ -52,6 +52,7 @@ class NanoGPTSimulator:
         quiet: bool = False,
         latency_seconds: float = 0.0,
         recover_lag_seconds: float = 0.0,
+        sample_video: str | None = None,
     ) -> None:
         self._bind_host, self._family = resolve_loopback(host)
         if not 0 <= port <= 65535:
@@ -70,6 +71,7 @@ class NanoGPTSimulator:
                     "render_seconds": render_seconds,
                     "latency_seconds": latency_seconds,
                     "recover_lag_seconds": recover_lag_seconds,
+                    "sample_video": sample_video,
                 }
             )
         except ConfigError as exc:

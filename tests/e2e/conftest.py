@@ -44,7 +44,7 @@ class E2E:
 
     @property
     def rest(self) -> Rest:
-        return Rest(self.deployment.api_url)
+        return self.deployment.rest()
 
     @property
     def sim(self) -> Simulator:

@@ -202,11 +202,22 @@ class Simulator:
 
 
 class Rest:
-    """The Airflow public REST API (simple auth manager, all admins: no token needed)."""
+    """The Airflow public REST API: anonymous (simple auth manager, all admins) or as a user."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, login: tuple[str, str] | None = None) -> None:
         self.base = base_url.rstrip("/")
         self.session = requests.Session()
+        if login is not None:
+            self.session.headers["Authorization"] = f"Bearer {self.token(*login)}"
+
+    def token(self, username: str, password: str) -> str:
+        response = requests.post(
+            f"{self.base}/auth/token",
+            json={"username": username, "password": password},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
 
     def get(self, path: str, **params: Any) -> Any:
         response = self.session.get(f"{self.base}{path}", params=params, timeout=30)
@@ -272,8 +283,14 @@ class Deployment:
         dags_folder: Path,
         api_key: str,
         sim_time_scale: float = 1.0,
+        extra_env: Mapping[str, str | None] | None = None,
+        login: tuple[str, str] | None = None,
     ) -> None:
+        """``extra_env`` overrides the Airflow settings (None removes one); ``login`` is the
+        user the REST client signs in as when anonymous access is off."""
         self.root = root
+        self.extra_env = dict(extra_env or {})
+        self.login = login
         self.home = root / "airflow-home"
         self.components_dir = self.home / "components"
         self.components_dir.mkdir(parents=True)
@@ -331,7 +348,11 @@ class Deployment:
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "6",
             "AIRFLOW_CONN_NANOGPT_DEFAULT": json.dumps(connection),
         }
-        return {**base, **settings}
+        merged = {**base, **settings, **self.extra_env}
+        return {name: value for name, value in merged.items() if value is not None}
+
+    def rest(self) -> Rest:
+        return Rest(self.api_url, self.login)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -392,7 +413,7 @@ class Deployment:
 
     def wait_for_dags(self, dag_ids: list[str], timeout: float) -> None:
         """Wait until the dag-processor has stored every DAG; fail fast on an import error."""
-        rest = Rest(self.api_url)
+        rest = self.rest()
 
         def parsed() -> bool:
             errors = rest.get("/api/v2/importErrors")["import_errors"]

@@ -7,6 +7,7 @@ import http.client
 import struct
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,20 @@ def test_large_download_is_streamed_in_constant_memory(sim: NanoGPTSimulator) ->
     # server and client share this process: both together stay far below the file size
     assert peak < 8 * 1024 * 1024, peak
     assert elapsed < 20
+
+
+def test_a_sample_video_is_served_for_every_finished_job(
+    sim: NanoGPTSimulator, tmp_path: Path
+) -> None:
+    sample = tmp_path / "clip.webm"
+    sample.write_bytes(b"\x1a\x45\xdf\xa3" + b"webm bytes" * 100)
+    sim.configure(sample_video=str(sample))
+    run_id = submit_ok(sim, INSTANT)
+    resp = call(sim, "GET", _video_url(sim, run_id).removeprefix(sim.url), key=None)
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "video/webm"
+    assert resp.body == sample.read_bytes()
+    with pytest.raises(ValueError, match="sample_video"):
+        sim.configure(sample_video=str(tmp_path / "missing.webm"))
+    with pytest.raises(ValueError, match="sample_video must end in"):
+        sim.configure(sample_video=__file__)

@@ -3,11 +3,13 @@ DAG (the simple auth manager's roles apply to every DAG alike)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 
-SECRET_DAG = "nanogpt_sync"
+SECRET_DAG_ENV = "NANOGPT_TEST_SECRET_DAG"
+SECRET_DAG = os.environ.get(SECRET_DAG_ENV, "nanogpt_sync")
 
 
 class RestrictedAuthManager(SimpleAuthManager):

@@ -135,7 +135,12 @@ def test_the_page_lists_every_job_with_state_and_cost(world: World) -> None:
     rendering = rows[(world.runs["rendering"].dag_id, world.runs["rendering"].run_id)]
     assert rendering["progress"] is not None  # live, from NanoGPT, server-side
     failed = rows[(world.runs["failed"].dag_id, world.runs["failed"].run_id)]
-    assert "failed" in failed["error"]
+    assert "failed" in failed["error"] and failed["refunded"] is True
+    assert not any(
+        rows[(o.dag_id, o.run_id)]["refunded"]
+        for o in world.runs.values()
+        if o is not world.runs["failed"]
+    )
 
 
 def test_filters_and_paging(world: World) -> None:

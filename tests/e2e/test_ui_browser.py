@@ -1,0 +1,279 @@
+"""The NanoGPT page and the Video tab, as a person sees them: headless Chromium, signed in
+through Airflow's login form, against a real deployment (PostgreSQL, scheduler, triggerer,
+dag-processor, api-server) whose jobs ran for real against the simulator.
+
+Screenshots of every view are kept as test artifacts (``NANOGPT_ARTIFACTS``, default
+``test-artifacts/`` in the repository).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+from tests.conftest import REPO
+from tests.e2e.chromium import (
+    LAUNCH_ARGS,
+    ChromiumUnavailable,
+    ensure_chromium,
+    record_sample_video,
+)
+from tests.e2e.conftest import E2E_DAGS
+from tests.e2e.deployment import Deployment, Rest, wait_for
+from tests.e2e.postgres import PostgresCluster, PostgresUnavailable, ensure_installed
+from tests.ui.apiserver import USERS
+from tests.ui.restricted_auth import SECRET_DAG_ENV
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = Path(os.environ.get("NANOGPT_ARTIFACTS", REPO / "test-artifacts")) / "ui"
+DAG = "nanogpt_e2e_deferred"
+SECRET_DAG = "nanogpt_e2e_triggerer_restart"  # user "limited" may not read this one
+TASK = "generate"
+QUICK = "[sim:queue=0][sim:render=2]"
+PROMPTS = {
+    "completed": f"a calm sea at dawn {QUICK}",
+    "failed": f"a storm over the harbour [sim:fail]{QUICK}",
+    "rendering": "a very slow sunrise [sim:queue=0][sim:render=900]",
+    "secret": f"the secret product launch {QUICK}",
+}
+SETTLED = {"completed": "success", "failed": "failed", "rendering": "deferred", "secret": "success"}
+
+
+@dataclass
+class UiWorld:
+    deployment: Deployment
+    browser: Any
+    canary: str
+    runs: dict[str, str]  # name -> DAG run id
+    seen_html: list[str] = field(default_factory=list)
+    requested_hosts: set[str] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return self.deployment.api_url
+
+    def rest(self) -> Rest:
+        return self.deployment.rest()
+
+    def sign_in(self, user: str) -> Any:
+        """A fresh browser context, signed in through Airflow's login form."""
+        context = self.browser.new_context(viewport={"width": 1400, "height": 1200})
+        page = context.new_page()
+        page.on("request", self._note_request)
+        page.goto(f"{self.url}/")
+        page.fill("input[name=username]", user)
+        page.fill("input[name=password]", USERS[user][1])
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
+        return page
+
+    def _note_request(self, request: Any) -> None:
+        if request.url.startswith(("http:", "https:")):
+            self.requested_hosts.add(urlsplit(request.url).netloc)
+
+    def plugin_frame(self, page: Any, path_part: str) -> Any:
+        """The plugin's iframe in the Airflow page, once its document has loaded."""
+        iframe = page.wait_for_selector(f"iframe[src*='{path_part}']", timeout=60_000)
+        frame = iframe.content_frame()
+        frame.wait_for_load_state("load")
+        assert path_part in frame.url
+        return frame
+
+    def keep(self, page: Any, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        self.seen_html.extend(frame.content() for frame in page.frames)
+
+    def ti_page(self, name: str, dag_id: str = DAG) -> str:
+        run = quote(self.runs[name], safe="")
+        return f"{self.url}/dags/{dag_id}/runs/{run}/tasks/{TASK}/plugin/nanogpt-video"
+
+
+@pytest.fixture(scope="module")
+def ui() -> Iterator[UiWorld]:
+    try:
+        chromium = ensure_chromium()
+        cluster = PostgresCluster(ensure_installed())
+    except (ChromiumUnavailable, PostgresUnavailable) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"The UI suite must run on CI, but: {exc}")
+        pytest.skip(str(exc))
+    from playwright.sync_api import sync_playwright
+
+    canary = f"sk-nano-ui-canary-{uuid.uuid4()}"
+    root = Path(tempfile.mkdtemp(prefix="nanogpt-ui-"))
+    passwords = root / "passwords.json"
+    passwords.write_text(json.dumps({name: pw for name, (_, pw) in USERS.items()}))
+    settings: dict[str, str | None] = {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": None,
+        "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.restricted_auth.RestrictedAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            f"{name}:{role}" for name, (role, _) in USERS.items()
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        SECRET_DAG_ENV: SECRET_DAG,
+        "PYTHONPATH": str(REPO),
+    }
+    deployment: Deployment | None = None
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), args=LAUNCH_ARGS)
+            sample = record_sample_video(browser, root / "sample.webm")
+            cluster.start()
+            deployment = Deployment(
+                root,
+                cluster.sqlalchemy_url,
+                E2E_DAGS,
+                canary,
+                extra_env=settings,
+                login=("admin", USERS["admin"][1]),
+            )
+            deployment.start()
+            deployment.wait_for_dags([DAG, SECRET_DAG], timeout=120)
+            deployment.simulator.configure(sample_video=str(sample))
+            world = UiWorld(deployment, browser, canary, _run_jobs(deployment, root))
+            yield world
+            browser.close()
+    finally:
+        if deployment is not None:
+            deployment.stop()
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_jobs(deployment: Deployment, root: Path) -> dict[str, str]:
+    rest = deployment.rest()
+    runs = {
+        name: rest.trigger(
+            SECRET_DAG if name == "secret" else DAG,
+            {"prompt": prompt, "output_path": str(root / "videos" / f"{name}.mp4")},
+        )
+        for name, prompt in PROMPTS.items()
+    }
+    for name, run_id in runs.items():
+        dag_id = SECRET_DAG if name == "secret" else DAG
+
+        def settled(dag_id: str = dag_id, run_id: str = run_id, want: str = SETTLED[name]) -> bool:
+            ti = rest.task_instance(dag_id, run_id, TASK)
+            return ti is not None and ti["state"] == want
+
+        wait_for(settled, 180, f"{name} job's task to be {SETTLED[name]}", 1.0)
+    return runs
+
+
+def _wait_for_balances(frame: Any) -> None:
+    frame.wait_for_function("!document.querySelector('#balances').textContent.includes('loading')")
+
+
+# --- the NanoGPT page ---------------------------------------------------------------------------
+
+
+def test_the_nanogpt_page_shows_every_job_with_its_state_and_cost(ui: UiWorld) -> None:
+    page = ui.sign_in("viewer")
+    page.goto(f"{ui.url}/plugin/nanogpt")
+    frame = ui.plugin_frame(page, "/nanogpt/ui/jobs")
+    _wait_for_balances(frame)
+    rows = {
+        row.get_attribute("data-run-id"): row
+        for row in frame.query_selector_all("#jobs tbody tr[data-run-id]")
+    }
+    jobs = {job["runId"]: job for job in ui.deployment.simulator.state()["jobs"]}
+    assert set(rows) == set(jobs) and len(rows) == 4
+    states = {}
+    for run_id, row in rows.items():
+        text = row.inner_text()
+        name = next(n for n, p in PROMPTS.items() if p.split(" [")[0] in text)
+        states[name] = row.get_attribute("data-state")
+        assert f"{jobs[run_id]['cost']:.4f} USD" in text
+    assert states == {
+        "completed": "completed",
+        "failed": "failed",
+        "rendering": "rendering",
+        "secret": "completed",
+    }
+    failed = next(r for r in rows.values() if r.get_attribute("data-state") == "failed")
+    assert "refunded" in failed.inner_text()
+    rendering = next(r for r in rows.values() if r.get_attribute("data-state") == "rendering")
+    assert rendering.query_selector("progress") is not None
+    charged = sum(job["cost"] for job in jobs.values() if not job["refunded"])
+    assert frame.inner_text("[data-spend-total=USD]").startswith(f"{charged:.4f} USD")
+    ui.keep(page, "nanogpt-page-viewer")
+    page.context.close()
+
+
+def test_a_user_sees_only_jobs_of_dags_they_may_read(ui: UiWorld) -> None:
+    page = ui.sign_in("limited")
+    page.goto(f"{ui.url}/plugin/nanogpt")
+    frame = ui.plugin_frame(page, "/nanogpt/ui/jobs")
+    text = frame.inner_text("#jobs")
+    assert "the secret product launch" not in text and SECRET_DAG not in text
+    assert "a calm sea at dawn" in text
+    ui.keep(page, "nanogpt-page-limited")
+    secret = (
+        f"{ui.url}/nanogpt/ui/video?dag_id={SECRET_DAG}&task_id={TASK}"
+        f"&run_id={quote(ui.runs['secret'], safe='')}"
+    )
+    assert page.goto(secret).status == 403
+    page.context.close()
+
+
+# --- the Video tab ------------------------------------------------------------------------------
+
+
+def test_the_video_tab_plays_the_rendered_video(ui: UiWorld) -> None:
+    page = ui.sign_in("viewer")
+    page.goto(ui.ti_page("completed"))
+    frame = ui.plugin_frame(page, "/nanogpt/ui/video")
+    frame.wait_for_selector("#player")
+    # The browser fetched the video through Airflow and decoded its first frame.
+    frame.wait_for_function("document.querySelector('#player').readyState >= 2", timeout=30_000)
+    size = frame.eval_on_selector("#player", "video => [video.videoWidth, video.videoHeight]")
+    assert size == [320, 180]
+    assert "/nanogpt/video?" in frame.evaluate("document.querySelector('#player').currentSrc")
+    assert frame.inner_text("#state") == "completed"
+    ui.keep(page, "video-tab-completed")
+    page.context.close()
+
+
+def test_the_video_tab_explains_a_failed_and_a_rendering_job(ui: UiWorld) -> None:
+    page = ui.sign_in("viewer")
+    page.goto(ui.ti_page("failed"))
+    frame = ui.plugin_frame(page, "/nanogpt/ui/video")
+    assert frame.inner_text("#state") == "failed"
+    assert frame.query_selector("#player") is None
+    assert "Error" in frame.inner_text("#job")
+    ui.keep(page, "video-tab-failed")
+
+    page.goto(ui.ti_page("rendering"))
+    frame = ui.plugin_frame(page, "/nanogpt/ui/video")
+    assert frame.inner_text("#state") == "rendering"
+    frame.wait_for_function("document.querySelector('#progress').textContent.includes('% done')")
+    ui.keep(page, "video-tab-rendering")
+    page.context.close()
+
+
+def test_no_page_shows_the_key_and_the_browser_only_talks_to_airflow(ui: UiWorld) -> None:
+    page = ui.sign_in("admin")
+    page.goto(f"{ui.url}/plugin/nanogpt")
+    frame = ui.plugin_frame(page, "/nanogpt/ui/jobs")
+    _wait_for_balances(frame)
+    assert frame.query_selector("#balances [data-balance=nanogpt_default]") is not None
+    ui.keep(page, "nanogpt-page-admin")
+    page.context.close()
+    assert ui.seen_html, "the other tests kept no pages"
+    for html in ui.seen_html:
+        assert ui.canary not in html
+        assert "x-api-key" not in html.lower()
+    # Videos and figures come through Airflow: the browser never calls NanoGPT itself.
+    assert ui.requested_hosts == {urlsplit(ui.url).netloc}
