@@ -52,7 +52,10 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
-        "extra-links": ["airflow_provider_nanogpt.links.video.NanoGPTVideoLink"],
+        "extra-links": [
+            "airflow_provider_nanogpt.links.video.NanoGPTVideoLink",
+            "airflow_provider_nanogpt.links.video.NanoGPTSavedVideoLink",
+        ],
         "connection-types": [
             {
                 "connection-type": "nanogpt",

@@ -4,6 +4,9 @@ NanoGPT accepts 50 submissions a minute. A rate-limited task waits in the trigge
 slot) and submits when the window opens. To cap how many run at once across DAGs, create a pool
 (``airflow pools set nanogpt 8 "NanoGPT submissions" --include-deferred``, so videos waiting in the
 triggerer count too) and add ``pool="nanogpt"`` to ``partial``.
+
+In the grid, each mapped task is labelled with its prompt (shortened): the operator's default
+``map_index_template``. Pass your own to ``partial`` to label them differently.
 """
 
 from __future__ import annotations

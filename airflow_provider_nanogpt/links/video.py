@@ -1,8 +1,13 @@
-"""NanoGPTVideoLink: a button in the Airflow UI that opens the finished video."""
+"""Buttons in the Airflow UI: the video at NanoGPT, and the copy the task saved.
+
+Airflow 3 evaluates links on the worker at the end of each attempt and stores the result, so
+these run where XCom reads are cheap and never touch NanoGPT.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseOperatorLink
 
@@ -11,19 +16,55 @@ if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
 VIDEO_URL_XCOM_KEY = "video_url"
+DEFAULT_JOB_CARD_KEY = "nanogpt_job"
+
+
+def _xcom(key: str, ti_key: TaskInstanceKey) -> Any:
+    from airflow.providers.common.compat.sdk import XCom
+
+    return XCom.get_value(key=key, ti_key=ti_key)
 
 
 class NanoGPTVideoLink(BaseOperatorLink):
-    """Points at the video URL the task pushed to XCom; empty until the video is ready.
+    """NanoGPT's URL of the finished video; empty until the video is ready.
 
-    Airflow 3 evaluates links on the worker at the end of each attempt and stores the result, so
-    this runs where XCom reads are cheap and never touches NanoGPT.
+    NanoGPT does not say how long these URLs live: treat them as temporary (see docs/ui.md).
     """
 
     name = "NanoGPT Video"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.providers.common.compat.sdk import XCom
-
-        value = XCom.get_value(key=VIDEO_URL_XCOM_KEY, ti_key=ti_key)
+        value = _xcom(VIDEO_URL_XCOM_KEY, ti_key)
         return value if isinstance(value, str) else ""
+
+
+class NanoGPTSavedVideoLink(BaseOperatorLink):
+    """The copy saved at ``output_path``, where a browser can open it: the AWS or Google Cloud
+    console for ``s3://`` and ``gs://`` paths. Empty for local paths and other stores (the
+    task's Video tab plays the video whatever the store)."""
+
+    name = "Saved video"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        card = _xcom(getattr(operator, "job_card_key", DEFAULT_JOB_CARD_KEY), ti_key)
+        path = card.get("output_path") if isinstance(card, dict) else None
+        return browsable_url(path) if isinstance(path, str) else ""
+
+
+def browsable_url(output_path: str) -> str:
+    """A console URL for an object-store path, or "" when there is none."""
+    parts = urlsplit(output_path)
+    bucket, key = parts.netloc, parts.path.lstrip("/")
+    if not bucket or not key:
+        return ""
+    if parts.scheme in ("s3", "s3a"):
+        return (
+            f"https://s3.console.aws.amazon.com/s3/object/{quote(bucket)}"
+            f"?prefix={quote(key, safe='')}"
+        )
+    if parts.scheme in ("gs", "gcs"):
+        return (
+            "https://console.cloud.google.com/storage/browser/_details/"
+            f"{quote(bucket)}/{quote(key)}"
+        )
+    return ""

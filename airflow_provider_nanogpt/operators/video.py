@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.sdk import BaseOperator
 
 from airflow_provider_nanogpt.completion import VideoTaskMixin
-from airflow_provider_nanogpt.links.video import NanoGPTVideoLink
+from airflow_provider_nanogpt.links.video import NanoGPTSavedVideoLink, NanoGPTVideoLink
 from airflow_provider_nanogpt.request import REQUEST_FIELDS
 
 if TYPE_CHECKING:
@@ -32,6 +32,16 @@ MAX_RATE_LIMIT_DEFERRAL_SECONDS = 900.0
 # Deferrals for a 429 without Retry-After: 5 s, 10 s, 20 s … up to 5 minutes, with jitter.
 RATE_LIMIT_BACKOFF_BASE_SECONDS = 5.0
 RATE_LIMIT_BACKOFF_MAX_SECONDS = 300.0
+
+
+# Mapped tasks are labelled with their prompt (shortened) instead of [0], [1], ... in the UI.
+# Unmapped tasks render nothing, so Airflow records no label for them.
+DEFAULT_MAP_INDEX_TEMPLATE = (
+    "{% if ti.map_index >= 0 %}"
+    "{{ ((task.prompt or task.model or '') | string).replace('\\n', ' ')"
+    " | truncate(60, True, '…', 0) }}"
+    "{% endif %}"
+)
 
 
 class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
@@ -96,8 +106,16 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         "max_cost_usd",
     )
     template_fields_renderers = {"extra_params": "json", "prompt": "txt"}
-    operator_extra_links = (NanoGPTVideoLink(),)
+    operator_extra_links = (NanoGPTVideoLink(), NanoGPTSavedVideoLink())
     ui_color = "#f2e3ff"
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:  # type: ignore[override]
+        """``BaseOperator.partial``, labelling mapped tasks with their prompt unless the DAG sets
+        its own ``map_index_template`` (the template must be on the mapped task itself: Airflow
+        reads it before the task is unmapped)."""
+        kwargs.setdefault("map_index_template", DEFAULT_MAP_INDEX_TEMPLATE)
+        return super().partial(**kwargs)
 
     def __init__(
         self,

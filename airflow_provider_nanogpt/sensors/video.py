@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_nanogpt.completion import VideoTaskMixin
-from airflow_provider_nanogpt.links.video import NanoGPTVideoLink
+from airflow_provider_nanogpt.links.video import NanoGPTSavedVideoLink, NanoGPTVideoLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -35,7 +35,7 @@ class VideoStatusSensor(VideoTaskMixin, BaseSensorOperator):
     template_fields: Sequence[str] = ("run_id", "output_path", "nanogpt_conn_id")
     # The run was submitted (and paid) elsewhere: this task's card only says how it ended.
     job_card_key = "nanogpt_job_watch"
-    operator_extra_links = (NanoGPTVideoLink(),)
+    operator_extra_links = (NanoGPTVideoLink(), NanoGPTSavedVideoLink())
     ui_color = "#f2e3ff"
 
     def __init__(

@@ -58,6 +58,9 @@ def test_deferrable_generation_defers_and_delivers(sim: NanoGPTSimulator, tmp_pa
     # ... and its run_id XCom was readable while it waited off the worker.
     waiting = {"deferred", "queued", "scheduled"}
     assert any(s in waiting and x == run_id for s, x in outcome.observed_while_running)
+    # The buttons: NanoGPT's URL; no console for a local path (the Video tab plays it).
+    assert outcome.xcoms[("generate", "_link_NanoGPTVideoLink")] == result["video_url"]
+    assert outcome.xcoms[("generate", "_link_NanoGPTSavedVideoLink")] == ""
     assert outcome.xcoms[("generate", "submission")]["run_id"] == run_id
     assert outcome.xcoms[("generate", "video_url")] == result["video_url"]
 
@@ -176,3 +179,25 @@ def test_split_submit_then_sensors(sim: NanoGPTSimulator, tmp_path: Path) -> Non
         assert outcome.xcoms[(task, "return_value")]["run_id"] == run_id
     assert outcome.xcoms[("wait_poke", "return_value")]["output_path"] == str(tmp_path / "s.mp4")
     assert sim.state()["submits_accepted"] == 1
+
+
+def test_mapped_tasks_are_labelled_with_their_prompt(sim: NanoGPTSimulator) -> None:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    outcome = run_dag("nanogpt_mapped", {})
+    assert outcome.state == "success"
+    with create_session() as session:
+        labels = dict(
+            session.execute(
+                select(TaskInstance.map_index, TaskInstance.rendered_map_index).where(
+                    TaskInstance.dag_id == "nanogpt_mapped",
+                    TaskInstance.run_id == outcome.run_id,
+                )
+            ).all()
+        )
+    assert labels == {
+        0: "A hummingbird hovering over a red flower, slow motion, gold…",
+        1: "Neon-lit alley in the rain",
+    }

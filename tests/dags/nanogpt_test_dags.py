@@ -98,6 +98,18 @@ with DAG(
         task_id="generate", model="kling-video-v2", poll_interval=0.2
     ).expand(prompt=[f"batch video {i}" for i in range(200)])
 
+# Three mapped videos, labelled by the operator's default map_index_template.
+with DAG("nanogpt_mapped", schedule=None, start_date=START, catchup=False) as mapped:
+    GenerateVideoOperator.partial(
+        task_id="generate", model="kling-video-v2", poll_interval=0.2
+    ).expand(
+        prompt=[
+            "A hummingbird hovering over a red flower,\n"
+            "slow motion, golden hour light in the garden",
+            "Neon-lit alley in the rain",
+        ]
+    )
+
 # Source media from dag_run.conf too; the retry is there to show invalid input never uses it.
 MEDIA = {
     name: f"{{{{ dag_run.conf.get('{name}') }}}}"
