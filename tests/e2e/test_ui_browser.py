@@ -263,6 +263,32 @@ def test_the_video_tab_explains_a_failed_and_a_rendering_job(ui: UiWorld) -> Non
     page.context.close()
 
 
+ENDPOINTS = [
+    "/nanogpt/ui/jobs",
+    "/nanogpt/api/jobs",
+    "/nanogpt/api/spend",
+    "/nanogpt/api/balances",
+    "/nanogpt/ui/video",
+    "/nanogpt/api/job",
+    "/nanogpt/video",
+]
+
+
+def test_every_endpoint_needs_a_login_and_no_answer_carries_the_key(ui: UiWorld) -> None:
+    import requests
+
+    ti = {"dag_id": DAG, "run_id": ui.runs["completed"], "task_id": TASK}
+    admin = {"Authorization": f"Bearer {ui.rest().token('admin', USERS['admin'][1])}"}
+    for path in ENDPOINTS:
+        anonymous = requests.get(f"{ui.url}{path}", params=ti, timeout=30)
+        assert anonymous.status_code == 401, path
+        answer = requests.get(f"{ui.url}{path}", params=ti, headers=admin, timeout=60)
+        assert answer.status_code == 200, (path, answer.text[:300])
+        body = answer.content if path == "/nanogpt/video" else answer.text.encode()
+        assert ui.canary.encode() not in body, path
+        assert b"x-api-key" not in body.lower(), path
+
+
 def test_no_page_shows_the_key_and_the_browser_only_talks_to_airflow(ui: UiWorld) -> None:
     page = ui.sign_in("admin")
     page.goto(f"{ui.url}/plugin/nanogpt")

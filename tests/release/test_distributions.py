@@ -82,9 +82,16 @@ def test_the_wheel_holds_the_package_and_nothing_else(dists: Dists) -> None:
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
     assert not names - expected, f"not expected in the wheel: {sorted(names - expected)}"
     # Spelled out, though the set above covers them: what users and Airflow rely on.
-    for needed in ("__init__.py", "get_provider_info.py", "py.typed", "simulator/__main__.py"):
+    for needed in (
+        "__init__.py",
+        "get_provider_info.py",
+        "py.typed",
+        "simulator/__main__.py",
+        "plugin/templates/jobs.html",
+        "plugin/templates/video.html",
+    ):
         assert f"{PACKAGE}/{needed}" in names
-    # Package data (py.typed now; the UI plugin's static files and templates once they exist).
+    # Package data: py.typed and the UI plugin's templates.
     assert package_data(files) <= names
     assert not [n for n in names if n.startswith(NOT_IN_THE_WHEEL) or is_cache_or_build_junk(n)]
 

@@ -216,9 +216,10 @@ print(json.dumps(sorted(set(names))))
 
 
 def test_airflow_plugins_lists_every_plugin_the_provider_declares(installed: WheelVenv) -> None:
-    # Provider-info `plugins` and `airflow.plugins` entry points of this distribution; none yet,
-    # and then this proves `airflow plugins` runs cleanly with the provider installed.
+    # Provider-info `plugins` and `airflow.plugins` entry points of this distribution: the UI
+    # plugin, found by Airflow from the installed wheel alone.
     declared = installed.python_json(DECLARED_PLUGINS)
+    assert "nanogpt" in declared
     shown = installed.run(["airflow", "plugins", "-o", "json"], log="airflow-plugins")
     output = shown.stdout + shown.stderr
     assert "Failed to import plugin" not in output and "Traceback" not in output, tail(output)

@@ -159,6 +159,15 @@ def test_a_user_sees_only_the_dags_they_may_read(world: World) -> None:
     assert world.server.get("/nanogpt/api/job", "viewer", **secret).status_code == 200
 
 
+def test_a_run_id_whose_plus_arrived_as_a_space_is_found(world: World) -> None:
+    # Airflow 3.1 puts run ids into plugin iframe URLs unencoded: "+00:00" arrives as " 00:00".
+    ti = world.ti("completed")
+    assert "+" in ti["run_id"]
+    mangled = {**ti, "run_id": ti["run_id"].replace("+", " ")}
+    answer = world.server.get("/nanogpt/api/job", "viewer", **mangled)
+    assert answer.status_code == 200 and answer.json()["dag_run_id"] == ti["run_id"]
+
+
 def test_spend_matches_what_nanogpt_charged(world: World) -> None:
     spend = world.server.get("/nanogpt/api/spend", "admin").json()
     charged = [job for job in world.sim.state()["jobs"] if not job["refunded"]]
