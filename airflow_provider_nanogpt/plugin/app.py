@@ -11,6 +11,7 @@ through this app).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from urllib.parse import quote, urlencode
 
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
@@ -38,23 +39,20 @@ def create_app(base_path: str) -> FastAPI:
 
     @app.get("/ui/jobs", response_class=HTMLResponse)
     def jobs_page(
-        request: Request,
-        user: GetUserDep,
-        session: SessionDep,
-        dag_id: Annotated[str | None, Query()] = None,
-        state: Annotated[str | None, Query()] = None,
-        since: Annotated[str | None, Query()] = None,
-        until: Annotated[str | None, Query()] = None,
-        page: Annotated[int, Query(ge=1)] = 1,
+        request: Request, user: GetUserDep, session: SessionDep, filters: FiltersQuery
     ) -> HTMLResponse:
-        filters = _filters(dag_id, state, since, until, page)
         readable = _readable_dags(user, session)
         listing = job_store.list_jobs(session, readable, filters)
         _add_progress(listing.jobs)
         charges = job_store.spend(session, readable, filters.since, filters.until)
         query = {
-            k: v
-            for k, v in (("dag_id", dag_id), ("state", state), ("since", since), ("until", until))
+            k: str(v)
+            for k, v in (
+                ("dag_id", filters.dag_id),
+                ("state", filters.state),
+                ("since", filters.since),
+                ("until", filters.until),
+            )
             if v
         }
         return _templates.TemplateResponse(
@@ -77,15 +75,9 @@ def create_app(base_path: str) -> FastAPI:
 
     @app.get("/ui/video", response_class=HTMLResponse)
     def video_page(
-        request: Request,
-        user: GetUserDep,
-        session: SessionDep,
-        dag_id: str,
-        run_id: str,
-        task_id: str,
-        map_index: str = "-1",
+        request: Request, user: GetUserDep, session: SessionDep, task: TaskInstanceQuery
     ) -> HTMLResponse:
-        job, ti = _one_job(user, session, dag_id, run_id, task_id, map_index)
+        job, ti = _one_job(user, session, task)
         row = _row(job, base_path, here) if job else None
         return _templates.TemplateResponse(
             request,
@@ -94,16 +86,7 @@ def create_app(base_path: str) -> FastAPI:
         )
 
     @app.get("/api/jobs")
-    def jobs_json(
-        user: GetUserDep,
-        session: SessionDep,
-        dag_id: str | None = None,
-        state: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        page: Annotated[int, Query(ge=1)] = 1,
-    ) -> dict[str, Any]:
-        filters = _filters(dag_id, state, since, until, page)
+    def jobs_json(user: GetUserDep, session: SessionDep, filters: FiltersQuery) -> dict[str, Any]:
         listing = job_store.list_jobs(session, _readable_dags(user, session), filters)
         _add_progress(listing.jobs)
         return {
@@ -144,15 +127,8 @@ def create_app(base_path: str) -> FastAPI:
         return {"balances": readings}
 
     @app.get("/api/job")
-    def job_json(
-        user: GetUserDep,
-        session: SessionDep,
-        dag_id: str,
-        run_id: str,
-        task_id: str,
-        map_index: str = "-1",
-    ) -> dict[str, Any]:
-        job, _ = _one_job(user, session, dag_id, run_id, task_id, map_index)
+    def job_json(user: GetUserDep, session: SessionDep, task: TaskInstanceQuery) -> dict[str, Any]:
+        job, _ = _one_job(user, session, task)
         if job is None:
             raise HTTPException(404, "This task has no NanoGPT job (yet).")
         _add_progress([job])
@@ -160,15 +136,9 @@ def create_app(base_path: str) -> FastAPI:
 
     @app.get("/video")
     def video(
-        request: Request,
-        user: GetUserDep,
-        session: SessionDep,
-        dag_id: str,
-        run_id: str,
-        task_id: str,
-        map_index: str = "-1",
+        request: Request, user: GetUserDep, session: SessionDep, task: TaskInstanceQuery
     ) -> StreamingResponse:
-        job, _ = _one_job(user, session, dag_id, run_id, task_id, map_index)
+        job, _ = _one_job(user, session, task)
         url = job.card.get("video_url") if job else None
         if job is None or not isinstance(url, str) or not job.has_video:
             raise HTTPException(404, "No video for this task.")
@@ -196,8 +166,22 @@ def _readable_dags(user: Any, session: Any) -> set[str]:
     return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session))
 
 
+@dataclass
+class TaskInstanceRef:
+    """The task instance a view is about, from the query string (the UI's ``{MAP_INDEX}`` is
+    left literal for unmapped tasks)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: str = "-1"
+
+
+TaskInstanceQuery = Annotated[TaskInstanceRef, Depends()]
+
+
 def _one_job(
-    user: Any, session: Any, dag_id: str, run_id: str, task_id: str, map_index: str
+    user: Any, session: Any, task: TaskInstanceRef
 ) -> tuple[job_store.Job | None, dict[str, str]]:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import (
@@ -205,6 +189,7 @@ def _one_job(
         DagDetails,
     )
 
+    dag_id, run_id, task_id, map_index = task.dag_id, task.run_id, task.task_id, task.map_index
     allowed = get_auth_manager().is_authorized_dag(
         method="GET",
         access_entity=DagAccessEntity.TASK_INSTANCE,
@@ -282,8 +267,13 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
 
 
 def _filters(
-    dag_id: str | None, state: str | None, since: str | None, until: str | None, page: int
+    dag_id: str | None = None,
+    state: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
 ) -> job_store.Filters:
+    """The job list's filters, from the query string (400 for an unknown state or a bad date)."""
     if state and state not in job_store.STATES:
         raise HTTPException(400, f"state must be one of {', '.join(job_store.STATES)}")
     return job_store.Filters(
@@ -293,6 +283,9 @@ def _filters(
         until=_day(until, "until"),
         page=page,
     )
+
+
+FiltersQuery = Annotated[job_store.Filters, Depends(_filters)]
 
 
 def _day(value: str | None, name: str) -> date | None:
