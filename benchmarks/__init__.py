@@ -15,4 +15,5 @@ BENCHMARKS: dict[str, str] = {
     "dag_parse": "benchmarks.dag_parse",
     "download": "benchmarks.download",
     "batch": "benchmarks.batch",
+    "ui_page": "benchmarks.ui_page",
 }

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-EXPECTED_BENCHMARKS = {"triggerer", "worker_slots", "polling", "dag_parse", "download", "batch"}
+EXPECTED_BENCHMARKS = {
+    "triggerer",
+    "worker_slots",
+    "polling",
+    "dag_parse",
+    "download",
+    "batch",
+    "ui_page",
+}
 
 
 def test_quick_benchmarks_run_and_report_every_figure(tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ def create_app(base_path: str) -> FastAPI:
         readable = _readable_dags(user, session)
         listing = job_store.list_jobs(session, readable, filters)
         _add_progress(listing.jobs)
-        charges = job_store.spend(session, readable, filters.since, filters.until)
+        spent_by = readable & {filters.dag_id} if filters.dag_id else readable  # that DAG's, too
+        charges = job_store.spend(session, spent_by, filters.since, filters.until)
         query = {
             k: str(v)
             for k, v in (
@@ -98,11 +99,15 @@ def create_app(base_path: str) -> FastAPI:
 
     @app.get("/api/spend")
     def spend_json(
-        user: GetUserDep, session: SessionDep, since: str | None = None, until: str | None = None
+        user: GetUserDep,
+        session: SessionDep,
+        dag_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> dict[str, Any]:
-        charges = job_store.spend(
-            session, _readable_dags(user, session), _day(since, "since"), _day(until, "until")
-        )
+        readable = _readable_dags(user, session)
+        spent_by = readable & {dag_id} if dag_id else readable
+        charges = job_store.spend(session, spent_by, _day(since, "since"), _day(until, "until"))
         return {
             "label": "Charges made through this Airflow",
             "totals": charges.totals,

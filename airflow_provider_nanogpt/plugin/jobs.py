@@ -164,16 +164,20 @@ def spend(session: Session, dag_ids: set[str], since: date | None, until: date |
         if isinstance(run_id, str):
             charges[run_id] = (dag_id, record)
     refunded: set[str] = set()
-    query = select(XComModel).where(XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids))
-    for (xcom,) in session.execute(query).all():
-        card = _value(xcom)
+    # Two columns, not XCom objects: ORM objects (and the DAG run each one loads along) cost
+    # several times the JSON itself, and this reads every card of the readable DAGs.
+    query = select(XComModel.dag_id, XComModel.value).where(
+        XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids)
+    )
+    for dag_id, value in session.execute(query):
+        card = _card(value)
         run_id = card.get("run_id")
         if not isinstance(run_id, str):
             continue
         if card.get("state") in REFUNDED:
             refunded.add(run_id)
         elif run_id not in charges or card.get("cost") is not None:
-            charges[run_id] = (xcom.dag_id, card)
+            charges[run_id] = (dag_id, card)
     result = Spend()
     for run_id, (dag_id, record) in charges.items():
         when = _when(record.get("submitted_at"))
@@ -302,7 +306,10 @@ def _job(xcom: Any, ti_state: Any) -> Job:
 
 
 def _value(xcom: Any) -> dict[str, Any]:
-    value = xcom.value
+    return _card(xcom.value)
+
+
+def _card(value: Any) -> dict[str, Any]:
     if isinstance(value, str):  # some backends hand back the JSON text
         try:
             value = json.loads(value)

@@ -176,6 +176,10 @@ def test_spend_matches_what_nanogpt_charged(world: World) -> None:
     assert spend["label"] == "Charges made through this Airflow"
     limited = world.server.get("/nanogpt/api/spend", "limited").json()
     assert limited["jobs"] == 2  # not the secret DAG's
+    secret_only = world.server.get("/nanogpt/api/spend", "admin", dag_id=SECRET_DAG).json()
+    assert secret_only["jobs"] == 1 and list(secret_only["by_dag"]) == [SECRET_DAG]
+    hidden = world.server.get("/nanogpt/api/spend", "limited", dag_id=SECRET_DAG).json()
+    assert hidden["jobs"] == 0 and hidden["totals"] == {}
 
 
 def test_balances_only_for_users_who_may_read_the_connection(world: World) -> None:
