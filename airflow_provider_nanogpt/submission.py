@@ -41,6 +41,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTError,
     NanoGPTNotFoundError,
     NanoGPTPermanentError,
+    NanoGPTRateLimitError,
     NanoGPTSubmissionUncertainError,
     NanoGPTSubmissionUnresolvedError,
 )
@@ -53,7 +54,8 @@ DEFAULT_SETTLE_SECONDS = 60.0
 # How much earlier than our own clock says NanoGPT's clock may date a run we created.
 CLOCK_SKEW_SECONDS = 30.0
 LOOKUP_LIMIT = 50
-# A rate-limited lookup is not slept out on a worker for longer than this: the try fails instead.
+# A rate-limited lookup is not slept out inside the call for longer than this: it raises
+# NanoGPTRateLimitError, and the operator waits (deferred when deferrable) and looks again.
 LOOKUP_MAX_RATE_LIMIT_SLEEP = 5.0
 # Fields that tag or route a request but do not change which video is generated.
 _NOT_FINGERPRINTED = frozenset({"conversationUUID"})
@@ -219,8 +221,9 @@ def find_or_submit(
     """The run this attempt should deliver, sending the request only when that cannot pay twice.
 
     Raises ``NanoGPTRateLimitError`` when the submit endpoint rate limited the request (nothing
-    was created; the caller may wait and call again), ``NanoGPTSubmissionUncertainError`` when a
-    send or a lookup left the outcome open, and ``NanoGPTSubmissionUnresolvedError`` when only a
+    was created) or the lookup of an earlier send was rate limited (nothing was sent): either way
+    the caller may wait and call again. ``NanoGPTSubmissionUncertainError`` when a send or a
+    lookup left the outcome open, and ``NanoGPTSubmissionUnresolvedError`` when only a
     person can tell which run is this task's.
     """
     request_fingerprint = fingerprint(payload)
@@ -362,7 +365,9 @@ def _look_up(hook: NanoGPTHook, tag: str, model: str | None) -> list[RecoveredRu
             conversation_uuid=tag,
             max_rate_limit_sleep=LOOKUP_MAX_RATE_LIMIT_SLEEP,
         )
-    except NanoGPTPermanentError:
+    except (NanoGPTPermanentError, NanoGPTRateLimitError):
+        # A 429 tells when to ask again: the caller waits it out instead of failing the try
+        # (a batch's retries would otherwise hit the 20-a-minute lookup limit back to back).
         raise
     except NanoGPTError as exc:
         raise NanoGPTSubmissionUncertainError(

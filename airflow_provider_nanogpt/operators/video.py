@@ -257,21 +257,22 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                     else None,
                 )
             except NanoGPTRateLimitError as exc:
-                if not self.deferrable:
-                    raise
-                since = rate_limited_since or time.time()
-                wait = self._rate_limit_wait(exc, since, rate_limit_deferrals)
-                self.log.info(
-                    "NanoGPT is rate limiting submissions; waiting %.1f s in the triggerer.", wait
+                # A 429 on the submit or on the lookup of an earlier send: nothing was sent.
+                rate_limited_since = rate_limited_since or time.time()
+                wait = self._rate_limit_wait(exc, rate_limited_since, rate_limit_deferrals)
+                rate_limit_deferrals += 1
+                resume.update(
+                    rate_limited_since=rate_limited_since,
+                    rate_limit_deferrals=rate_limit_deferrals,
                 )
-                self._resume_at(
-                    time.time() + wait,
-                    {
-                        **resume,
-                        "rate_limited_since": since,
-                        "rate_limit_deferrals": rate_limit_deferrals + 1,
-                    },
-                )
+                if self.deferrable:
+                    self.log.info(
+                        "NanoGPT is rate limiting; waiting %.1f s in the triggerer.", wait
+                    )
+                    self._resume_at(time.time() + wait, resume)
+                self.log.info("NanoGPT is rate limiting; waiting %.1f s on the worker.", wait)
+                time.sleep(wait)
+                continue
             if not isinstance(decision, LookUpLater):
                 break
             self.log.info("%s; looking again at %s.", decision.reason, _clock(decision.at))

@@ -65,15 +65,46 @@ def test_a_rate_limited_lookup_is_not_a_rate_limited_submit(
 ) -> None:
     # The POST answers 500 but created the job; the next try's lookup is rate limited (recover
     # allows 20 calls a minute). Reading that 429 as the submit's used to send the POST again.
+    # Retry-After 140 simulated seconds = 7 s, longer than a lookup sleeps inside the call: the
+    # retry waits it out in the triggerer and looks again.
+    sim.add_fault(endpoint="recover", kind="429", retry_after=140)
+    outcome = run_dag("nanogpt_uncertain", {"prompt": f"{PROMPT} [sim:submit500]"})
+    assert outcome.state == "success"
+    assert charged(sim) == (1, 1)
+    assert result(outcome)["run_id"] == only_job(sim)["runId"]
+    # Try 1 was uncertain; try 2 waited out the lookup's 429 (it did not cost a try) and adopted.
+    assert outcome.try_numbers["generate"] == 2
+    out = capfd.readouterr().out
+    assert len(errors(out, "NanoGPTSubmissionUncertainError")) == 1
+    assert len(_logged_waits(out)) == 1
+
+
+def test_without_deferral_a_rate_limited_lookup_is_waited_out_on_the_worker(
+    sim: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sim.add_fault(endpoint="recover", kind="429", retry_after=140)  # 7 s: past the in-call sleep
+    outcome = run_dag("nanogpt_uncertain_sync", {"prompt": f"{PROMPT} [sim:submit500]"})
+    assert outcome.state == "success"
+    assert charged(sim) == (1, 1)
+    assert outcome.try_numbers["generate"] == 2
+    out = capfd.readouterr().out
+    assert re.search(r"rate limiting; waiting [\d.]+ s on the worker", out)
+
+
+def test_a_lookup_rate_limited_for_hours_fails_the_try_and_never_sends(
+    sim: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Retry-After far past the longest wait the operator defers for (a daily cap): the try fails
+    # with NanoGPT's explanation, nothing is sent, and the next try looks again and adopts.
     sim.add_fault(endpoint="recover", kind="429", retry_after=100_000)
     outcome = run_dag("nanogpt_uncertain", {"prompt": f"{PROMPT} [sim:submit500]"})
     assert outcome.state == "success"
     assert charged(sim) == (1, 1)
     assert result(outcome)["run_id"] == only_job(sim)["runId"]
-    assert outcome.try_numbers["generate"] == 3  # uncertain, lookup failed, adopted
+    assert outcome.try_numbers["generate"] == 3  # uncertain, lookup rate limited, adopted
     out = capfd.readouterr().out
-    assert len(errors(out, "NanoGPTSubmissionUncertainError")) == 2
-    assert "Could not look up" in out
+    assert len(errors(out, "NanoGPTSubmissionUncertainError")) == 1
+    assert len(errors(out, "NanoGPTRateLimitError")) == 1
 
 
 # 2 -------------------------------------------------------------------------------------------
@@ -229,7 +260,9 @@ def test_the_sensors_first_checks_tolerate_a_404(sim: NanoGPTSimulator) -> None:
 
 
 def _logged_waits(output: str) -> list[float]:
-    return [float(w) for w in re.findall(r"rate limiting submissions; waiting ([\d.]+) s", output)]
+    return [
+        float(w) for w in re.findall(r"rate limiting; waiting ([\d.]+) s in the triggerer", output)
+    ]
 
 
 def test_rate_limits_without_retry_after_back_off(

@@ -247,7 +247,8 @@ def test_100_mapped_tasks_with_transient_faults_all_succeed_and_pay_once(e2e: E2
         "task_instances"
     ]
     states = {ti["map_index"]: ti["state"] for ti in tis}
-    assert final == "success", {k: v for k, v in states.items() if v != "success"}
+    failed = {ti["map_index"]: ti["try_number"] for ti in tis if ti["state"] != "success"}
+    assert final == "success", _failure_report(e2e, dag_id, run_id, failed)
     assert len(states) == 100
     assert set(states.values()) == {"success"}
     jobs = e2e.sim.jobs_tagged("e2e-soak")
@@ -283,6 +284,37 @@ def test_a_templated_output_path_triggers_the_dag_scheduled_on_the_alias(e2e: E2
     assert published["uris"] == [f"file://{video}"]
     assert published["extra"]["run_id"] == job["runId"]
     assert published["extra"]["output_path"] == str(video)
+
+
+def _failure_report(e2e: E2E, dag_id: str, run_id: str, failed: dict[int, int]) -> str:
+    """Why mapped tasks failed: the error lines of every try of (at most three of) them."""
+    rest = e2e.rest
+    lines = [f"failed map indexes (with their last try): {failed}"]
+    for map_index, tries in sorted(failed.items())[:3]:
+        for try_number in range(1, tries + 1):
+            path = f"{rest.ti_path(dag_id, run_id, 'generate')}/{map_index}/logs/{try_number}"
+            try:
+                body = rest.get(path, full_content="true")
+            except Exception as exc:  # a report must never hide the assertion it explains
+                lines.append(f"[{map_index} try {try_number}] log unavailable: {exc}")
+                continue
+            events = [
+                f"{item.get('event', '')} {_exception_summary(item.get('error_detail'))}".strip()
+                for item in body.get("content", [])
+                if isinstance(item, dict) and item.get("level") in ("error", "warning", "critical")
+            ]
+            lines.append(f"[{map_index} try {try_number}] " + " | ".join(events)[-3000:])
+    return "\n".join(lines)
+
+
+def _exception_summary(detail: Any) -> str:
+    if not isinstance(detail, list):
+        return ""
+    return "; ".join(
+        f"{error.get('exc_type')}: {error.get('exc_value')}"
+        for error in detail
+        if isinstance(error, dict)
+    )
 
 
 def _consumer_runs(e2e: E2E) -> list[dict[str, Any]]:

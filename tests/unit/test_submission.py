@@ -199,9 +199,21 @@ def test_nothing_listed_after_the_settle_time_is_sent_again(
     assert accepted(simulator) == (2, 1)
 
 
-@pytest.mark.parametrize("fault", ["429", "503", "reset"])
+@pytest.mark.parametrize(
+    ("fault", "raised", "message"),
+    [
+        # A 429 says when to ask again: raised as such, for the caller to wait and call again.
+        ("429", NanoGPTRateLimitError, "429"),
+        ("503", NanoGPTSubmissionUncertainError, "Could not look up"),
+        ("reset", NanoGPTSubmissionUncertainError, "Could not look up"),
+    ],
+)
 def test_a_failed_lookup_is_never_read_as_nothing_created(
-    hook: NanoGPTHook, simulator: NanoGPTSimulator, fault: str
+    hook: NanoGPTHook,
+    simulator: NanoGPTSimulator,
+    fault: str,
+    raised: type[Exception],
+    message: str,
 ) -> None:
     store = Store()
     payload = {**KLING, "prompt": KLING["prompt"] + " [sim:submit500]"}
@@ -209,9 +221,10 @@ def test_a_failed_lookup_is_never_read_as_nothing_created(
         run(hook, store, payload=payload)
     store[STATE_KEY]["sent_at"] -= 3600  # long settled: only the lookup stands in the way
     simulator.add_fault(endpoint="recover", kind=fault, count=10, retry_after=100_000)
-    with pytest.raises(NanoGPTSubmissionUncertainError, match="Could not look up"):
+    with pytest.raises(raised, match=message):
         run(hook, store, try_number=2, payload=payload)
     assert accepted(simulator) == (1, 1)
+    assert store[STATE_KEY]["run_id"] is None  # still unresolved: the next call looks again
 
 
 # --- runs recorded earlier --------------------------------------------------------------------
