@@ -60,15 +60,27 @@ class VideoTaskMixin:
         return NanoGPTHook(self.nanogpt_conn_id)
 
     def wait_and_deliver(
-        self, context: Context, run_id: str, *, poll_interval: float, timeout: float
+        self,
+        context: Context,
+        run_id: str,
+        *,
+        poll_interval: float,
+        timeout: float,
+        just_submitted: bool = False,
     ) -> dict[str, Any]:
-        """Finish now if the run is over; otherwise wait in the triggerer (or here), then finish."""
+        """Finish now if the run is over; otherwise wait in the triggerer (or here), then finish.
+
+        ``just_submitted``: the run was created a moment ago and cannot be over yet, so a
+        deferrable task defers at once instead of asking first (one status call, and worker
+        time, saved per video).
+        """
         from airflow_provider_nanogpt.polling import PollTracker, check_once, wait_for_video
         from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger
 
-        event, status = check_once(self.hook, PollTracker(run_id), self.log)
-        if event is not None:
-            return self.finish(context, event, status)
+        if not (just_submitted and self.deferrable):
+            event, status = check_once(self.hook, PollTracker(run_id), self.log)
+            if event is not None:
+                return self.finish(context, event, status)
         # The video link reads this key at every deferral; empty means "not ready yet".
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
         now = time.time()

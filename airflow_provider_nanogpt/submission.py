@@ -228,6 +228,13 @@ def find_or_submit(
     """
     request_fingerprint = fingerprint(payload)
     users_tag = as_str(payload.get("conversationUUID"))
+
+    def look_up(tag: str) -> list[RecoveredRun]:
+        sleep = LOOKUP_MAX_RATE_LIMIT_SLEEP
+        return _look_up(
+            hook, tag, sleep if max_rate_limit_sleep is None else min(sleep, max_rate_limit_sleep)
+        )
+
     record = records.load()
     if record is not None and not record.delivered:
         if record.fingerprint != request_fingerprint:
@@ -239,12 +246,12 @@ def find_or_submit(
         elif record.run_id is not None:
             if (attached := _reattach(hook, record, log)) is not None:
                 return attached
-        elif decision := _settle_uncertain(hook, records, record, attempt, settle_seconds, log):
+        elif decision := _settle_uncertain(look_up, records, record, attempt, settle_seconds, log):
             return decision
     elif record is None and not records.available and attempt.try_number > 1:
         tag = users_tag or submission_tag(attempt.identity, request_fingerprint, None)
         decision = _look_up_earlier_try(
-            hook, tag, bool(users_tag), attempt, settle_seconds, payload.get("model"), log
+            look_up, tag, bool(users_tag), attempt, settle_seconds, payload.get("model"), log
         )
         if decision is not None:
             return decision
@@ -284,7 +291,7 @@ def _reattach(hook: NanoGPTHook, record: RunRecord, log: Any) -> Attached | None
 
 
 def _settle_uncertain(
-    hook: NanoGPTHook,
+    look_up: Callable[[str], list[RecoveredRun]],
     records: RunRecords,
     record: RunRecord,
     attempt: TaskAttempt,
@@ -298,7 +305,7 @@ def _settle_uncertain(
             "again in the same try."
         )
     assert record.tag is not None
-    runs = _look_up(hook, record.tag, None)
+    runs = look_up(record.tag)
     found = _match(runs, record.tag, record.tag_is_users, record.sent_at - CLOCK_SKEW_SECONDS)
     if found is not None:
         records.save(replace(record, run_id=found.run_id, model=found.model or record.model))
@@ -321,7 +328,7 @@ def _settle_uncertain(
 
 
 def _look_up_earlier_try(
-    hook: NanoGPTHook,
+    look_up: Callable[[str], list[RecoveredRun]],
     tag: str,
     tag_is_users: bool,
     attempt: TaskAttempt,
@@ -330,7 +337,7 @@ def _look_up_earlier_try(
     log: Any,
 ) -> Decision | None:
     """Without a record, an earlier try may have sent the request: look for its run by tag."""
-    runs = _look_up(hook, tag, None)
+    runs = look_up(tag)
     since = None if attempt.not_before is None else attempt.not_before - CLOCK_SKEW_SECONDS
     found = _match(runs, tag, tag_is_users, since)
     if found is not None:
@@ -356,14 +363,11 @@ def _look_up_earlier_try(
     return None
 
 
-def _look_up(hook: NanoGPTHook, tag: str, model: str | None) -> list[RecoveredRun]:
+def _look_up(hook: NanoGPTHook, tag: str, max_rate_limit_sleep: float) -> list[RecoveredRun]:
     """NanoGPT's recent runs carrying ``tag``; a failed lookup never counts as "nothing"."""
     try:
         return hook.recover_runs(
-            model=model,
-            limit=LOOKUP_LIMIT,
-            conversation_uuid=tag,
-            max_rate_limit_sleep=LOOKUP_MAX_RATE_LIMIT_SLEEP,
+            limit=LOOKUP_LIMIT, conversation_uuid=tag, max_rate_limit_sleep=max_rate_limit_sleep
         )
     except (NanoGPTPermanentError, NanoGPTRateLimitError):
         # A 429 tells when to ask again: the caller waits it out instead of failing the try

@@ -48,9 +48,15 @@ class RetryPolicy:
         return ceiling * random.uniform(0.5, 1.0)
 
     def delay_for(self, exc: BaseException | None, attempt_number: int) -> float:
-        """The backoff, but never sooner than a Retry-After NanoGPT sent (on any status)."""
-        delay = self.backoff(attempt_number)
+        """The backoff, but never sooner than a Retry-After NanoGPT sent (on any status).
+
+        A 429's Retry-After says when a slot frees: that is waited (with a little jitter, so
+        callers rate limited together do not return together), not the longer backoff.
+        """
         retry_after = exc.retry_after if isinstance(exc, NanoGPTError) else None
+        if retry_after is not None and isinstance(exc, NanoGPTRateLimitError):
+            return retry_after * random.uniform(1.0, 1.1)
+        delay = self.backoff(attempt_number)
         return delay if retry_after is None else max(delay, retry_after)
 
     def is_waitable(self, exc: NanoGPTError) -> bool:

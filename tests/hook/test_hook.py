@@ -244,6 +244,19 @@ def test_submit_429_waits_retry_after_then_submits_once(
     assert elapsed >= 2 * 10 * 0.02 * 0.9  # both Retry-After waits were honoured
 
 
+def test_a_short_retry_after_is_waited_as_given_not_the_longer_backoff(
+    simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Backoff would sleep 2-4 s here; Retry-After says a slot frees in 0.1 s.
+    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(simulator.url))
+    hook = NanoGPTHook(retry_policy=RetryPolicy(max_retries=2, base_delay=4.0, max_delay=8.0))
+    simulator.add_fault(endpoint="submit", kind="429", count=1, retry_after=5)  # 0.1 s real
+    started = time.monotonic()
+    hook.submit_video(KLING)
+    assert time.monotonic() - started < 1.5
+    assert simulator.state()["submits_accepted"] == 1
+
+
 def test_real_rate_limit_is_waited_out(
     simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
