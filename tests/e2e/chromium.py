@@ -8,11 +8,11 @@ suite does for PostgreSQL.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
+
+from tests.e2e.debian import ensure_package
 
 CANDIDATES = ("chromium", "chromium-browser")
 LAUNCH_ARGS = [
@@ -38,29 +38,7 @@ def find_chromium() -> Path | None:
 
 def ensure_chromium() -> Path:
     """The Chromium binary, installing Debian's ``chromium`` package if it is absent."""
-    found = find_chromium()
-    if found is not None:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ChromiumUnavailable(
-            "Chromium is not installed, and apt-get is not usable here (needs root and "
-            "Debian/Ubuntu). Install the `chromium` package."
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-        try:
-            done = subprocess.run(
-                command, env=env, capture_output=True, text=True, timeout=900, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ChromiumUnavailable(f"`{' '.join(command)}` failed: {exc}") from exc
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout)[-2000:]
-            raise ChromiumUnavailable(f"`{' '.join(command)}` exited {done.returncode}: {tail}")
-    found = find_chromium()
-    if found is None:
-        raise ChromiumUnavailable("apt-get installed chromium, but no binary was found")
-    return found
+    return ensure_package("chromium", find_chromium, ChromiumUnavailable, "Chromium")
 
 
 # Records a real, playable 2-second WebM (a sunrise over a sea) with the browser's own encoder,

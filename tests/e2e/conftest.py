@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
+import contextlib
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.deployment import Deployment, Rest, Simulator
+from tests.e2e.lifecycle import kept_on_failure, start, unavailable
 from tests.e2e.postgres import PostgresCluster, PostgresUnavailable, ensure_installed
 
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
@@ -25,8 +25,6 @@ E2E_DAG_IDS = [
     "nanogpt_e2e_alias_producer",
     "nanogpt_e2e_alias_consumer",
 ]
-# Keep the temp dirs (component output, logs) after a run for inspection.
-KEEP_ENV = "NANOGPT_E2E_KEEP"
 
 
 @dataclass
@@ -56,36 +54,17 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
     try:
         cluster = PostgresCluster(ensure_installed())
     except PostgresUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"The e2e suite must run on CI, but PostgreSQL is unavailable: {exc}")
-        pytest.skip(f"PostgreSQL is unavailable: {exc}")
+        unavailable("e2e suite", "PostgreSQL", exc)
 
     # A fresh canary, so a hit can only come from this deployment.
     canary = f"sk-nano-e2e-canary-{uuid.uuid4()}"
     root = Path(tempfile.mkdtemp(prefix="nanogpt-e2e-"))
     videos = root / "videos"
     videos.mkdir()
-    failed_before = request.session.testsfailed
-    deployment: Deployment | None = None
-    setup_failed = False
-    try:
+    with kept_on_failure(request, root, "e2e"), contextlib.ExitStack() as stack:
+        stack.callback(cluster.stop)
         cluster.start()
         deployment = Deployment(root, cluster.sqlalchemy_url, E2E_DAGS, canary)
-        try:
-            deployment.start()
-            deployment.wait_for_dags(E2E_DAG_IDS, timeout=120)
-        except Exception as exc:
-            raise RuntimeError(f"{exc}\n{deployment.describe()}") from exc
+        stack.callback(deployment.stop)
+        start(deployment, E2E_DAG_IDS)
         yield E2E(deployment=deployment, cluster=cluster, canary=canary, videos=videos)
-    except BaseException:
-        setup_failed = True
-        raise
-    finally:
-        if deployment is not None:
-            deployment.stop()
-        cluster.stop()
-        failed = setup_failed or request.session.testsfailed > failed_before
-        if failed or os.environ.get(KEEP_ENV):
-            print(f"\nnanogpt e2e: Airflow home and component output kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)

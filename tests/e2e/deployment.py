@@ -1,10 +1,16 @@
-"""Start and stop a real Airflow deployment (four components) plus the NanoGPT simulator.
+"""Start and stop a real Airflow deployment plus the NanoGPT simulator.
 
-Every process is started in its own session, so it and the children it forks (LocalExecutor
-workers, log servers, the trigger runner) form one process group: a "crash" can then kill the whole
-component, and teardown can reap orphans. Each component's stdout/stderr goes to a file under
-``$AIRFLOW_HOME/components``, and teardown always runs (SIGTERM by pid, SIGKILL after a grace
-period), even when start-up or a test fails.
+By default: LocalExecutor and four components (api-server, scheduler, dag-processor, triggerer).
+With ``celery=CeleryWorkers(...)``: CeleryExecutor, ``airflow celery worker`` processes with their
+own hostnames, and as many triggerers as asked for, each a component with its own name
+(``triggerer-1``, ``celery-worker-2``, ...).
+
+Every process is started in its own session, so it and the children it forks (workers, log
+servers, the trigger runner) form one process group. Task runners put themselves in process groups
+of their own, so a "crash" kills the component's whole process tree (found through psutil), not
+just its group. Each component's stdout/stderr goes to a file under ``$AIRFLOW_HOME/components``,
+and teardown always runs (SIGTERM by pid, SIGKILL after a grace period), even when start-up or a
+test fails.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import requests
 from tests.e2e.ports import free_port
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+CELERY_EXECUTOR = "CeleryExecutor"
 STOP_GRACE_SECONDS = 20.0
 T = TypeVar("T")
 
@@ -110,16 +117,45 @@ class Process:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signum)
 
+    def descendants(self) -> list[Any]:
+        """Everything this process forked, at any depth, still alive (``psutil.Process``es)."""
+        if self.popen is None:
+            return []
+        import psutil
+
+        try:
+            return list(psutil.Process(self.popen.pid).children(recursive=True))
+        except psutil.Error:
+            return []
+
     def kill(self) -> None:
-        """SIGKILL it and everything it forked, like a machine losing the process."""
+        """SIGKILL it and everything it forked, like a machine losing the process.
+
+        Task runners live in process groups of their own, so the group signal alone would leave
+        them running: every descendant is killed by pid too.
+        """
+        tree = self.descendants()
         self.signal_group(signal.SIGKILL)
+        _kill_all(tree)
         if self.popen is not None:
             self.popen.wait(timeout=30)
+
+
+def _kill_all(processes: list[Any]) -> None:
+    """SIGKILL each one; psutil refuses a pid that was reused by another process meanwhile."""
+    import psutil
+
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def stop_processes(processes: list[Process], grace: float = STOP_GRACE_SECONDS) -> None:
     """SIGTERM each by pid, wait up to ``grace`` in total, then SIGKILL what is left."""
     running = [p for p in processes if p.popen is not None]
+    # Task runners and their children sit in process groups of their own: remember them now,
+    # while their parents still lead to them.
+    trees = [child for proc in running for child in proc.descendants()]
     for proc in running:
         if proc.alive():
             with contextlib.suppress(ProcessLookupError):
@@ -136,6 +172,7 @@ def stop_processes(processes: list[Process], grace: float = STOP_GRACE_SECONDS) 
         assert proc.popen is not None
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.popen.wait(timeout=10)
+    _kill_all(trees)
 
 
 class Simulator:
@@ -273,8 +310,21 @@ class Rest:
         return json.dumps(response.json())
 
 
+@dataclass(frozen=True)
+class CeleryWorkers:
+    """The CeleryExecutor part of a deployment: the broker and the ``airflow celery worker``s."""
+
+    broker_url: str
+    count: int = 2
+    concurrency: int = 4  # slots per worker
+
+
 class Deployment:
-    """Airflow 3 on PostgreSQL with LocalExecutor, four separate components, and the simulator."""
+    """Airflow 3 on PostgreSQL, each component a separate process, and the simulator.
+
+    LocalExecutor with one triggerer by default; ``celery`` switches to CeleryExecutor with
+    ``celery.count`` workers, and ``triggerers`` runs that many triggerers side by side.
+    """
 
     def __init__(
         self,
@@ -285,12 +335,24 @@ class Deployment:
         sim_time_scale: float = 1.0,
         extra_env: Mapping[str, str | None] | None = None,
         login: tuple[str, str] | None = None,
+        *,
+        triggerers: int = 1,
+        celery: CeleryWorkers | None = None,
+        api_workers: int = 1,
     ) -> None:
         """``extra_env`` overrides the Airflow settings (None removes one); ``login`` is the
-        user the REST client signs in as when anonymous access is off."""
+        user the REST client signs in as when anonymous access is off. ``api_workers`` is the
+        api-server's process count: every task's XCom and state-store writes go through it."""
+        if triggerers < 1:
+            raise ValueError("a deployment needs at least one triggerer")
         self.root = root
         self.extra_env = dict(extra_env or {})
         self.login = login
+        self.triggerers = triggerers
+        self.celery = celery
+        self.api_workers = api_workers
+        # Components killed on purpose and left down: check_alive() does not count them.
+        self.down: set[str] = set()
         self.home = root / "airflow-home"
         self.components_dir = self.home / "components"
         self.components_dir.mkdir(parents=True)
@@ -302,10 +364,27 @@ class Deployment:
         self.processes: dict[str, Process] = {}
         self.api_port = 0
         self.env: dict[str, str] = {}
+        self.component_env: dict[str, dict[str, str]] = {}
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def triggerer_names(self) -> list[str]:
+        # One triggerer keeps the plain name the LocalExecutor tests use.
+        if self.triggerers == 1:
+            return ["triggerer"]
+        return [f"triggerer-{i}" for i in range(1, self.triggerers + 1)]
+
+    @property
+    def worker_names(self) -> list[str]:
+        if self.celery is None:
+            return []
+        return [f"celery-worker-{i}" for i in range(1, self.celery.count + 1)]
+
+    def component_names(self) -> list[str]:
+        return [*COMPONENTS[:3], *self.triggerer_names, *self.worker_names]
 
     def _airflow_env(self) -> dict[str, str]:
         # Start from a clean slate: the pytest process has its own (SQLite) Airflow settings.
@@ -332,7 +411,7 @@ class Deployment:
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.api_port),
-            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__WORKERS": str(self.api_workers),
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
             # Log servers on free ports: other engineers' deployments may hold the defaults.
@@ -348,8 +427,35 @@ class Deployment:
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "6",
             "AIRFLOW_CONN_NANOGPT_DEFAULT": json.dumps(connection),
         }
+        if self.celery is not None:
+            settings.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": CELERY_EXECUTOR,
+                    "AIRFLOW__CELERY__BROKER_URL": self.celery.broker_url,
+                    # Results in the metadata database ("db+" + sql_alchemy_conn), as the
+                    # provider does by default; said explicitly so no one wonders.
+                    "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.database_url}",
+                    # Publishing to the broker times out after 1 s by default; on a busy 2-core
+                    # machine that leaves tasks queued for another scheduler loop.
+                    "AIRFLOW__CELERY__OPERATION_TIMEOUT": "10",
+                    # Said explicitly (the provider warns otherwise). A worker's unacknowledged
+                    # message comes back only after this long, so a killed worker's tasks are
+                    # recovered by Airflow's heartbeat check, never by the broker re-delivering.
+                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+                }
+            )
         merged = {**base, **settings, **self.extra_env}
         return {name: value for name, value in merged.items() if value is not None}
+
+    def _env_for(self, name: str) -> dict[str, str]:
+        """Settings one component needs for itself: several triggerers or workers on one machine
+        must each serve logs on a port of their own."""
+        own = {"NANOGPT_E2E_COMPONENT": name}
+        if name.startswith("triggerer") and self.triggerers > 1:
+            own["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(free_port())
+        if name.startswith("celery-worker"):
+            own["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
+        return own
 
     def rest(self) -> Rest:
         return Rest(self.api_url, self.login)
@@ -361,18 +467,49 @@ class Deployment:
         self.api_port = free_port()
         self.env = self._airflow_env()
         self._migrate()
-        for name in COMPONENTS:
+        for name in self.component_names():
+            self.component_env[name] = {**self.env, **self._env_for(name)}
             self.processes[name] = Process(
                 name=name, argv=self._argv(name), output_dir=self.components_dir
             )
-            self.processes[name].start(self.env, self.root)
+            self.processes[name].start(self.component_env[name], self.root)
         self.wait_healthy(timeout=180)
+        if self.celery is not None:
+            self.wait_workers_ready(self.worker_names, timeout=120)
 
     def _argv(self, name: str) -> list[str]:
-        argv = [sys.executable, "-m", "airflow", name]
+        airflow = [sys.executable, "-m", "airflow"]
+        if name.startswith("triggerer"):
+            return [*airflow, "triggerer"]
+        if name.startswith("celery-worker"):
+            assert self.celery is not None
+            return [
+                *airflow,
+                "celery",
+                "worker",
+                # A Celery node name of its own per worker, as on separate machines.
+                "--celery-hostname",
+                f"{name}@%h",
+                "--concurrency",
+                str(self.celery.concurrency),
+            ]
+        argv = [*airflow, name]
         if name == "api-server":
-            argv += ["--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]
+            argv += ["--host", "127.0.0.1", "--port", str(self.api_port)]
+            argv += ["--workers", str(self.api_workers)]
         return argv
+
+    def wait_workers_ready(self, names: list[str], timeout: float) -> None:
+        """Wait until each Celery worker says it is ready (it consumes from the broker then)."""
+
+        def ready() -> bool:
+            return all(
+                f"{name}@" in (text := _tail(self.processes[name].output, 200_000))
+                and " ready." in text
+                for name in names
+            )
+
+        wait_for(ready, timeout, f"Celery workers {names}", 0.5, self.check_alive)
 
     def _migrate(self) -> None:
         output = self.components_dir / "db-migrate.out"
@@ -392,6 +529,8 @@ class Deployment:
     def check_alive(self) -> None:
         """Fail at once, with its output, if a component died instead of waiting for a timeout."""
         for proc in self.processes.values():
+            if proc.name in self.down:
+                continue
             if proc.popen is not None and not proc.alive():
                 raise DeploymentError(
                     f"{proc.name} exited with {proc.popen.returncode}:\n{_tail(proc.output)}"
@@ -423,8 +562,14 @@ class Deployment:
 
         wait_for(parsed, timeout, f"DAGs {dag_ids}", 0.5, self.check_alive)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL a component's whole process tree and leave it down (until ``restart``)."""
+        self.down.add(name)
+        self.processes[name].kill()
+
     def restart(self, name: str) -> None:
-        self.processes[name].start(self.env, self.root)
+        self.down.discard(name)
+        self.processes[name].start(self.component_env.get(name, self.env), self.root)
 
     def stop(self) -> None:
         procs = list(self.processes.values())

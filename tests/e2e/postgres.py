@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.debian import ensure_package
 from tests.e2e.ports import free_port
 
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -53,29 +54,9 @@ def find_bindir() -> Path | None:
 
 def ensure_installed() -> Path:
     """Find PostgreSQL's server binaries, installing Debian's ``postgresql`` if absent."""
-    bindir = find_bindir()
-    if bindir is not None:
-        return bindir
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise PostgresUnavailable(
-            "PostgreSQL server binaries (initdb, pg_ctl) are not installed, and apt-get is not "
-            "usable here (needs root and Debian/Ubuntu). Install the `postgresql` package."
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "postgresql"]):
-        try:
-            done = subprocess.run(
-                command, env=env, capture_output=True, text=True, timeout=900, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise PostgresUnavailable(f"`{' '.join(command)}` failed: {exc}") from exc
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout)[-2000:]
-            raise PostgresUnavailable(f"`{' '.join(command)}` exited {done.returncode}: {tail}")
-    bindir = find_bindir()
-    if bindir is None:
-        raise PostgresUnavailable("apt-get installed postgresql, but no initdb/pg_ctl was found")
-    return bindir
+    return ensure_package(
+        "postgresql", find_bindir, PostgresUnavailable, "PostgreSQL's server (initdb, pg_ctl)"
+    )
 
 
 class PostgresCluster:

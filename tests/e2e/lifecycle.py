@@ -1,0 +1,50 @@
+"""Setting up and tearing down a deployment fixture, the same way for every e2e module."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tests.e2e.deployment import Deployment
+
+KEEP_ENV = "NANOGPT_E2E_KEEP"
+
+
+def unavailable(suite: str, what: str, exc: Exception) -> NoReturn:
+    """Skip where a system package cannot be had, but never on CI: there it must run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"The {suite} must run on CI, but {what} is unavailable: {exc}")
+    pytest.skip(f"{what} is unavailable: {exc}")
+
+
+@contextlib.contextmanager
+def kept_on_failure(request: pytest.FixtureRequest, root: Path, label: str) -> Iterator[None]:
+    """Delete ``root`` afterwards, unless the set-up or a test failed or ``KEEP_ENV`` is set."""
+    failed_before = request.session.testsfailed
+    setup_failed = False
+    try:
+        yield
+    except BaseException:
+        setup_failed = True
+        raise
+    finally:
+        failed = setup_failed or request.session.testsfailed > failed_before
+        if failed or os.environ.get(KEEP_ENV):
+            print(f"\nnanogpt {label}: Airflow home and component output kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def start(deployment: Deployment, dag_ids: list[str], timeout: float = 120) -> None:
+    """Start it and wait for the DAGs; a failure carries every component's output."""
+    try:
+        deployment.start()
+        deployment.wait_for_dags(dag_ids, timeout=timeout)
+    except Exception as exc:
+        raise RuntimeError(f"{exc}\n{deployment.describe()}") from exc
