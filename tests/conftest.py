@@ -6,8 +6,10 @@ any test module imports Airflow.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +21,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 TEST_DAGS = REPO / "tests" / "dags"
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="nanogpt-airflow-home-"))
+# Every session makes one (its SQLite DB, logs, lineage events): gone when the session ends.
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 EXAMPLE_DAGS = REPO / "example_dags"
