@@ -176,11 +176,12 @@ def test_not_listed_yet_is_not_nothing_created(
     payload = {**KLING, "prompt": KLING["prompt"] + " [sim:submit500]"}
     with pytest.raises(NanoGPTSubmissionUncertainError):
         run(hook, store, payload=payload)
-    early = run(hook, store, try_number=2, payload=payload, settle=3.0)
+    early = run(hook, store, try_number=2, payload=payload, settle=60.0)
     assert isinstance(early, LookUpLater)
-    assert early.at == pytest.approx(store[STATE_KEY]["sent_at"] + 3.0)
-    time.sleep(max(0.0, early.at - time.time()))
-    decision = run(hook, store, try_number=2, payload=payload, settle=3.0)
+    assert early.at == pytest.approx(store[STATE_KEY]["sent_at"] + 60.0)
+    time.sleep(1.5)  # NanoGPT lists the job now; the settle time is moved, not slept
+    store[STATE_KEY] = {**store[STATE_KEY], "sent_at": store[STATE_KEY]["sent_at"] - 61.0}
+    decision = run(hook, store, try_number=2, payload=payload, settle=60.0)
     assert isinstance(decision, Attached) and decision.reattached
     assert accepted(simulator) == (1, 1)
 
@@ -192,9 +193,9 @@ def test_nothing_listed_after_the_settle_time_is_sent_again(
     store = Store()
     with pytest.raises(NanoGPTSubmissionUncertainError):
         run(hook, store)
-    assert isinstance(run(hook, store, try_number=2, settle=0.5), LookUpLater)
-    time.sleep(0.6)
-    decision = run(hook, store, try_number=2, settle=0.5)
+    assert isinstance(run(hook, store, try_number=2, settle=60.0), LookUpLater)
+    store[STATE_KEY] = {**store[STATE_KEY], "sent_at": store[STATE_KEY]["sent_at"] - 61.0}
+    decision = run(hook, store, try_number=2, settle=60.0)
     assert isinstance(decision, Attached) and not decision.reattached
     assert accepted(simulator) == (2, 1)
 
@@ -303,12 +304,13 @@ def test_without_a_store_a_retry_finds_the_earlier_tries_run_by_tag(
 def test_without_a_store_a_retry_waits_the_settle_time_from_its_start(
     hook: NanoGPTHook, simulator: NanoGPTSimulator
 ) -> None:
+    # The try's start is set, not slept past, so a slow machine cannot move the decision.
     started = time.time()
-    early = run(hook, None, try_number=2, settle=0.5, started_at=started)
-    assert isinstance(early, LookUpLater) and early.at == pytest.approx(started + 0.5)
+    early = run(hook, None, try_number=2, settle=60.0, started_at=started)
+    assert isinstance(early, LookUpLater) and early.at == pytest.approx(started + 60.0)
     assert accepted(simulator) == (0, 0)
-    time.sleep(0.6)
-    assert isinstance(run(hook, None, try_number=2, settle=0.5, started_at=started), Attached)
+    settled = run(hook, None, try_number=2, settle=60.0, started_at=started - 61.0)
+    assert isinstance(settled, Attached)
     assert accepted(simulator) == (1, 1)
 
 
