@@ -76,6 +76,9 @@ SUBMIT_TIMEOUT_FLOOR = 60.0
 CONNECT_TIMEOUT = 10.0
 # NanoGPT's answers are small JSON documents; anything larger is refused unread.
 MAX_API_BODY_BYTES = 4 * 1024 * 1024
+# The model catalog changes rarely: one task execution reads it once (validation and the cost
+# guard both need it), and a worker-side loop at most once a minute.
+CATALOG_MAX_AGE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class NanoGPTHook(BaseHook):
         self._retry_policy_override = retry_policy
         self._settings: ClientSettings | None = None
         self._async_client: SharedClient | None = None
+        self._catalog: dict[bool, tuple[float, list[VideoModel]]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(nanogpt_conn_id={self.nanogpt_conn_id!r})"
@@ -326,7 +330,13 @@ class NanoGPTHook(BaseHook):
         return parse_balance(await self._arequest(balance_request()))
 
     def list_video_models(self, detailed: bool = True) -> list[VideoModel]:
-        return parse_video_models(self._request(video_models_request(detailed)))
+        """NanoGPT's video model catalog, read at most once a minute by this hook."""
+        cached = self._catalog.get(detailed)
+        if cached is not None and time.monotonic() - cached[0] < CATALOG_MAX_AGE_SECONDS:
+            return list(cached[1])
+        models = parse_video_models(self._request(video_models_request(detailed)))
+        self._catalog[detailed] = (time.monotonic(), models)
+        return list(models)
 
     def recover_runs(
         self,

@@ -47,6 +47,19 @@ def test_budget_within_limits_submits_once(sim: NanoGPTSimulator) -> None:
     assert sim.state()["submits_accepted"] == 1
 
 
+def test_extra_params_and_a_cost_cap_read_the_catalog_once(sim: NanoGPTSimulator) -> None:
+    # Both the extra_params check and the cost guard need NanoGPT's model catalog.
+    outcome = run_dag(
+        "nanogpt_budget",
+        {"prompt": "a quiet harbour", "max_cost_usd": 1, "extra_params": {"cfg_scale": 0.7}},
+    )
+    assert outcome.state == "success"
+    state = sim.state()
+    assert state["submits_accepted"] == 1
+    assert state["jobs"][0]["payload"]["cfg_scale"] == 0.7
+    assert state["requests"].get("GET /api/v1/video-models") == 1
+
+
 def test_rate_limited_submit_defers_then_submits_once(sim: NanoGPTSimulator) -> None:
     # 60 simulated seconds = 3 real seconds: longer than the worker may sleep, so it defers.
     sim.add_fault(endpoint="submit", kind="429", count=1, retry_after=60)
