@@ -328,9 +328,10 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         )
 
     def _rate_limit_wait(self, exc: NanoGPTRateLimitError, since: float, deferrals: int) -> float:
-        """Seconds to wait out a submit 429, or raise once waiting would pass ``timeout``.
+        """Seconds to wait out a 429, or raise once waiting would pass ``timeout``.
 
-        A 429 proves nothing was created, so submitting again after it never pays twice. Jitter
+        The 429 answered the submit (it proves nothing was created) or the lookup of an earlier
+        send (nothing was sent since): either way, asking again later never pays twice. Jitter
         spreads a rate-limited batch over the window instead of returning all at once.
         """
         from airflow_provider_nanogpt.api.retry import RetryPolicy

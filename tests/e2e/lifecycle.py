@@ -16,6 +16,14 @@ from tests.e2e.deployment import Deployment
 KEEP_ENV = "NANOGPT_E2E_KEEP"
 
 
+def log_tail(path: Path, chars: int = 2000) -> str:
+    """The end of a server's log file, for a start-up error; empty when there is none."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
 def unavailable(suite: str, what: str, exc: Exception) -> NoReturn:
     """Skip where a system package cannot be had, but never on CI: there it must run."""
     if os.environ.get("CI"):

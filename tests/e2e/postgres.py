@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.debian import ensure_package
+from tests.e2e.lifecycle import log_tail
 from tests.e2e.ports import free_port
 
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -157,7 +158,7 @@ class PostgresCluster:
             )
             if started.returncode == 0:
                 break
-            last_error = f"{started.stderr or started.stdout}\n{self._log_tail()}"
+            last_error = f"{started.stderr or started.stdout}\n{log_tail(self.log_file)}"
         else:
             raise RuntimeError(f"PostgreSQL did not start: {last_error}")
         conn = self.connect("postgres")
@@ -187,12 +188,6 @@ class PostgresCluster:
         if dumped.returncode != 0:
             raise RuntimeError(f"pg_dump failed: {dumped.stderr}")
         return dumped.stdout
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-2000:]
-        except OSError:
-            return ""
 
     def stop(self) -> None:
         """Stop the server (immediately: the data is thrown away) and delete the cluster."""

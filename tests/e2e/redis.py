@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.debian import ensure_package
+from tests.e2e.lifecycle import log_tail
 from tests.e2e.ports import free_port
 
 START_ATTEMPTS = 3
@@ -88,7 +89,7 @@ class RedisServer:
             if self._wait_ready():
                 return
             self._kill()
-        raise RuntimeError(f"redis-server did not start: {self._log_tail()}")
+        raise RuntimeError(f"redis-server did not start: {log_tail(self.log_file)}")
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
@@ -108,12 +109,6 @@ class RedisServer:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "<no log>"
 
     def _kill(self) -> None:
         if self.popen is not None:

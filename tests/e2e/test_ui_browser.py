@@ -30,6 +30,7 @@ from tests.e2e.chromium import (
 )
 from tests.e2e.conftest import E2E_DAGS
 from tests.e2e.deployment import Deployment, Rest, wait_for
+from tests.e2e.lifecycle import unavailable
 from tests.e2e.postgres import PostgresCluster, PostgresUnavailable, ensure_installed
 from tests.ui.apiserver import USERS
 from tests.ui.restricted_auth import SECRET_DAG_ENV
@@ -106,9 +107,7 @@ def ui() -> Iterator[UiWorld]:
         chromium = ensure_chromium()
         cluster = PostgresCluster(ensure_installed())
     except (ChromiumUnavailable, PostgresUnavailable) as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"The UI suite must run on CI, but: {exc}")
-        pytest.skip(str(exc))
+        unavailable("UI suite", "Chromium or PostgreSQL", exc)
     from playwright.sync_api import sync_playwright
 
     canary = f"sk-nano-ui-canary-{uuid.uuid4()}"
