@@ -91,6 +91,11 @@ def run(
     )
 
 
+def settle_time_passes(store: Store, seconds: float) -> None:
+    """Date the recorded send ``seconds`` earlier: the clock is moved, not slept past."""
+    store[STATE_KEY] = {**store[STATE_KEY], "sent_at": store[STATE_KEY]["sent_at"] - seconds}
+
+
 def accepted(sim: NanoGPTSimulator) -> tuple[int, int]:
     state = sim.state()
     return state["submit_requests"], state["submits_accepted"]
@@ -180,7 +185,7 @@ def test_not_listed_yet_is_not_nothing_created(
     assert isinstance(early, LookUpLater)
     assert early.at == pytest.approx(store[STATE_KEY]["sent_at"] + 60.0)
     time.sleep(1.5)  # NanoGPT lists the job now; the settle time is moved, not slept
-    store[STATE_KEY] = {**store[STATE_KEY], "sent_at": store[STATE_KEY]["sent_at"] - 61.0}
+    settle_time_passes(store, 61.0)
     decision = run(hook, store, try_number=2, payload=payload, settle=60.0)
     assert isinstance(decision, Attached) and decision.reattached
     assert accepted(simulator) == (1, 1)
@@ -194,7 +199,7 @@ def test_nothing_listed_after_the_settle_time_is_sent_again(
     with pytest.raises(NanoGPTSubmissionUncertainError):
         run(hook, store)
     assert isinstance(run(hook, store, try_number=2, settle=60.0), LookUpLater)
-    store[STATE_KEY] = {**store[STATE_KEY], "sent_at": store[STATE_KEY]["sent_at"] - 61.0}
+    settle_time_passes(store, 61.0)
     decision = run(hook, store, try_number=2, settle=60.0)
     assert isinstance(decision, Attached) and not decision.reattached
     assert accepted(simulator) == (2, 1)
