@@ -117,12 +117,13 @@ class VideoTaskMixin:
         from airflow_provider_nanogpt.job_card import JobState
 
         self._lineage_facts["run_id"] = event.run_id
+        card = self.job_card(context)
         try:
             self.raise_for_event(event)
             if status is None or not status.is_deliverable:
                 status = self.hook.get_video_status(event.run_id)
             # NanoGPT states no currency for a final cost: it is the one the job was paid in.
-            precharge, currency = self.precharge(context)
+            precharge, currency = precharge_on(card)
             result = deliver(
                 self.hook,
                 status,
@@ -133,13 +134,14 @@ class VideoTaskMixin:
                 log=self.log,
             )
         except Exception as exc:
-            self.end_card(context, event, job_state_for(event), error=str(exc)[:500])
+            self.end_card(context, card, event, job_state_for(event), error=str(exc)[:500])
             raise
         if result["cost"] is None:
             # The flat status shape carries no final cost; the pre-charge is the best known figure.
             result["cost"] = precharge
         self.end_card(
             context,
+            card,
             event,
             JobState.COMPLETED,
             **{key: result[key] for key in ("cost", "currency", "video_url", "output_path")},
@@ -157,18 +159,29 @@ class VideoTaskMixin:
     # The XCom key of this task's job card (see ``airflow_provider_nanogpt.job_card``).
     job_card_key: str = "nanogpt_job"
 
-    def end_card(self, context: Context, event: VideoEvent, state: Any, **fields: Any) -> None:
-        """Record how the job ended on this task's job card, for the NanoGPT page."""
-        from airflow_provider_nanogpt.job_card import ended
-
+    def job_card(self, context: Context) -> dict[str, Any]:
+        """This task's job card as pushed at submission (empty for a sensor, which pushes none)."""
         ti = context["ti"]
         card = ti.xcom_pull(
             task_ids=ti.task_id, key=self.job_card_key, map_indexes=getattr(ti, "map_index", -1)
         )
-        base = dict(card) if isinstance(card, Mapping) else {}
+        return dict(card) if isinstance(card, Mapping) else {}
+
+    def end_card(
+        self,
+        context: Context,
+        card: Mapping[str, Any],
+        event: VideoEvent,
+        state: Any,
+        **fields: Any,
+    ) -> None:
+        """Record how the job ended on this task's job card, for the NanoGPT page."""
+        from airflow_provider_nanogpt.job_card import ended
+
+        base = dict(card)
         base.setdefault("run_id", event.run_id)
         base.setdefault("conn_id", self.nanogpt_conn_id)
-        ti.xcom_push(key=self.job_card_key, value=ended(base, state, **fields))
+        context["ti"].xcom_push(key=self.job_card_key, value=ended(base, state, **fields))
 
     # --- OpenLineage: called by Airflow's OpenLineage listener when that provider is installed
 
@@ -219,21 +232,17 @@ class VideoTaskMixin:
     def on_delivered(self, context: Context) -> None:
         """Called once the video is delivered."""
 
-    def precharge(self, context: Context) -> tuple[float | None, str | None]:
-        """What NanoGPT pre-charged for the run and in which currency, as recorded at submission.
 
-        (None, None) when this task did not submit the run (a sensor).
-        """
-        from airflow_provider_nanogpt.api.coerce import as_amount
-        from airflow_provider_nanogpt.api.responses import currency_of
+def precharge_on(card: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """What NanoGPT pre-charged for the run, and in which currency, as the card recorded it.
 
-        ti = context["ti"]
-        submission = ti.xcom_pull(
-            task_ids=ti.task_id, key="submission", map_indexes=getattr(ti, "map_index", -1)
-        )
-        if not isinstance(submission, Mapping):
-            return None, None
-        return as_amount(submission.get("cost")), currency_of(submission.get("payment_source"))
+    (None, None) when this task did not submit the run (a sensor's card has no cost).
+    """
+    from airflow_provider_nanogpt.api.coerce import as_amount
+    from airflow_provider_nanogpt.api.responses import KNOWN_CURRENCIES
+
+    currency = card.get("currency")
+    return as_amount(card.get("cost")), currency if currency in KNOWN_CURRENCIES else None
 
 
 def job_state_for(event: VideoEvent) -> Any:

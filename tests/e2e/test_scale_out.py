@@ -319,6 +319,20 @@ class Execution:
     def runner_seconds(self) -> float:
         return self.ended - self.started
 
+    @property
+    def kind(self) -> str:
+        """What this execution did, read from the operator's own log lines."""
+        events = " ".join(str(line.get("event", "")) for line in self.lines)
+        if " is ready: " in events:
+            return "delivered"
+        if "Submitted NanoGPT video" in events:
+            return "submitted"
+        if "Reattaching to NanoGPT run" in events:
+            return "reattached"
+        if "NanoGPT is rate limiting" in events:
+            return "rate_limited"
+        return "other"
+
 
 def _stamp(line: dict[str, Any]) -> float:
     return _when(line["timestamp"]).timestamp()
@@ -399,6 +413,7 @@ def _percentile(values: list[float], share: float) -> float:
 def _figures(scale: ScaleOut) -> dict[str, Any]:
     method: dict[int, float] = defaultdict(float)
     runner: dict[int, float] = defaultdict(float)
+    by_kind: dict[str, list[float]] = defaultdict(list)
     runs = 0
     for index in range(VIDEOS):
         for log in attempt_logs(scale, index).values():
@@ -408,6 +423,7 @@ def _figures(scale: ScaleOut) -> dict[str, Any]:
                 runs += 1
                 method[index] += run.method_seconds
                 runner[index] += run.runner_seconds
+                by_kind[run.kind].append(run.method_seconds)
     requests = scale.sim_state["requests"]
     completion_lag = []
     ends = {ti["map_index"]: ti["end_date"] for ti in scale.task_instances}
@@ -435,6 +451,15 @@ def _figures(scale: ScaleOut) -> dict[str, Any]:
         "slot_seconds_per_video_operator_mean": round(statistics.mean(method.values()), 3),
         "slot_seconds_per_video_operator_max": round(max(method.values()), 3),
         "slot_seconds_per_video_task_process_mean": round(statistics.mean(runner.values()), 3),
+        # Per kind of execution: how many per video, and the operator's seconds each (median).
+        "executions_by_kind": {
+            kind: {
+                "per_video": round(len(seconds) / VIDEOS, 2),
+                "operator_seconds_median": round(statistics.median(seconds), 3),
+                "operator_seconds_per_video": round(sum(seconds) / VIDEOS, 3),
+            }
+            for kind, seconds in sorted(by_kind.items())
+        },
         "status_calls_per_video": round(requests.get("GET /api/video/status", 0) / VIDEOS, 2),
         "submit_requests": scale.sim_state["submit_requests"],
         "submits_accepted": scale.sim_state["submits_accepted"],
