@@ -323,14 +323,19 @@ class Execution:
     def kind(self) -> str:
         """What this execution did, read from the operator's own log lines."""
         events = " ".join(str(line.get("event", "")) for line in self.lines)
-        if " is ready: " in events:
-            return "delivered"
-        if "Submitted NanoGPT video" in events:
-            return "submitted"
-        if "Reattaching to NanoGPT run" in events:
-            return "reattached"
-        if "NanoGPT is rate limiting" in events:
-            return "rate_limited"
+        kinds = {
+            "delivered": (" is ready: ",),
+            "submitted": ("Submitted NanoGPT video",),
+            "reattached": ("Reattaching to NanoGPT run", "did create run"),
+            # An uncertain submission (one of the injected faults after the request left).
+            "failed": ("Task failed with exception",),
+            "rate_limited": ("NanoGPT is rate limiting",),
+            # A retry's look-up of its uncertain send, too early to conclude nothing was created.
+            "settling": ("; looking again at ",),
+        }
+        for kind, marks in kinds.items():
+            if any(mark in events for mark in marks):
+                return kind
         return "other"
 
 
