@@ -238,11 +238,10 @@ def precharge_on(card: Mapping[str, Any]) -> tuple[float | None, str | None]:
 
     (None, None) when this task did not submit the run (a sensor's card has no cost).
     """
-    from airflow_provider_nanogpt.api.coerce import as_amount
-    from airflow_provider_nanogpt.api.responses import KNOWN_CURRENCIES
+    from airflow_provider_nanogpt.api.coerce import as_amount, as_str
+    from airflow_provider_nanogpt.api.responses import currency_of
 
-    currency = card.get("currency")
-    return as_amount(card.get("cost")), currency if currency in KNOWN_CURRENCIES else None
+    return as_amount(card.get("cost")), currency_of(as_str(card.get("currency")))
 
 
 def job_state_for(event: VideoEvent) -> Any:

@@ -299,6 +299,20 @@ def _task_instances(scale: ScaleOut) -> list[dict[str, Any]]:
 # --- reading the task logs ---------------------------------------------------------------------
 
 
+# Kinds of execution, told apart by the log lines the operator (or the task runner) writes; the
+# first kind whose mark an execution's log holds is its kind.
+EXECUTION_KINDS = {
+    "delivered": (" is ready: ",),
+    "submitted": ("Submitted NanoGPT video",),
+    "reattached": ("Reattaching to NanoGPT run", "did create run"),
+    # An uncertain submission (one of the injected faults after the request left).
+    "failed": ("Task failed with exception",),
+    "rate_limited": ("NanoGPT is rate limiting",),
+    # A retry's look-up of its uncertain send, too early to conclude nothing was created.
+    "settling": ("; looking again at ",),
+}
+
+
 @dataclass
 class Execution:
     """One run of the task process: an ``execute`` or a resumption after a deferral."""
@@ -321,19 +335,9 @@ class Execution:
 
     @property
     def kind(self) -> str:
-        """What this execution did, read from the operator's own log lines."""
+        """What this execution did (a key of ``EXECUTION_KINDS``), or ``other``."""
         events = " ".join(str(line.get("event", "")) for line in self.lines)
-        kinds = {
-            "delivered": (" is ready: ",),
-            "submitted": ("Submitted NanoGPT video",),
-            "reattached": ("Reattaching to NanoGPT run", "did create run"),
-            # An uncertain submission (one of the injected faults after the request left).
-            "failed": ("Task failed with exception",),
-            "rate_limited": ("NanoGPT is rate limiting",),
-            # A retry's look-up of its uncertain send, too early to conclude nothing was created.
-            "settling": ("; looking again at ",),
-        }
-        for kind, marks in kinds.items():
+        for kind, marks in EXECUTION_KINDS.items():
             if any(mark in events for mark in marks):
                 return kind
         return "other"
