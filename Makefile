@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both build .venv from scratch
 # with nothing but Python 3.11+ on the machine (make test also installs the wheel with Python 3.12).
+# Every virtualenv installs from a lock file in constraints/ (`make lock` writes them).
 PYTHON ?= python3
 VENV ?= .venv
 AIRFLOW_VERSION ?= 3.3.2
@@ -10,25 +11,35 @@ FLOOR_AIRFLOW_VERSION ?= 3.1.8
 WHEEL_PYTHON ?=
 BIN := $(VENV)/bin
 PIP_QUIET := --quiet --disable-pip-version-check
+PYTHON_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# Laid out as Airflow's constraints files (scripts/environments.py names the same paths).
+LOCK := constraints/$(AIRFLOW_VERSION)/constraints-$(PYTHON_MINOR).txt
+FLOOR_LOCK := constraints/$(FLOOR_AIRFLOW_VERSION)/constraints-$(PYTHON_MINOR).txt
 
-.PHONY: venv floor-venv demo test lint typecheck unit unit-floor wheel-test dist bench clean
+.PHONY: venv floor-venv demo test lint typecheck unit unit-floor wheel-test dist bench lock drift clean
 
 venv: $(VENV)/.installed
 
 floor-venv: $(FLOOR_VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+# $(1) virtualenv, $(2) Airflow version, $(3) lock file. Built anew whenever the lock changes, so
+# nothing a previous lock installed stays behind. The lock pins pip and the build backend too
+# (--build-constraint: the editable install's isolated build).
+define build_venv
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install $(PIP_QUIET) --upgrade pip
-	$(BIN)/pip install $(PIP_QUIET) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]"
-	touch $@
+	@test -f $(3) || { echo "No lock file $(3): the locks cover Python 3.11 and 3.12 (PYTHON=python3.12 make ...), or write one with make lock."; exit 1; }
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install $(PIP_QUIET) --constraint $(3) --upgrade pip
+	$(1)/bin/pip install $(PIP_QUIET) --constraint $(3) --build-constraint $(3) "apache-airflow==$(2)" -e ".[dev]"
+	touch $(1)/.installed
+endef
 
-$(FLOOR_VENV)/.installed: pyproject.toml Makefile
-	$(PYTHON) -m venv $(FLOOR_VENV)
-	$(FLOOR_VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
-	$(FLOOR_VENV)/bin/pip install $(PIP_QUIET) "apache-airflow==$(FLOOR_AIRFLOW_VERSION)" -e ".[dev]"
-	touch $@
+$(VENV)/.installed: pyproject.toml Makefile $(LOCK)
+	$(call build_venv,$(VENV),$(AIRFLOW_VERSION),$(LOCK))
+
+$(FLOOR_VENV)/.installed: pyproject.toml Makefile $(FLOOR_LOCK)
+	$(call build_venv,$(FLOOR_VENV),$(FLOOR_AIRFLOW_VERSION),$(FLOOR_LOCK))
 
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
@@ -75,5 +86,15 @@ dist: venv
 bench: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks
 
+# Rewrite every lock in constraints/ from the newest releases pyproject.toml allows, less each
+# Airflow version's known-breaks.txt (docs/testing.md: when, and what to run after).
+lock:
+	$(PYTHON) -m scripts.lock --airflow $(AIRFLOW_VERSION) $(FLOOR_AIRFLOW_VERSION)
+
+# Not part of make test: the environments as a user without constraints would get them today,
+# the fast suites on each, and the release that breaks a suite named (docs/testing.md).
+drift:
+	$(PYTHON) -m scripts.drift --airflow $(AIRFLOW_VERSION) $(FLOOR_AIRFLOW_VERSION)
+
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) .airflow output dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) .drift .airflow output dist build .pytest_cache .mypy_cache .ruff_cache

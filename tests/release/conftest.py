@@ -8,11 +8,13 @@ slow"``) leave them out instead of running them once per suite.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
 import pytest
 
+from scripts.environments import lock_file, makefile_airflow_versions, running_python
 from tests.release.support import (
     REPO,
     WHEEL_PYTHON_ENV,
@@ -39,9 +41,13 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> Dists:
         if importlib.util.find_spec(module) is None:
             pytest.fail(f"{module} is not installed: pip install -e '.[dev]'", pytrace=False)
     out = tmp_path_factory.mktemp("dist")
+    # The isolated build environment takes the build backend pinned by the checkout's lock.
+    lock = lock_file(makefile_airflow_versions()[0], running_python())
+    assert lock.is_file(), f"no lock for Python {running_python()}: make lock writes it"
     built = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(out), str(REPO)],
         cwd=out,
+        env={**os.environ, "PIP_CONSTRAINT": str(lock)},
         capture_output=True,
         text=True,
         timeout=900,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +13,8 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from scripts.environments import REPO, find_python, makefile_airflow_versions
+
 PACKAGE = "airflow_provider_nanogpt"
 DIST_NAME = "airflow-provider-nanogpt"
 
@@ -67,51 +66,12 @@ def is_cache_or_build_junk(name: str) -> bool:
 
 def airflow_versions() -> list[str]:
     """The Airflow versions the wheel is installed with: the two the Makefile tests."""
-    versions = os.environ.get(AIRFLOW_VERSIONS_ENV, "").split()
-    if versions:
-        return versions
-    makefile = (REPO / "Makefile").read_text()
-    found = []
-    for variable in ("AIRFLOW_VERSION", "FLOOR_AIRFLOW_VERSION"):
-        match = re.search(rf"^{variable}\s*\?=\s*(\S+)", makefile, re.MULTILINE)
-        assert match, f"Makefile does not set {variable}"
-        found.append(match.group(1))
-    return found
-
-
-def _version_key(path: str) -> tuple[int, ...]:
-    match = re.search(r"/versions/(\d+(?:\.\d+)*)", path)
-    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
+    return os.environ.get(AIRFLOW_VERSIONS_ENV, "").split() or makefile_airflow_versions()
 
 
 def find_wheel_python() -> tuple[str | None, list[str]]:
     """A working Python 3.12 with venv, and every place looked at (for the failure message)."""
-    if os.environ.get(WHEEL_PYTHON_ENV):
-        candidates = [os.environ[WHEEL_PYTHON_ENV]]
-    else:
-        # python3.12 on PATH may be a pyenv shim that refuses to run: each one is tried.
-        candidates = [found for found in [shutil.which(f"python{WHEEL_PYTHON_VERSION}")] if found]
-        pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
-        pyenv = [
-            str(path)
-            for path in (pyenv_root / "versions").glob(
-                f"{WHEEL_PYTHON_VERSION}*/bin/python{WHEEL_PYTHON_VERSION}"
-            )
-        ]
-        candidates += sorted(pyenv, key=_version_key, reverse=True)
-        candidates += [f"/usr/local/bin/python{WHEEL_PYTHON_VERSION}"]
-        candidates += [f"/usr/bin/python{WHEEL_PYTHON_VERSION}"]
-    probe = "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"
-    for candidate in candidates:
-        try:
-            answer = subprocess.run(
-                [candidate, "-c", probe], capture_output=True, text=True, timeout=60
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if answer.returncode == 0 and answer.stdout.strip() == WHEEL_PYTHON_VERSION:
-            return candidate, candidates
-    return None, candidates
+    return find_python(WHEEL_PYTHON_VERSION, os.environ.get(WHEEL_PYTHON_ENV) or None)
 
 
 def _inside_repo(entry: str) -> bool:
