@@ -268,7 +268,7 @@ def deliver(
     log: Any,
 ) -> dict[str, Any]:
     """Download (if asked) and build the task's small return value for a finished job."""
-    from airflow_provider_nanogpt.hooks.download import redact_url
+    from airflow_provider_nanogpt.hooks.video_hosts import redact_url
     from airflow_provider_nanogpt.polling import MAX_COMPLETED_WITHOUT_URL, completed_without_url
 
     if not status.is_deliverable or status.video_url is None:

@@ -90,8 +90,8 @@ def get_provider_info() -> dict[str, Any]:
                     "allowed_video_hosts": {
                         "label": "Allowed video hosts",
                         "description": "Only fetch videos from these hosts (comma-separated; "
-                        "*.example.com for subdomains), redirects included. Empty: any http(s) "
-                        "host.",
+                        "*.example.com for subdomains), redirects included; listed hosts may be "
+                        "private. Empty: any http(s) host at a public address.",
                         "schema": {"type": ["string", "null"]},
                     },
                     "max_video_bytes": {

@@ -54,10 +54,10 @@ Handler = Callable[[Seen], Reply]
 class HostileServer:
     """``with HostileServer() as server: server.route("GET", "/x", Reply(...))``."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
         self.seen: list[Seen] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -65,6 +65,10 @@ class HostileServer:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     def route(self, method: str, path: str, reply: Reply | Handler) -> None:
         self.routes[(method, path)] = reply if callable(reply) else (lambda _seen: reply)

@@ -1,20 +1,26 @@
-"""Fetching a finished video: over http(s) only, from allowed hosts only, never with the API key,
+"""Fetching a finished video: only from hosts ``video_hosts`` allows, never with the API key,
 never larger than allowed, never past its deadline, and never left half-written.
 
 Redirects are followed here by hand (at most a few), so every hop is held to the same rules: a
-storage URL that redirects to ``file://`` or to a host outside ``allowed_video_hosts`` is refused.
+storage URL that redirects to ``file://``, to a host outside ``allowed_video_hosts`` or to a
+private address is refused.
 """
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from airflow_provider_nanogpt.api.errors import error_from_response
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTDownloadError,
     NanoGPTVideoRefusedError,
+)
+from airflow_provider_nanogpt.hooks.video_hosts import (
+    check_video_url,
+    guarded_connections,
+    redact_url,
 )
 from airflow_provider_nanogpt.storage import atomic_writer
 
@@ -32,40 +38,19 @@ MAX_REDIRECTS = 5
 MAX_ERROR_BODY_BYTES = 64 * 1024
 
 
-def redact_url(url: str | None) -> str:
-    """A URL without its query string: signed storage URLs carry credentials there."""
-    if not url:
-        return ""
-    return url.split("?", 1)[0]
+def video_session() -> requests.Session:
+    """A session for videos: its connections are the ones ``time_limit`` can cut off and whose
+    peer address ``guarded_connections`` checks."""
+    import requests
 
+    from airflow_provider_nanogpt.hooks.limits import TimeLimitedAdapter
 
-def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    """Whether ``host`` matches ``allowed`` (exact names, or ``*.example.com`` for subdomains).
-
-    An empty list allows every host: NanoGPT does not document where its videos are stored.
-    """
-    if not allowed:
-        return True
-    host = host.lower().rstrip(".")
-    return any(
-        host.endswith(pattern[1:]) if pattern.startswith("*.") else host == pattern
-        for pattern in allowed
-    )
-
-
-def check_video_url(url: str, allowed: tuple[str, ...]) -> None:
-    """Refuse, before any request, a URL that is not http(s) or not on an allowed host."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise NanoGPTVideoRefusedError(
-            f"Refusing to fetch the video from {redact_url(url)!r}: only http(s) URLs are "
-            "fetched. NanoGPT (or a redirect) pointed elsewhere."
-        )
-    if not host_allowed(parts.hostname, allowed):
-        raise NanoGPTVideoRefusedError(
-            f"Refusing to fetch the video from {parts.hostname}: it is not in the connection's "
-            f"allowed_video_hosts ({', '.join(allowed)}). Add it there if it is NanoGPT's storage."
-        )
+    session = requests.Session()
+    # No retries inside urllib3: ours are counted and bounded (tenacity).
+    adapter = TimeLimitedAdapter(max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def fetch_video(
@@ -99,25 +84,33 @@ def open_video(
     """GET ``url`` (streamed), following redirects by hand so that every hop is checked."""
     from airflow_provider_nanogpt.hooks.limits import read_capped
 
+    policy = settings.video_hosts
     for _ in range(MAX_REDIRECTS + 1):
-        check_video_url(url, settings.allowed_video_hosts)
-        response = session.get(
-            url,
-            stream=True,
-            allow_redirects=False,
-            # A video is already compressed; asking for identity spares a decode pass. No API key:
-            # storage hosts are not NanoGPT.
-            headers={
-                "User-Agent": settings.user_agent,
-                "Accept-Encoding": "identity",
-                **(extra_headers or {}),
-            },
-            timeout=(CONNECT_TIMEOUT, settings.request_timeout),
-        )
+        check_video_url(url, policy)
+        try:
+            with guarded_connections(policy):
+                response = session.get(
+                    url,
+                    stream=True,
+                    allow_redirects=False,
+                    # A video is already compressed: identity spares a decode pass. No API key:
+                    # storage hosts are not NanoGPT.
+                    headers={
+                        "User-Agent": settings.user_agent,
+                        "Accept-Encoding": "identity",
+                        **(extra_headers or {}),
+                    },
+                    timeout=(CONNECT_TIMEOUT, settings.request_timeout),
+                )
+        except ValueError:  # requests reads a redirect's Location even when not following it
+            raise _unreadable_redirect(url) from None
         if response.is_redirect:
             location = response.headers.get("Location", "")
             response.close()
-            url = urljoin(url, location)
+            try:
+                url = urljoin(url, location)
+            except ValueError:  # "[127.0.0.1]" and other hosts no parser can read
+                raise _unreadable_redirect(url) from None
             continue
         if response.status_code >= 400:
             with response:
@@ -132,6 +125,13 @@ def open_video(
     raise NanoGPTDownloadError(
         f"Could not download the video: more than {MAX_REDIRECTS} redirects, last to "
         f"{redact_url(url)}"
+    )
+
+
+def _unreadable_redirect(url: str) -> NanoGPTVideoRefusedError:
+    return NanoGPTVideoRefusedError(
+        f"Refusing to follow a redirect from {redact_url(url)}: its Location is not a URL that "
+        "can be read."
     )
 
 

@@ -1,4 +1,5 @@
-"""Limits on one blocking HTTP exchange made with requests: its total time and its body size.
+"""Limits on one blocking HTTP exchange made with requests: its total time, its body size, and
+(for videos) the address its connection reached, checked by ``video_hosts``.
 
 requests' (and urllib3's) timeouts apply to each socket operation, so a server that drips one byte
 a second keeps a call alive indefinitely. ``TimeLimitedAdapter`` notes the connections a thread
@@ -20,6 +21,8 @@ from requests import Response
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from airflow_provider_nanogpt.hooks.video_hosts import check_connected
 
 _watched = threading.local()
 
@@ -76,11 +79,20 @@ class _Noted:
         return result
 
 
-class _NotedHTTPConnection(_Noted, HTTPConnection):
+class _Guarded:
+    """Hands each new socket to the video host rules (a no-op outside ``guarded_connections``)."""
+
+    def _new_conn(self) -> socket.socket:
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        check_connected(self.host, sock, via_proxy=self.proxy is not None)  # type: ignore[attr-defined]
+        return sock
+
+
+class _NotedHTTPConnection(_Guarded, _Noted, HTTPConnection):
     pass
 
 
-class _NotedHTTPSConnection(_Noted, HTTPSConnection):
+class _NotedHTTPSConnection(_Guarded, _Noted, HTTPSConnection):
     pass
 
 

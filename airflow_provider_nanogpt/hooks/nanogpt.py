@@ -52,12 +52,12 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTDownloadError,
     NanoGPTResponseError,
 )
-from airflow_provider_nanogpt.hooks.download import redact_url
 from airflow_provider_nanogpt.hooks.settings import (
     DEFAULT_REQUEST_TIMEOUT,
     ClientSettings,
     settings_from,
 )
+from airflow_provider_nanogpt.hooks.video_hosts import redact_url
 
 if TYPE_CHECKING:
     import requests
@@ -400,13 +400,15 @@ class NanoGPTHook(BaseHook):
 
         Constant memory; the byte count is checked against Content-Length; the file appears at
         ``destination`` only when complete. Refused at once, without retries: a URL that is not
-        http(s) or not on the connection's ``allowed_video_hosts``, a video larger than
+        http(s), not on the connection's ``allowed_video_hosts``, or whose host is at a private
+        or loopback address (``hooks.video_hosts``), a video larger than
         ``max_video_bytes``, a destination outside ``output_base_dir``. The API key is never sent
         to the video's host.
         """
         from tenacity import Retrying
 
-        from airflow_provider_nanogpt.hooks.download import check_video_url, fetch_video
+        from airflow_provider_nanogpt.hooks.download import fetch_video
+        from airflow_provider_nanogpt.hooks.video_hosts import check_video_url
         from airflow_provider_nanogpt.storage import (
             check_destination,
             describe,
@@ -415,7 +417,7 @@ class NanoGPTHook(BaseHook):
 
         settings = self.settings()
         target = check_destination(destination, settings.output_base_dir)
-        check_video_url(url, settings.allowed_video_hosts)
+        check_video_url(url, settings.video_hosts)
         remove_stale_parts(target)
         policy = self.retry_policy(settings)
 

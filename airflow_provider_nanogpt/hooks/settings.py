@@ -11,11 +11,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow_provider_nanogpt import __version__
 from airflow_provider_nanogpt.api.endpoints import build_headers, normalize_base_url
 from airflow_provider_nanogpt.api.retry import DEFAULT_MAX_RETRIES
 from airflow_provider_nanogpt.exceptions import NanoGPTConfigurationError
+from airflow_provider_nanogpt.hooks.video_hosts import VideoHostPolicy
 
 DEFAULT_REQUEST_TIMEOUT = 30.0
 DEFAULT_DOWNLOAD_TIMEOUT = 1800.0
@@ -31,7 +33,7 @@ class ClientSettings:
     # The most one HTTP exchange with the API may take, all of it (not per read).
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
-    # Empty: videos may come from any http(s) host (NanoGPT's CDN may change).
+    # Empty: videos may come from any public http(s) host (NanoGPT's CDN may change).
     allowed_video_hosts: tuple[str, ...] = ()
     max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
@@ -43,6 +45,11 @@ class ClientSettings:
 
     def headers(self) -> dict[str, str]:
         return build_headers(self.api_key, self.user_agent)
+
+    @property
+    def video_hosts(self) -> VideoHostPolicy:
+        """Where videos may be fetched from: the allow-list, and the NanoGPT host itself."""
+        return VideoHostPolicy(self.allowed_video_hosts, urlsplit(self.base_url).hostname)
 
     @property
     def secrets(self) -> tuple[str, ...]:

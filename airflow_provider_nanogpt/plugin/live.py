@@ -102,15 +102,13 @@ class VideoStream:
 
 def stream_video(conn_id: str, url: str, range_header: str | None) -> VideoStream:
     """Stream a video from NanoGPT's storage through the api-server, under the same rules as a
-    download (http(s) only, the connection's allowed hosts, no key sent), passing Range on so the
-    player can seek. The browser never sees the (possibly signed) URL."""
-    import requests
-
-    from airflow_provider_nanogpt.hooks.download import open_video
+    download (``hooks.video_hosts``: http(s), allowed hosts, no private addresses, no key),
+    passing Range on so the player can seek. The browser never sees the (possibly signed) URL."""
+    from airflow_provider_nanogpt.hooks.download import open_video, video_session
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 
     settings = NanoGPTHook(conn_id).settings()
-    session = requests.Session()
+    session = video_session()
     response = open_video(session, url, settings, {"Range": range_header} if range_header else None)
     passed = {
         name: response.headers[name]
