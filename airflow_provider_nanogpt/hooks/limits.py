@@ -48,21 +48,35 @@ class Limit:
                 with suppress(OSError):
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
+    def arm(self, seconds: float) -> threading.Timer:
+        """Expire after ``seconds``; cancel the returned timer when the exchange is over."""
+        timer = threading.Timer(max(0.0, seconds), self.expire)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+
+@contextmanager
+def watching(limit: Limit) -> Iterator[Limit]:
+    """Put the connections this thread opens inside the block under ``limit``."""
+    outer = getattr(_watched, "limit", None)
+    _watched.limit = limit
+    try:
+        yield limit
+    finally:
+        _watched.limit = outer
+
 
 @contextmanager
 def time_limit(seconds: float) -> Iterator[Limit]:
     """Cut off the exchanges this thread makes inside the block after ``seconds``."""
     limit = Limit()
-    outer = getattr(_watched, "limit", None)
-    _watched.limit = limit
-    timer = threading.Timer(max(0.0, seconds), limit.expire)
-    timer.daemon = True
-    timer.start()
+    timer = limit.arm(seconds)
     try:
-        yield limit
+        with watching(limit):
+            yield limit
     finally:
         timer.cancel()
-        _watched.limit = outer
 
 
 class _Noted:

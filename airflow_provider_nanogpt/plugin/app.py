@@ -214,18 +214,28 @@ def _one_job(
 
 
 def _add_progress(jobs: list[job_store.Job]) -> None:
-    """Live progress for the rendering jobs shown, fetched in parallel within a budget."""
+    """Live progress for the rendering jobs shown, fetched in parallel within the page's budget.
+
+    The page waits for none past the budget: the calls still running end by their own deadline
+    in the background, those not started are dropped, and their rows show no live figure.
+    """
     rendering = [job for job in jobs if job.state == "rendering" and job.run_id]
     if not rendering:
         return
-
-    def fetch(job: job_store.Job) -> None:
-        reading = live.progress(str(job.card.get("conn_id") or "nanogpt_default"), job.run_id or "")
+    pool = ThreadPoolExecutor(max_workers=8)
+    asked = {
+        pool.submit(
+            live.progress, str(job.card.get("conn_id") or "nanogpt_default"), job.run_id or ""
+        ): job
+        for job in rendering
+    }
+    done, _ = wait(asked, timeout=PAGE_LIVE_BUDGET_SECONDS)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for future in done:
+        reading = future.result()
         if reading is not None:
+            job = asked[future]
             job.progress, job.eta_seconds = reading.progress, reading.eta_seconds
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        wait([pool.submit(fetch, job) for job in rendering], timeout=PAGE_LIVE_BUDGET_SECONDS)
 
 
 def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:

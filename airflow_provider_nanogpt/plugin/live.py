@@ -105,11 +105,24 @@ def stream_video(conn_id: str, url: str, range_header: str | None) -> VideoStrea
     download (``hooks.video_hosts``: http(s), allowed hosts, no private addresses, no key),
     passing Range on so the player can seek. The browser never sees the (possibly signed) URL."""
     from airflow_provider_nanogpt.hooks.download import open_video, video_session
+    from airflow_provider_nanogpt.hooks.limits import Limit, watching
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 
     settings = NanoGPTHook(conn_id).settings()
     session = video_session()
-    response = open_video(session, url, settings, {"Range": range_header} if range_header else None)
+    # The whole stream, however slowly the host drips it, ends by the connection's
+    # download_timeout: the limit outlives this call and is disarmed when the stream ends.
+    limit = Limit()
+    timer = limit.arm(settings.download_timeout)
+    try:
+        with watching(limit):
+            response = open_video(
+                session, url, settings, {"Range": range_header} if range_header else None
+            )
+    except BaseException:
+        timer.cancel()
+        session.close()
+        raise
     passed = {
         name: response.headers[name]
         for name in ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges")
@@ -117,7 +130,15 @@ def stream_video(conn_id: str, url: str, range_header: str | None) -> VideoStrea
     }
 
     def chunks() -> Iterator[bytes]:
-        with session, response:
-            yield from response.iter_content(chunk_size=256 * 1024)
+        import requests
+        from urllib3.exceptions import HTTPError
+
+        try:
+            with session, response:
+                yield from response.iter_content(chunk_size=256 * 1024)
+        except (requests.exceptions.RequestException, HTTPError, OSError):
+            return  # cut off at the deadline, or the host went away: the stream just ends
+        finally:
+            timer.cancel()
 
     return VideoStream(response.status_code, passed, chunks())
