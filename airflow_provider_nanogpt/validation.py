@@ -2,8 +2,9 @@
 
 Rules cover the model families whose values or inputs the docs list (Veo, Kling, Hunyuan, Wan
 image-to-video, Seedance, the extend, edit, upscale, lipsync and avatar models). Unknown models
-pass through unchecked apart from the flags NanoGPT documents as booleans: the catalog changes
-faster than this provider. Each message names the field, the value given and what is allowed.
+get only the generic checks (the flags NanoGPT documents as booleans, a length above zero): the
+catalog changes faster than this provider. Each message names the field, the value given and
+what is allowed.
 
 ``check_supported_parameters`` compares ``extra_params`` with the model's entry in NanoGPT's
 catalog; the operator fetches that at execute time (``check_catalog_parameters``), never at
@@ -12,8 +13,10 @@ DAG parse.
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 IMAGE_FIELDS = ("imageUrl", "imageDataUrl", "image", "imageAttachmentId", "image_data_url")
 VIDEO_FIELDS = ("videoUrl", "videoDataUrl", "videoAttachmentId", "video")
 AUDIO_FIELDS = ("audioUrl", "audioDataUrl", "audio")
+# The fields NanoGPT's models take a video's length in.
+LENGTH_FIELDS = ("duration", "seconds")
 
 # Fields NanoGPT documents as booleans. The text "false" is not false to a JSON API.
 BOOLEAN_FIELDS = (
@@ -329,11 +334,28 @@ def _problems(payload: Mapping[str, Any]) -> Iterable[str | None]:
             yield f"{name}={value!r} is not allowed; pass a boolean, True or False" + (
                 _TEXT_HINT if isinstance(value, str) else ""
             )
+    # Whatever the model: a length of zero or less is a mistake NanoGPT may still charge for.
+    for name in LENGTH_FIELDS:
+        yield _positive_length(payload, name)
     rules = MODEL_RULES.get(model)
     if rules is None:
         return
     for check in rules.checks:
         yield check(payload)
+
+
+def _positive_length(payload: Mapping[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip().lower().removesuffix("s").strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None  # not a number: the model's own rules (if any) judge it
+    if not math.isfinite(seconds) or seconds <= 0:
+        return f"{name}={value!r} is not allowed; a video lasts more than 0 seconds"
+    return None
 
 
 # --- extra_params against NanoGPT's catalog ---------------------------------------------------
@@ -343,41 +365,46 @@ def _shape(name: str) -> str:
     return name.replace("_", "").lower()
 
 
-def check_supported_parameters(params: Mapping[str, Any], model: VideoModel) -> list[str]:
+def check_supported_parameters(
+    params: Mapping[str, Any], model: VideoModel, allow_unlisted: bool | Collection[str] = ()
+) -> None:
     """Compare ``extra_params`` keys with the catalog's ``supported_parameters`` (no I/O).
 
-    NanoGPT ignores keys it does not know, so a misspelling of a supported parameter (the same
-    name ignoring case and ``_``, such as ``generate_audio`` for ``generateAudio``) would be
-    dropped without a word: that raises NanoGPTValidationError naming the right spelling. Any
-    other key the catalog does not list only gets a warning (returned), as the catalog may lag.
+    NanoGPT ignores keys it does not know, so a typo (``cfg_scal`` for ``cfg_scale``) would be
+    dropped without a word while the video is still charged: every key the catalog does not list
+    raises NanoGPTValidationError, naming the closest supported name. ``allow_unlisted`` lets
+    keys through that NanoGPT accepts but its catalog does not list yet (True: all of them).
     """
-    supported = model.supported_parameters
+    supported = list(model.supported_parameters or ())
     if not supported:
-        return []
+        return
     by_shape = {_shape(name): name for name in supported}
     problems: list[str] = []
-    warnings: list[str] = []
     for key in params:
-        if key in supported:
+        if key in supported or key in ALTERNATIVE_SPELLINGS:
             continue
-        spelling = by_shape.get(_shape(key))
-        if spelling is not None and key not in ALTERNATIVE_SPELLINGS:
-            problems.append(
-                f"extra_params key {key!r} is not a {model.id} parameter; NanoGPT spells it "
-                f"{spelling!r} and ignores unknown keys, so the setting would be lost"
-            )
-        else:
-            warnings.append(
-                f"extra_params key {key!r} is not among the parameters NanoGPT's catalog lists "
-                f"for {model.id}; NanoGPT ignores unknown keys, so it may have no effect"
-            )
+        if allow_unlisted is True or (allow_unlisted is not False and key in allow_unlisted):
+            continue
+        closest = by_shape.get(_shape(key)) or next(
+            iter(difflib.get_close_matches(key, supported, n=1, cutoff=0.6)), None
+        )
+        hint = f"did you mean {closest!r}? " if closest else ""
+        problems.append(
+            f"extra_params key {key!r} is not among the parameters NanoGPT's catalog lists for "
+            f"{model.id} ({hint}NanoGPT ignores unknown keys, so the setting would be lost while "
+            "the video is still charged; if NanoGPT added it after its catalog, pass "
+            f"allow_unlisted_params=[{key!r}])"
+        )
     if problems:
         _invalid(model.id, problems)
-    return warnings
 
 
 def check_catalog_parameters(
-    hook: NanoGPTHook, model: str, params: Mapping[str, Any], log: Any
+    hook: NanoGPTHook,
+    model: str,
+    params: Mapping[str, Any],
+    log: Any,
+    allow_unlisted: bool | Collection[str] = (),
 ) -> None:
     """Check ``params`` against the catalog entry of ``model`` (one GET; none without params).
 
@@ -399,5 +426,4 @@ def check_catalog_parameters(
     entry = next((candidate for candidate in catalog if candidate.id == model), None)
     if entry is None:
         return  # not in the catalog (yet): nothing to compare with
-    for warning in check_supported_parameters(params, entry):
-        log.warning("%s.", warning)
+    check_supported_parameters(params, entry, allow_unlisted)

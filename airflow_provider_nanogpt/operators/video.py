@@ -75,7 +75,9 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         ``audioDataUrl``. Exclusive with ``audio_url``.
     :param extra_params: Model-specific fields passed through as given (cfg_scale, num_frames, …).
         With ``validate``, their keys are checked against the model's catalog entry at execute
-        time: a misspelling of a supported key fails, any other unknown key is logged.
+        time: a key the catalog does not list fails before sending, naming the closest one.
+    :param allow_unlisted_params: ``extra_params`` keys to send although NanoGPT's catalog does
+        not list them (a parameter NanoGPT added after its catalog); True allows any key.
     :param nanogpt_conn_id: The ``nanogpt`` connection.
     :param wait_for_completion: False returns the run id right after submitting.
     :param deferrable: Wait in the triggerer (default) instead of on the worker.
@@ -136,6 +138,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         audio_url: str | None = None,
         audio_path: Any = None,
         extra_params: Mapping[str, Any] | None = None,
+        allow_unlisted_params: bool | Sequence[str] = (),
         nanogpt_conn_id: str = "nanogpt_default",
         wait_for_completion: bool = True,
         deferrable: bool = True,
@@ -159,6 +162,11 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             raise ValueError(f"settle_seconds must not be negative, got {settle_seconds!r}")
         for name in REQUEST_FIELDS:
             setattr(self, name, arguments[name])
+        self.allow_unlisted_params = (
+            allow_unlisted_params
+            if isinstance(allow_unlisted_params, bool)
+            else tuple(allow_unlisted_params)
+        )
         self.nanogpt_conn_id = nanogpt_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -197,7 +205,13 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         if self.validate:
             from airflow_provider_nanogpt.validation import check_catalog_parameters
 
-            check_catalog_parameters(self.hook, request.model, request.extra_fields(), self.log)
+            check_catalog_parameters(
+                self.hook,
+                request.model,
+                request.extra_fields(),
+                self.log,
+                self.allow_unlisted_params,
+            )
         return payload
 
     # --- execution ---------------------------------------------------------------------------

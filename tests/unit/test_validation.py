@@ -302,3 +302,22 @@ def test_source_media_urls_use_nanogpt_field_names() -> None:
         model="latentsync", video_url=VIDEO, audio_url=AUDIO, extra_params={"seed": None}
     ).payload()
     assert payload == {"model": "latentsync", "videoUrl": VIDEO, "audioUrl": AUDIO}
+
+
+LENGTH_MODELS = ["some-model-nanogpt-added-today", "kling-video-v2", "veo3-video", "sora-2"]
+NOT_A_LENGTH = [0, 0.0, -1, -0.5, "0", "-5", "0s", " -3s ", "nan", "-inf", "inf"]
+
+
+@pytest.mark.parametrize("model", LENGTH_MODELS)
+@pytest.mark.parametrize("field", ["duration", "seconds"])
+@pytest.mark.parametrize("value", NOT_A_LENGTH, ids=repr)
+def test_a_length_of_zero_or_less_is_refused_for_every_model(
+    model: str, field: str, value: object
+) -> None:
+    with pytest.raises(NanoGPTValidationError, match=f"{field}="):
+        validate_payload({"model": model, "prompt": "p", field: value})
+
+
+@pytest.mark.parametrize("value", [5, "5", "8s", 2.5])
+def test_a_positive_length_passes_the_generic_check(value: object) -> None:
+    validate_payload({"model": "some-model-nanogpt-added-today", "prompt": "p", "seconds": value})
