@@ -18,19 +18,52 @@ from airflow_provider_nanogpt.api.coerce import as_amount, as_mapping
 from airflow_provider_nanogpt.api.responses import VideoModel
 from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError, NanoGPTResponseError
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+from airflow_provider_nanogpt.validation import LENGTH_FIELDS
 
 _PRO_FIELDS = ("pro", "pro_mode")
 
 
-def requested_seconds(payload: Mapping[str, Any]) -> float | None:
-    """Duration in seconds from ``duration`` ("5", 5 or Veo's "5s") or Sora's ``seconds``."""
-    for key in ("duration", "seconds"):
-        value = payload.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*s?\s*", value)):
-            return float(match.group(1))
+def _as_seconds(value: object) -> float | None:
+    """A length from 5, "5" or Veo's "5s"; anything else is not a length."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*s?\s*", value)):
+        return float(match.group(1))
     return None
+
+
+def requested_seconds(payload: Mapping[str, Any], model: VideoModel | None = None) -> float | None:
+    """The video's length as NanoGPT will read it, or None when that cannot be told.
+
+    The model's catalog entry says which length field it reads (``duration``, or Sora's
+    ``seconds``): a request may carry both (the operator's ``duration`` and ``seconds`` in
+    ``extra_params``), and the declared one is what counts; unset, the longest of its declared
+    values (its declared default is not trusted with money). A length given only in a field the
+    entry does not declare may or may not be read: that cannot be told.
+    When the entry declares neither, every length given must agree. None makes a per-second price
+    fail closed and a per-duration price take its dearest step.
+    """
+    declared = model.supported_parameters if model is not None else {}
+    fields = [name for name in LENGTH_FIELDS if name in declared]
+    given = {name: payload[name] for name in LENGTH_FIELDS if payload.get(name) is not None}
+    if fields and not any(name in given for name in fields):
+        if given:
+            return None  # only in a field this model may ignore
+        return _longest_declared(declared, fields)
+    lengths = {_as_seconds(value) for name, value in given.items() if not fields or name in fields}
+    return lengths.pop() if len(lengths) == 1 else None
+
+
+def _longest_declared(declared: Mapping[str, Any], fields: list[str]) -> float | None:
+    """The longest length the declared fields allow, or None when one of them lists none."""
+    longest: float | None = None
+    for name in fields:
+        values = as_mapping(declared[name]).get("values")
+        lengths = [_as_seconds(v) for v in values] if isinstance(values, list) and values else []
+        if not lengths or None in lengths:
+            return None
+        longest = max(x for x in [longest, *lengths] if x is not None)
+    return longest
 
 
 def _tier(table: Mapping[str, Any], key: str | None) -> float | None:
@@ -66,7 +99,7 @@ def estimate_cost(model: VideoModel, payload: Mapping[str, Any]) -> float | None
     pricing = model.pricing
     if pricing.get("currency", "USD") != "USD":
         return None
-    seconds = requested_seconds(payload)
+    seconds = requested_seconds(payload, model)
     resolution = payload.get("resolution")
     resolution_key = resolution if isinstance(resolution, str) else None
     shape = next((key for key in _SHAPES if pricing.get(key) is not None), None)
@@ -90,7 +123,8 @@ def estimate_cost(model: VideoModel, payload: Mapping[str, Any]) -> float | None
             )
     if estimate is not None and any(payload.get(field) for field in _PRO_FIELDS):
         estimate *= 2  # pro mode doubles the price (documented for Hunyuan; assumed elsewhere)
-    return estimate
+    # To the micro-dollar, as prices are quoted: 0.1 * 12 is $1.20, not a hair above a $1.20 cap.
+    return None if estimate is None else round(estimate, 6)
 
 
 def enforce_budget(

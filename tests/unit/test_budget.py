@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from airflow_provider_nanogpt.api.responses import VideoModel
+from airflow_provider_nanogpt.api.responses import VideoModel, parse_video_models
 from airflow_provider_nanogpt.budget import enforce_budget, estimate_cost, requested_seconds
 from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
+from airflow_provider_nanogpt.simulator import catalog as sim_catalog
 from tests.conftest import FAST_RETRIES
 
 
@@ -59,6 +63,76 @@ def test_requested_seconds() -> None:
     assert requested_seconds({"duration": "soon"}) is None
 
 
+SECONDS_MODEL = VideoModel(
+    id="s", supported_parameters={"seconds": {"values": ["4", "8", "12"], "default": "4"}}
+)
+DURATION_MODEL = VideoModel(
+    id="d", supported_parameters={"duration": {"values": ["5", "10"], "default": "5"}}
+)
+OPEN_LENGTH_MODEL = VideoModel(id="o", supported_parameters={"duration": {"default": "5"}})
+SILENT_MODEL = VideoModel(id="n")  # its catalog entry declares no length field
+
+
+@pytest.mark.parametrize(
+    ("model", "payload", "expected"),
+    [
+        (SECONDS_MODEL, {"duration": "4", "seconds": "12"}, 12),  # the declared field counts
+        (SECONDS_MODEL, {"seconds": "8"}, 8),
+        (SECONDS_MODEL, {}, 12),  # unset: the longest declared value, never the default
+        (SECONDS_MODEL, {"duration": "12"}, None),  # only in a field the model may ignore
+        (DURATION_MODEL, {"duration": "5", "seconds": "12"}, 5),
+        (DURATION_MODEL, {"seconds": "12"}, None),
+        (DURATION_MODEL, {}, 10),
+        (OPEN_LENGTH_MODEL, {}, None),  # no declared values: cannot tell
+        (SILENT_MODEL, {"duration": "5", "seconds": "12"}, None),  # two lengths: cannot tell
+        (SILENT_MODEL, {"duration": "5", "seconds": "5s"}, 5),
+        (SILENT_MODEL, {"seconds": 8}, 8),
+        (SILENT_MODEL, {}, None),
+    ],
+)
+def test_the_length_is_read_from_the_field_the_catalog_declares(
+    model: VideoModel, payload: dict, expected: float | None
+) -> None:
+    assert requested_seconds(payload, model) == expected
+
+
+_lengths = st.one_of(
+    st.none(), st.sampled_from(["4", "5", "8", "10", "12", "5s", 4, 10, 12.0, "soon", "", "0"])
+)
+
+
+@settings(max_examples=300)
+@given(
+    spec=st.sampled_from(sorted(sim_catalog.MODELS.values(), key=lambda spec: spec.id)),
+    duration=_lengths,
+    seconds=_lengths,
+    resolution=st.sampled_from([None, "480p", "720p", "1080p", "1792x1024", "4k"]),
+    pro=st.booleans(),
+)
+def test_the_estimate_is_never_below_what_the_simulator_charges(
+    spec: Any, duration: object, seconds: object, resolution: str | None, pro: bool
+) -> None:
+    """Differential: the simulator prices as the fact sheet says; the guard may only err high."""
+    payload = {
+        key: value
+        for key, value in {
+            "model": spec.id,
+            "duration": duration,
+            "seconds": seconds,
+            "resolution": resolution,
+            "pro": pro or None,
+        }.items()
+        if value is not None
+    }
+    try:
+        charged = float(sim_catalog.compute_cost(spec, payload))
+    except sim_catalog.PricingError:
+        return  # NanoGPT refuses it: nothing is charged
+    (entry,) = parse_video_models({"data": [sim_catalog.model_entry(spec, detailed=True)]})
+    estimate = estimate_cost(entry, payload)
+    assert estimate is None or estimate >= charged - 1e-9, (payload, estimate, charged)
+
+
 @pytest.fixture
 def hook(nanogpt_connection: NanoGPTSimulator) -> Iterator[NanoGPTHook]:
     hook = NanoGPTHook(retry_policy=FAST_RETRIES)
@@ -103,3 +177,24 @@ def test_estimate_matches_the_simulated_precharge(
     ):
         estimate = enforce_budget(hook, payload, min_balance_usd=None, max_cost_usd=100, log=LOG)
         assert hook.submit_video(payload).cost == pytest.approx(estimate)
+
+
+def test_a_length_in_seconds_is_priced_as_sora_reads_it(
+    nanogpt_connection: NanoGPTSimulator, hook: NanoGPTHook
+) -> None:
+    """duration="4" from the operator and seconds="12" in extra_params: Sora makes 12 s ($1.20)."""
+    from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
+
+    operator = GenerateVideoOperator(
+        task_id="t",
+        model="sora-2",
+        prompt="p",
+        duration="4",
+        extra_params={"seconds": "12"},
+    )
+    payload = operator.build_payload()  # what the operator would send
+    with pytest.raises(NanoGPTBudgetError, match=r"Estimated cost \$1\.2000"):
+        enforce_budget(hook, payload, min_balance_usd=None, max_cost_usd=0.5, log=LOG)
+    assert enforce_budget(hook, payload, min_balance_usd=None, max_cost_usd=1.2, log=LOG) == 1.2
+    state = nanogpt_connection.state()
+    assert state["submit_requests"] == 0 and state["submits_accepted"] == 0
