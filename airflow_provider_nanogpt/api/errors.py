@@ -155,6 +155,11 @@ def error_from_response(
             "to its new origin.",
             **common,
         )
+    if status_code == 408 or status_code >= 500:
+        # The status decides, never the body's type: a 5xx typed as a rate limit (or a balance or
+        # content-policy refusal) may still hide a created, charged job, so it must not be read
+        # as one of the 4xx refusals that prove nothing was created.
+        return NanoGPTServerError(message, **common)
     if status_code == 429 or kind in _RATE_LIMIT_TYPES:
         return NanoGPTRateLimitError(message, **common)
     if status_code == 402 or kind in _BALANCE_TYPES:
@@ -190,8 +195,6 @@ def error_from_response(
         )
     if status_code == 404:
         return NanoGPTNotFoundError(message, **common)
-    if status_code == 408 or status_code >= 500:
-        return NanoGPTServerError(message, **common)
     if 400 <= status_code < 500:
         return NanoGPTInvalidRequestError(message, **common)
     return NanoGPTResponseError(message, **common)

@@ -91,7 +91,13 @@ def proves_nothing_created(exc: BaseException) -> bool:
 
 
 def is_retryable_submit(exc: BaseException, policy: RetryPolicy) -> bool:
-    """In-call re-sends of a submission: only a waitable 429 or a connection never made."""
+    """In-call re-sends of a submission: only a waitable 429 or a connection never made.
+
+    Whatever the error's type, the answer must also prove nothing was created (a 4xx status, a
+    connection never established), so no mapping mistake can turn a 5xx into a paid re-send.
+    """
+    if not proves_nothing_created(exc):
+        return False
     if isinstance(exc, NanoGPTRateLimitError):
         return policy.is_waitable(exc)
     return isinstance(exc, NanoGPTConnectionError) and not exc.request_sent

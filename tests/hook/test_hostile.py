@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_nanogpt.api.endpoints import submit_request
+from airflow_provider_nanogpt.api.retry import proves_nothing_created
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTConnectionError,
     NanoGPTContentPolicyError,
@@ -379,3 +381,94 @@ def test_a_plain_string_content_policy_refusal_at_submit(
     server.route("POST", "/api/generate-video", Reply(400, body))
     with pytest.raises(NanoGPTContentPolicyError):
         use(server, monkeypatch).submit_video({"model": "m", "prompt": "p"})
+
+
+# 14. A 5xx typed as a rate limit is still a 5xx -------------------------------------------------
+
+SUBMIT = "/api/generate-video"
+ACCEPTED = {"runId": "vid_1", "status": "pending", "model": "m", "cost": 0.1}
+RATE_LIMIT_TYPES = [
+    "rate_limited",
+    "rate_limit_error",
+    "daily_rpd_limit_exceeded",
+    "daily_usd_limit_exceeded",
+]
+# The typed object of the video guide, and the OpenAI shape with the reason in ``code``.
+RATE_LIMIT_BODIES = [
+    pytest.param({"error": {"message": "slow down", "type": kind}}, id=f"typed-{kind}")
+    for kind in RATE_LIMIT_TYPES
+] + [
+    pytest.param(
+        {"error": {"message": "slow down", "type": "requests", "code": kind, "param": None}},
+        id=f"openai-{kind}",
+    )
+    for kind in RATE_LIMIT_TYPES
+]
+
+
+def _first_then_accept(status: int, body: object, retry_after: str) -> Any:
+    """The first POST gets ``status``/``body``; any re-send would be accepted (and paid for)."""
+    answers = itertools.chain(
+        [Reply(status, body, {"Retry-After": retry_after})], itertools.repeat(Reply(202, ACCEPTED))
+    )
+    return lambda seen: next(answers)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+@pytest.mark.parametrize("body", RATE_LIMIT_BODIES)
+@pytest.mark.parametrize("max_rate_limit_sleep", [None, 5.0], ids=["sync", "deferrable"])
+def test_a_5xx_typed_as_a_rate_limit_is_never_resent(
+    server: HostileServer,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    body: dict[str, Any],
+    max_rate_limit_sleep: float | None,
+) -> None:
+    # Retry-After under a second: even the deferrable operator would re-send a real 429 in-call.
+    server.route("POST", SUBMIT, _first_then_accept(status, body, "0.1"))
+    hook = use(server, monkeypatch)
+    with pytest.raises(NanoGPTServerError) as info:
+        hook.submit_video({"model": "m", "prompt": "p"}, max_rate_limit_sleep=max_rate_limit_sleep)
+    assert len(server.requests_to(SUBMIT)) == 1
+    assert info.value.http_status == status
+    assert not proves_nothing_created(info.value)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+@pytest.mark.parametrize("body", RATE_LIMIT_BODIES)
+async def test_a_5xx_typed_as_a_rate_limit_reads_as_a_server_error_in_the_triggerer(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, status: int, body: dict[str, Any]
+) -> None:
+    # The triggerer never submits; its (httpx) transport shares the mapping and must agree.
+    server.route("POST", SUBMIT, _first_then_accept(status, body, "0"))
+    hook = use(server, monkeypatch)
+    try:
+        with pytest.raises(NanoGPTServerError) as info:
+            await hook._asend(submit_request({"model": "m", "prompt": "p"}))
+    finally:
+        await hook.aclose()
+    assert not proves_nothing_created(info.value)
+    assert len(server.requests_to(SUBMIT)) == 1
+
+
+@pytest.mark.parametrize("body", [*RATE_LIMIT_BODIES, pytest.param({}, id="empty")])
+def test_a_429_status_is_still_resent(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, body: dict[str, Any]
+) -> None:
+    server.route("POST", SUBMIT, _first_then_accept(429, body, "0.1"))
+    hook = use(server, monkeypatch)
+    assert hook.submit_video({"model": "m", "prompt": "p"}, max_rate_limit_sleep=5.0).run_id == (
+        "vid_1"
+    )
+    assert len(server.requests_to(SUBMIT)) == 2
+
+
+@pytest.mark.parametrize("kind", ["insufficient_balance", "content_policy_violation"])
+@pytest.mark.parametrize("status", [500, 503])
+def test_a_5xx_typed_as_a_refusal_is_a_server_error(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, kind: str, status: int
+) -> None:
+    server.route("POST", SUBMIT, Reply(status, {"error": {"message": "no", "type": kind}}))
+    with pytest.raises(NanoGPTServerError):
+        use(server, monkeypatch).submit_video({"model": "m", "prompt": "p"})
+    assert len(server.requests_to(SUBMIT)) == 1
