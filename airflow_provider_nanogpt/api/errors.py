@@ -11,8 +11,9 @@ import email.utils
 import json
 import math
 import re
+import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTRedirectError,
     NanoGPTResponseError,
     NanoGPTServerError,
+    NanoGPTTLSError,
 )
 
 _CONTENT_POLICY_TYPES = frozenset({"content_policy_violation"})
@@ -236,3 +238,86 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == name:
             return value
     return None
+
+
+# OpenSSL's reasons for a TLS handshake answered by a server that speaks plain HTTP.
+_PLAIN_HTTP_REASONS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "RECORD_LAYER_FAILURE",
+        "HTTP_REQUEST",
+        "PACKET_LENGTH_TOO_LONG",
+        "UNKNOWN_PROTOCOL",
+    }
+)
+# X509_V_ERR_* codes (ssl.SSLCertVerificationError.verify_code).
+_WRONG_HOST_CODES = frozenset({62, 64})  # hostname mismatch, IP address mismatch
+_EXPIRED_CODES = frozenset({9, 10})  # not yet valid, expired
+
+
+def tls_failure(exc: BaseException, action: str, url: str, where: str) -> NanoGPTTLSError | None:
+    """The permanent error for a failed TLS handshake behind ``exc``, or None when it is not one.
+
+    One classifier for requests and httpx alike: both keep the ``ssl`` error in the exception
+    chain. Only handshake failures count (a certificate refused, a plain-HTTP answer): they come
+    before any byte of the request, and every retry would meet them again. A TLS error later in
+    the exchange (an abrupt close) is left to the caller's transport handling. ``where`` names
+    the setting that holds ``url`` ("the connection's host", "the video URL").
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "the server"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    # Host and port only: a URL's user info or query (signed storage URLs) stays out of messages.
+    address = f"{host}:{port}" if port else host
+    for cause in _exception_chain(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return NanoGPTTLSError(
+                f"Could not {action}: {_certificate_problem(cause, host)}",
+                request_sent=False,
+            )
+        if isinstance(cause, ssl.SSLError) and cause.reason in _PLAIN_HTTP_REASONS:
+            return NanoGPTTLSError(
+                f"Could not {action}: {where} uses https://{address} but the server there "
+                f"speaks plain HTTP: use http://{address} if that server is meant to be "
+                "reached without TLS, or the port where it serves https. Nothing was sent.",
+                request_sent=False,
+            )
+    return None
+
+
+def _certificate_problem(error: ssl.SSLCertVerificationError, host: str) -> str:
+    detail = error.verify_message or error.reason or "verification failed"
+    trust_hint = (
+        "Nothing was sent. If the server is meant to use this certificate (a company proxy, "
+        "a private gateway), add its CA to the trust store of the workers (REQUESTS_CA_BUNDLE) "
+        "and the triggerer (SSL_CERT_FILE); otherwise something is intercepting the connection."
+    )
+    if error.verify_code in _WRONG_HOST_CODES:
+        return (
+            f"the TLS certificate of {host} is issued for another host ({detail}). Check the "
+            f"host name in the URL: it must be one the certificate names. Nothing was sent."
+        )
+    if error.verify_code in _EXPIRED_CODES:
+        return (
+            f"the TLS certificate of {host} is not valid now ({detail}). Check the clock of "
+            "this machine, or ask the server's owner to renew it. Nothing was sent."
+        )
+    return f"the TLS certificate of {host} is not trusted ({detail}). {trust_hint}"
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: causes, contexts, and exceptions carried in args or reason."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 32:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        wrapped += list(current.args)
+        pending += [item for item in wrapped if isinstance(item, BaseException)]

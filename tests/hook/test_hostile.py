@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import resource
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_nanogpt.api.endpoints import submit_request
-from airflow_provider_nanogpt.api.retry import proves_nothing_created
+from airflow_provider_nanogpt.api.retry import RetryPolicy, proves_nothing_created
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTConnectionError,
     NanoGPTContentPolicyError,
@@ -28,6 +30,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTRedirectError,
     NanoGPTResponseError,
     NanoGPTServerError,
+    NanoGPTTLSError,
     NanoGPTValidationError,
     NanoGPTVideoRefusedError,
 )
@@ -472,3 +475,133 @@ def test_a_5xx_typed_as_a_refusal_is_a_server_error(
     with pytest.raises(NanoGPTServerError):
         use(server, monkeypatch).submit_video({"model": "m", "prompt": "p"})
     assert len(server.requests_to(SUBMIT)) == 1
+
+
+# 15. TLS failures are permanent: one connection, a clear message, no retries -------------------
+
+# Backoff this slow would make any retry show in the elapsed time, not only in the socket count.
+SLOW_RETRIES = RetryPolicy(max_retries=3, base_delay=1.0, max_delay=2.0)
+FAST_ENOUGH = 0.9  # seconds: well under the first backoff (0.5-1 s) and the three after it
+
+
+def _certificate(tmp_path: Path, names: list[str]) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for ``names`` (DNS names or IPs) and a server context using it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def general_name(name: str) -> x509.GeneralName:
+        try:
+            return x509.IPAddress(ipaddress.ip_address(name))
+        except ValueError:
+            return x509.DNSName(name)
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([general_name(n) for n in names]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return cert_path, context
+
+
+@pytest.fixture(params=["plain-http", "self-signed", "wrong-host"])
+def tls_trap(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[HostileServer, str, str]]:
+    """(server, its https:// URL, what the error must say) for each kind of TLS failure."""
+    if request.param == "plain-http":
+        with HostileServer() as plain:
+            url = f"https://127.0.0.1:{plain.port}"
+            yield plain, url, f"speaks plain HTTP: use http://127.0.0.1:{plain.port}"
+        return
+    if request.param == "self-signed":
+        _, context = _certificate(tmp_path, ["127.0.0.1"])
+        expected = "certificate of 127.0.0.1 is not trusted"
+    else:
+        # Trusted (both transports read these), but issued for another name.
+        cert_path, context = _certificate(tmp_path, ["video.nano-gpt.invalid"])
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_path))
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
+        expected = "certificate of 127.0.0.1 is issued for another host"
+    with HostileServer(tls=context) as secure:
+        secure.route("POST", "/api/check-balance", Reply(200, {"usd_balance": "1"}))
+        yield secure, secure.url, expected
+
+
+def _tls_hook(url: str, monkeypatch: pytest.MonkeyPatch) -> NanoGPTHook:
+    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(url))
+    return NanoGPTHook(retry_policy=SLOW_RETRIES)
+
+
+@pytest.mark.parametrize("call", ["read", "submit"])
+def test_a_tls_failure_fails_at_once_on_the_worker(
+    tls_trap: tuple[HostileServer, str, str], monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    server, url, expected = tls_trap
+    hook = _tls_hook(url, monkeypatch)
+    send = hook.get_balance if call == "read" else lambda: hook.submit_video({"model": "m"})
+    started = time.monotonic()
+    with pytest.raises(NanoGPTTLSError) as info:
+        send()
+    assert time.monotonic() - started < FAST_ENOUGH
+    assert server.accepted == 1
+    assert expected in str(info.value)
+    assert info.value.request_sent is False and server.seen == []
+    assert CANARY_KEY not in str(info.value)
+
+
+async def test_a_tls_failure_fails_at_once_in_the_triggerer(
+    tls_trap: tuple[HostileServer, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, url, expected = tls_trap
+    hook = _tls_hook(url, monkeypatch)
+    started = time.monotonic()
+    try:
+        with pytest.raises(NanoGPTTLSError, match=re.escape(expected)):
+            await hook.aget_balance()
+    finally:
+        await hook.aclose()
+    assert time.monotonic() - started < FAST_ENOUGH
+    assert server.accepted == 1
+
+
+def test_a_tls_failure_fails_a_download_at_once(
+    tls_trap: tuple[HostileServer, str, str],
+    server: HostileServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    video_host, url, expected = tls_trap
+    hook = _tls_hook(server.url, monkeypatch)  # the API is fine; the video's host is not
+    started = time.monotonic()
+    with pytest.raises(NanoGPTTLSError, match=re.escape(expected)) as info:
+        hook.download_video(f"{url}/v.mp4?signature=secret", tmp_path / "v.mp4")
+    assert time.monotonic() - started < FAST_ENOUGH
+    assert video_host.accepted == 1
+    assert "secret" not in str(info.value)
+    assert not (tmp_path / "v.mp4").exists()
