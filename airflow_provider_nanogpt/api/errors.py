@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_nanogpt.api.coerce import as_amount, as_str, scrub
+from airflow_provider_nanogpt.api.coerce import as_amount, as_str, scrub, scrub_decoded
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTAuthError,
     NanoGPTContentPolicyError,
@@ -108,15 +108,18 @@ def read_response(
     """The parsed body of a 2xx response, or the typed error for anything else.
 
     ``secrets`` (the API key, header values) are scrubbed from the body and headers before
-    anything is read from them, so no message, field or log line built from an answer carries
-    them, even when a server echoes them back.
+    anything is read from them, and again from every string of the decoded JSON (where escapes
+    such as ``\\u0061`` have become plain text), so no message, field or log line built from an
+    answer carries them, even when a server echoes them back.
     """
+    secrets = tuple(secrets)
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     text = scrub(text, secrets)
     headers = {name: scrub(value, secrets) for name, value in headers.items()}
     if 200 <= status_code < 300:
-        return decode_json(status_code, text, _header(headers, "x-request-id"))
-    raise error_from_response(status_code, text, headers, action=action)
+        decoded = decode_json(status_code, text, _header(headers, "x-request-id"))
+        return scrub_decoded(decoded, secrets)
+    raise error_from_response(status_code, text, headers, action=action, secrets=secrets)
 
 
 def error_from_response(
@@ -125,15 +128,21 @@ def error_from_response(
     headers: Mapping[str, str],
     *,
     action: str,
+    secrets: Iterable[str] = (),
 ) -> NanoGPTError:
     """Build the typed exception for a non-2xx response.
 
     ``action`` names what was attempted ("submit video", "get status of vid_…") for the message.
+    ``secrets`` are scrubbed from the body after it is decoded (and from the text if it is not
+    JSON), so an escaped echo of the key cannot reach the message either.
     """
+    secrets = tuple(secrets)
     try:
         body: object = json.loads(text) if text.strip() else {}
     except ValueError:
         body = text
+    body = scrub_decoded(body, secrets)
+    headers = {name: scrub(value, secrets) for name, value in headers.items()}
     parsed = parse_error_body(body)
     request_id = _header(headers, "x-request-id")
     kind = (parsed.error_type or "").lower()

@@ -129,6 +129,7 @@ def open_video(
                 body.decode("utf-8", "replace"),
                 response.headers,
                 action=f"download the video from {redact_url(url)}",
+                secrets=settings.secrets,  # never sent there, but never quoted either
             )
         return response
     raise NanoGPTDownloadError(

@@ -605,3 +605,72 @@ def test_a_tls_failure_fails_a_download_at_once(
     assert video_host.accepted == 1
     assert "secret" not in str(info.value)
     assert not (tmp_path / "v.mp4").exists()
+
+
+# 16. The key is scrubbed after JSON decoding, whatever escapes spelled it ----------------------
+
+
+def _escaped(text: str, every: int) -> str:
+    """``text`` as a JSON string body with every ``every``-th character written as ``\\uXXXX``."""
+    return "".join(
+        f"\\u{ord(char):04x}" if index % every == 0 else char for index, char in enumerate(text)
+    )
+
+
+KEY_SPELLINGS = [
+    pytest.param(CANARY_KEY, id="plain"),
+    pytest.param(_escaped(CANARY_KEY, 1), id="fully-escaped"),
+    pytest.param(_escaped(CANARY_KEY, 3), id="partly-escaped"),
+    pytest.param("sk-nano-\\u0063" + CANARY_KEY[len("sk-nano-c") :], id="one-escape"),
+    pytest.param(CANARY_KEY.replace("-", "\\u002D"), id="upper-hex"),
+]
+
+
+@pytest.mark.parametrize("spelled", KEY_SPELLINGS)
+async def test_an_escaped_echo_of_the_key_reaches_no_message_value_or_log(
+    server: HostileServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    spelled: str,
+) -> None:
+    assert json.loads(f'"{spelled}"') == CANARY_KEY  # the server really spells the key
+    error_body = (
+        f'{{"error": {{"message": "key {spelled} is not valid here", "type": "{spelled}", '
+        f'"code": "invalid_request"}}, "{spelled}": ["{spelled}"]}}'
+    )
+    server.route("POST", SUBMIT, Reply(400, error_body))
+    failed = (
+        f'{{"data": {{"status": "FAILED", "error": "bad key {spelled}", '
+        f'"userFriendlyError": "no such key {spelled}"}}, "requestId": "vid_1"}}'
+    )
+    server.route("GET", STATUS, Reply(200, failed))
+    server.route("POST", "/api/check-balance", Reply(503, f'{{"error": "{spelled} down"}}'))
+    server.route("GET", "/api/v1/video-models", Reply(500, f'{{"message": "{spelled}"}}'))
+    hook = use(server, monkeypatch)
+    caplog.set_level("DEBUG")
+    raised: list[BaseException] = []
+    with pytest.raises(NanoGPTInvalidRequestError) as info:
+        hook.submit_video({"model": "m", "prompt": "p"})
+    raised.append(info.value)
+    with pytest.raises(NanoGPTServerError) as info_balance:
+        hook.get_balance()
+    raised.append(info_balance.value)
+    with pytest.raises(NanoGPTServerError) as info_models:
+        hook.list_video_models()
+    raised.append(info_models.value)
+    status = hook.get_video_status("vid_1")
+    async_status = await hook.aget_video_status("vid_1")
+    with pytest.raises(NanoGPTServerError) as info_async:
+        await hook.aget_balance()
+    raised.append(info_async.value)
+    await hook.aclose()
+    ok, message = hook.test_connection()
+    assert not ok and "down" in message
+    assert "is not valid here" in str(raised[0])  # the message itself still gets through
+    assert status.error and "no such key" in status.error
+    texts = [message, repr(status), repr(async_status), str(status.error)]
+    for error in raised:
+        texts += [str(error), repr(error), repr(vars(error))]
+    texts += [record.getMessage() for record in caplog.records]
+    leaks = [text for text in texts if CANARY_KEY in text]
+    assert leaks == []

@@ -176,3 +176,15 @@ def test_a_rate_limit_error_without_proof_is_never_resent(status: int | None) ->
     assert is_retryable_submit(
         NanoGPTRateLimitError("slow down", status_code=429, retry_after=0.1), RetryPolicy()
     )
+
+
+def test_error_from_response_scrubs_after_decoding() -> None:
+    # The download path calls it directly, without read_response's raw scrub.
+    key = "sk-nano-0123-4567"
+    escaped = "".join(f"\\u{ord(char):04x}" for char in key)
+    text = f'{{"error": {{"message": "bad {escaped}", "type": "{escaped}"}}}}'
+    error = error_from_response(
+        400, text, {"X-Request-ID": key}, action="download the video", secrets=(key,)
+    )
+    assert "bad ***" in str(error)
+    assert key not in str(error) + repr(vars(error))
