@@ -110,6 +110,17 @@ class NanoGPTConnectionError(NanoGPTError):
         self.request_sent = request_sent
 
 
+class NanoGPTTLSError(NanoGPTConnectionError, NanoGPTPermanentError):
+    """The TLS handshake failed: an https:// URL to a plain-HTTP server, an untrusted or expired
+    certificate, or one issued for another host.
+
+    Nothing was sent (the handshake comes first), but asking again meets the same server and
+    the same certificate, so it is not retried: the message names the host and the likely fix.
+    """
+
+    retryable = False
+
+
 class NanoGPTSubmissionUncertainError(NanoGPTError):
     """A submission failed after it left, so NanoGPT may have created (and charged) the job.
 

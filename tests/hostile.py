@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -51,24 +53,58 @@ class Reply:
 Handler = Callable[[Seen], Reply]
 
 
-class HostileServer:
-    """``with HostileServer() as server: server.route("GET", "/x", Reply(...))``."""
+class _CountingServer(ThreadingHTTPServer):
+    """Counts accepted connections and, given an SSL context, speaks https."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(address, handler)
+        self.tls = tls
+        self.accepted = 0
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        self.accepted += 1
+        if self.tls is None:
+            return connection, address
+        try:  # a client that refuses the certificate ends here: serve_forever carries on
+            return self.tls.wrap_socket(connection, server_side=True), address
+        except OSError:
+            connection.close()
+            raise
+
+
+class HostileServer:
+    """``with HostileServer() as server: server.route("GET", "/x", Reply(...))``.
+
+    ``tls``: serve https with this context. ``accepted`` counts the connections made to it.
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
         self.seen: list[Seen] = []
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._server = _CountingServer((host, port), _handler_for(self), tls)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self._server.tls else 'http'}://{host}:{port}"
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
+
+    @property
+    def accepted(self) -> int:
+        return self._server.accepted
 
     def route(self, method: str, path: str, reply: Reply | Handler) -> None:
         self.routes[(method, path)] = reply if callable(reply) else (lambda _seen: reply)

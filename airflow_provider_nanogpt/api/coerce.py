@@ -58,6 +58,22 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def scrub_decoded(value: Any, secrets: Iterable[str]) -> Any:
+    """A decoded JSON value with every secret replaced in every string, keys included.
+
+    Run after decoding: a server can spell a secret with JSON escapes (``\\u0061`` for ``a``) that
+    no scrub of the raw body matches, and that decoding turns back into the secret itself.
+    """
+    secrets = tuple(secrets)
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, Mapping):
+        return {scrub(str(k), secrets): scrub_decoded(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_decoded(item, secrets) for item in value]
+    return value
+
+
 def snippet(value: object, limit: int = 80) -> str:
     """A short description of an unexpected JSON value, for an error message."""
     if value is None:

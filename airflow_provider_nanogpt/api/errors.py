@@ -11,13 +11,14 @@ import email.utils
 import json
 import math
 import re
+import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_nanogpt.api.coerce import as_amount, as_str, scrub
+from airflow_provider_nanogpt.api.coerce import as_amount, as_str, scrub, scrub_decoded
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTAuthError,
     NanoGPTContentPolicyError,
@@ -30,6 +31,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTRedirectError,
     NanoGPTResponseError,
     NanoGPTServerError,
+    NanoGPTTLSError,
 )
 
 _CONTENT_POLICY_TYPES = frozenset({"content_policy_violation"})
@@ -106,15 +108,18 @@ def read_response(
     """The parsed body of a 2xx response, or the typed error for anything else.
 
     ``secrets`` (the API key, header values) are scrubbed from the body and headers before
-    anything is read from them, so no message, field or log line built from an answer carries
-    them, even when a server echoes them back.
+    anything is read from them, and again from every string of the decoded JSON (where escapes
+    such as ``\\u0061`` have become plain text), so no message, field or log line built from an
+    answer carries them, even when a server echoes them back.
     """
+    secrets = tuple(secrets)
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     text = scrub(text, secrets)
     headers = {name: scrub(value, secrets) for name, value in headers.items()}
     if 200 <= status_code < 300:
-        return decode_json(status_code, text, _header(headers, "x-request-id"))
-    raise error_from_response(status_code, text, headers, action=action)
+        decoded = decode_json(status_code, text, _header(headers, "x-request-id"))
+        return scrub_decoded(decoded, secrets)
+    raise error_from_response(status_code, text, headers, action=action, secrets=secrets)
 
 
 def error_from_response(
@@ -123,15 +128,21 @@ def error_from_response(
     headers: Mapping[str, str],
     *,
     action: str,
+    secrets: Iterable[str] = (),
 ) -> NanoGPTError:
     """Build the typed exception for a non-2xx response.
 
     ``action`` names what was attempted ("submit video", "get status of vid_…") for the message.
+    ``secrets`` are scrubbed from the body after it is decoded (and from the text if it is not
+    JSON), so an escaped echo of the key cannot reach the message either.
     """
+    secrets = tuple(secrets)
     try:
         body: object = json.loads(text) if text.strip() else {}
     except ValueError:
         body = text
+    body = scrub_decoded(body, secrets)
+    headers = {name: scrub(value, secrets) for name, value in headers.items()}
     parsed = parse_error_body(body)
     request_id = _header(headers, "x-request-id")
     kind = (parsed.error_type or "").lower()
@@ -155,6 +166,11 @@ def error_from_response(
             "to its new origin.",
             **common,
         )
+    if status_code == 408 or status_code >= 500:
+        # The status decides, never the body's type: a 5xx typed as a rate limit (or a balance or
+        # content-policy refusal) may still hide a created, charged job, so it must not be read
+        # as one of the 4xx refusals that prove nothing was created.
+        return NanoGPTServerError(message, **common)
     if status_code == 429 or kind in _RATE_LIMIT_TYPES:
         return NanoGPTRateLimitError(message, **common)
     if status_code == 402 or kind in _BALANCE_TYPES:
@@ -190,8 +206,6 @@ def error_from_response(
         )
     if status_code == 404:
         return NanoGPTNotFoundError(message, **common)
-    if status_code == 408 or status_code >= 500:
-        return NanoGPTServerError(message, **common)
     if 400 <= status_code < 500:
         return NanoGPTInvalidRequestError(message, **common)
     return NanoGPTResponseError(message, **common)
@@ -233,3 +247,86 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == name:
             return value
     return None
+
+
+# OpenSSL's reasons for a TLS handshake answered by a server that speaks plain HTTP.
+_PLAIN_HTTP_REASONS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "RECORD_LAYER_FAILURE",
+        "HTTP_REQUEST",
+        "PACKET_LENGTH_TOO_LONG",
+        "UNKNOWN_PROTOCOL",
+    }
+)
+# X509_V_ERR_* codes (ssl.SSLCertVerificationError.verify_code).
+_WRONG_HOST_CODES = frozenset({62, 64})  # hostname mismatch, IP address mismatch
+_EXPIRED_CODES = frozenset({9, 10})  # not yet valid, expired
+
+
+def tls_failure(exc: BaseException, action: str, url: str, where: str) -> NanoGPTTLSError | None:
+    """The permanent error for a failed TLS handshake behind ``exc``, or None when it is not one.
+
+    One classifier for requests and httpx alike: both keep the ``ssl`` error in the exception
+    chain. Only handshake failures count (a certificate refused, a plain-HTTP answer): they come
+    before any byte of the request, and every retry would meet them again. A TLS error later in
+    the exchange (an abrupt close) is left to the caller's transport handling. ``where`` names
+    the setting that holds ``url`` ("the connection's host", "the video URL").
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "the server"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    # Host and port only: a URL's user info or query (signed storage URLs) stays out of messages.
+    address = f"{host}:{port}" if port else host
+    for cause in _exception_chain(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return NanoGPTTLSError(
+                f"Could not {action}: {_certificate_problem(cause, host)}",
+                request_sent=False,
+            )
+        if isinstance(cause, ssl.SSLError) and cause.reason in _PLAIN_HTTP_REASONS:
+            return NanoGPTTLSError(
+                f"Could not {action}: {where} uses https://{address} but the server there "
+                f"speaks plain HTTP: use http://{address} if that server is meant to be "
+                "reached without TLS, or the port where it serves https. Nothing was sent.",
+                request_sent=False,
+            )
+    return None
+
+
+def _certificate_problem(error: ssl.SSLCertVerificationError, host: str) -> str:
+    detail = error.verify_message or error.reason or "verification failed"
+    trust_hint = (
+        "Nothing was sent. If the server is meant to use this certificate (a company proxy, "
+        "a private gateway), add its CA to the trust store of the workers (REQUESTS_CA_BUNDLE) "
+        "and the triggerer (SSL_CERT_FILE); otherwise something is intercepting the connection."
+    )
+    if error.verify_code in _WRONG_HOST_CODES:
+        return (
+            f"the TLS certificate of {host} is issued for another host ({detail}). Check the "
+            f"host name in the URL: it must be one the certificate names. Nothing was sent."
+        )
+    if error.verify_code in _EXPIRED_CODES:
+        return (
+            f"the TLS certificate of {host} is not valid now ({detail}). Check the clock of "
+            "this machine, or ask the server's owner to renew it. Nothing was sent."
+        )
+    return f"the TLS certificate of {host} is not trusted ({detail}). {trust_hint}"
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: causes, contexts, and exceptions carried in args or reason."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 32:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        wrapped += list(current.args)
+        pending += [item for item in wrapped if isinstance(item, BaseException)]

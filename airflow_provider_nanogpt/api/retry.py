@@ -22,6 +22,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTConfigurationError,
     NanoGPTConnectionError,
     NanoGPTError,
+    NanoGPTPermanentError,
     NanoGPTRateLimitError,
     NanoGPTResponseError,
     NanoGPTServerError,
@@ -69,6 +70,8 @@ class RetryPolicy:
 
 
 def is_retryable_read(exc: BaseException, policy: RetryPolicy) -> bool:
+    if isinstance(exc, NanoGPTPermanentError):
+        return False  # a TLS handshake refused, say: asking again meets the same refusal
     transient = NanoGPTRateLimitError | NanoGPTServerError | NanoGPTConnectionError
     if isinstance(exc, NanoGPTResponseError) and exc.http_status is None:
         return True  # an unreadable or oversized answer: asking again may do better
@@ -91,7 +94,13 @@ def proves_nothing_created(exc: BaseException) -> bool:
 
 
 def is_retryable_submit(exc: BaseException, policy: RetryPolicy) -> bool:
-    """In-call re-sends of a submission: only a waitable 429 or a connection never made."""
+    """In-call re-sends of a submission: only a waitable 429 or a connection never made.
+
+    Whatever the error's type, the answer must also prove nothing was created (a 4xx status, a
+    connection never established), so no mapping mistake can turn a 5xx into a paid re-send.
+    """
+    if isinstance(exc, NanoGPTPermanentError) or not proves_nothing_created(exc):
+        return False
     if isinstance(exc, NanoGPTRateLimitError):
         return policy.is_waitable(exc)
     return isinstance(exc, NanoGPTConnectionError) and not exc.request_sent

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-from airflow_provider_nanogpt.api.errors import error_from_response
+from airflow_provider_nanogpt.api.errors import error_from_response, tls_failure
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTDownloadError,
     NanoGPTVideoRefusedError,
@@ -72,6 +72,8 @@ def fetch_video(
         except (requests.exceptions.RequestException, HTTPError) as exc:
             if limit.expired:
                 raise _too_slow(action, settings) from None
+            if (tls := tls_failure(exc, action, url, "the video URL")) is not None:
+                raise tls from None
             raise NanoGPTDownloadError(f"Could not {action}: {type(exc).__name__}") from None
 
 
@@ -120,6 +122,7 @@ def open_video(
                 body.decode("utf-8", "replace"),
                 response.headers,
                 action=f"download the video from {redact_url(url)}",
+                secrets=settings.secrets,  # never sent there, but never quoted either
             )
         return response
     raise NanoGPTDownloadError(

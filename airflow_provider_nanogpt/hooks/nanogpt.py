@@ -28,7 +28,7 @@ from airflow_provider_nanogpt.api.endpoints import (
     submit_request,
     video_models_request,
 )
-from airflow_provider_nanogpt.api.errors import read_response
+from airflow_provider_nanogpt.api.errors import read_response, tls_failure
 from airflow_provider_nanogpt.api.responses import (
     Balance,
     RecoveredRun,
@@ -480,6 +480,8 @@ def _requests_transport_error(exc: Exception, action: str, base_url: str) -> Nan
     import requests
     from urllib3.exceptions import NewConnectionError
 
+    if (tls := tls_failure(exc, action, base_url, "the connection's host")) is not None:
+        return tls
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     never_connected = isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(
         reason, NewConnectionError
@@ -493,6 +495,8 @@ def _requests_transport_error(exc: Exception, action: str, base_url: str) -> Nan
 def _httpx_transport_error(exc: Exception, action: str, base_url: str) -> NanoGPTConnectionError:
     import httpx
 
+    if (tls := tls_failure(exc, action, base_url, "the connection's host")) is not None:
+        return tls
     never_connected = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
     return NanoGPTConnectionError(
         f"Could not {action} at {base_url}: {type(exc).__name__}",

@@ -189,3 +189,32 @@ def test_a_flat_shape_content_policy_failure_is_final(
     assert outcome.try_numbers["generate"] == 1  # a retry would pay for the same refusal
     assert errors(capfd.readouterr().out, "NanoGPTJobContentPolicyError")
     assert sim.state()["submits_accepted"] == 1
+
+
+# 2. A 5xx typed as a rate limit may have created the job: never re-sent in the try --------------
+
+
+@pytest.mark.parametrize("dag_id", ["nanogpt_sync", "nanogpt_deferrable"])
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (503, {"error": {"message": "slow down", "type": "rate_limit_error"}}),
+        (500, {"error": {"message": "cap", "type": "x", "code": "daily_rpd_limit_exceeded"}}),
+    ],
+    ids=["503-typed", "500-openai-code"],
+)
+def test_a_5xx_typed_as_a_rate_limit_is_uncertain_not_resent(
+    fake: HostileServer,
+    capfd: pytest.CaptureFixture[str],
+    dag_id: str,
+    status: int,
+    body: dict[str, Any],
+) -> None:
+    answers = iter([Reply(status, body, {"Retry-After": "0.1"})])
+    accepted = {"runId": RUN, "id": RUN, "status": "pending", "model": "kling-video-v2"}
+    # A re-send would be accepted (and paid for a second time).
+    fake.route("POST", "/api/generate-video", lambda seen: next(answers, Reply(202, accepted)))
+    outcome = run_dag(dag_id, {"prompt": PROMPT})
+    assert outcome.state == "failed"
+    assert submissions(fake) == 1
+    assert errors(capfd.readouterr().out, "NanoGPTSubmissionUncertainError")

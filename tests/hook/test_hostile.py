@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import resource
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_nanogpt.api.endpoints import submit_request
+from airflow_provider_nanogpt.api.retry import RetryPolicy, proves_nothing_created
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTConnectionError,
     NanoGPTContentPolicyError,
@@ -26,6 +30,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTRedirectError,
     NanoGPTResponseError,
     NanoGPTServerError,
+    NanoGPTTLSError,
     NanoGPTValidationError,
     NanoGPTVideoRefusedError,
 )
@@ -379,3 +384,293 @@ def test_a_plain_string_content_policy_refusal_at_submit(
     server.route("POST", "/api/generate-video", Reply(400, body))
     with pytest.raises(NanoGPTContentPolicyError):
         use(server, monkeypatch).submit_video({"model": "m", "prompt": "p"})
+
+
+# 14. A 5xx typed as a rate limit is still a 5xx -------------------------------------------------
+
+SUBMIT = "/api/generate-video"
+ACCEPTED = {"runId": "vid_1", "status": "pending", "model": "m", "cost": 0.1}
+RATE_LIMIT_TYPES = [
+    "rate_limited",
+    "rate_limit_error",
+    "daily_rpd_limit_exceeded",
+    "daily_usd_limit_exceeded",
+]
+# The typed object of the video guide, and the OpenAI shape with the reason in ``code``.
+RATE_LIMIT_BODIES = [
+    pytest.param({"error": {"message": "slow down", "type": kind}}, id=f"typed-{kind}")
+    for kind in RATE_LIMIT_TYPES
+] + [
+    pytest.param(
+        {"error": {"message": "slow down", "type": "requests", "code": kind, "param": None}},
+        id=f"openai-{kind}",
+    )
+    for kind in RATE_LIMIT_TYPES
+]
+
+
+def _first_then_accept(status: int, body: object, retry_after: str) -> Any:
+    """The first POST gets ``status``/``body``; any re-send would be accepted (and paid for)."""
+    answers = itertools.chain(
+        [Reply(status, body, {"Retry-After": retry_after})], itertools.repeat(Reply(202, ACCEPTED))
+    )
+    return lambda seen: next(answers)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+@pytest.mark.parametrize("body", RATE_LIMIT_BODIES)
+@pytest.mark.parametrize("max_rate_limit_sleep", [None, 5.0], ids=["sync", "deferrable"])
+def test_a_5xx_typed_as_a_rate_limit_is_never_resent(
+    server: HostileServer,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    body: dict[str, Any],
+    max_rate_limit_sleep: float | None,
+) -> None:
+    # Retry-After under a second: even the deferrable operator would re-send a real 429 in-call.
+    server.route("POST", SUBMIT, _first_then_accept(status, body, "0.1"))
+    hook = use(server, monkeypatch)
+    with pytest.raises(NanoGPTServerError) as info:
+        hook.submit_video({"model": "m", "prompt": "p"}, max_rate_limit_sleep=max_rate_limit_sleep)
+    assert len(server.requests_to(SUBMIT)) == 1
+    assert info.value.http_status == status
+    assert not proves_nothing_created(info.value)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+@pytest.mark.parametrize("body", RATE_LIMIT_BODIES)
+async def test_a_5xx_typed_as_a_rate_limit_reads_as_a_server_error_in_the_triggerer(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, status: int, body: dict[str, Any]
+) -> None:
+    # The triggerer never submits; its (httpx) transport shares the mapping and must agree.
+    server.route("POST", SUBMIT, _first_then_accept(status, body, "0"))
+    hook = use(server, monkeypatch)
+    try:
+        with pytest.raises(NanoGPTServerError) as info:
+            await hook._asend(submit_request({"model": "m", "prompt": "p"}))
+    finally:
+        await hook.aclose()
+    assert not proves_nothing_created(info.value)
+    assert len(server.requests_to(SUBMIT)) == 1
+
+
+@pytest.mark.parametrize("body", [*RATE_LIMIT_BODIES, pytest.param({}, id="empty")])
+def test_a_429_status_is_still_resent(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, body: dict[str, Any]
+) -> None:
+    server.route("POST", SUBMIT, _first_then_accept(429, body, "0.1"))
+    hook = use(server, monkeypatch)
+    assert hook.submit_video({"model": "m", "prompt": "p"}, max_rate_limit_sleep=5.0).run_id == (
+        "vid_1"
+    )
+    assert len(server.requests_to(SUBMIT)) == 2
+
+
+@pytest.mark.parametrize("kind", ["insufficient_balance", "content_policy_violation"])
+@pytest.mark.parametrize("status", [500, 503])
+def test_a_5xx_typed_as_a_refusal_is_a_server_error(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch, kind: str, status: int
+) -> None:
+    server.route("POST", SUBMIT, Reply(status, {"error": {"message": "no", "type": kind}}))
+    with pytest.raises(NanoGPTServerError):
+        use(server, monkeypatch).submit_video({"model": "m", "prompt": "p"})
+    assert len(server.requests_to(SUBMIT)) == 1
+
+
+# 15. TLS failures are permanent: one connection, a clear message, no retries -------------------
+
+# Backoff this slow would make any retry show in the elapsed time, not only in the socket count.
+SLOW_RETRIES = RetryPolicy(max_retries=3, base_delay=1.0, max_delay=2.0)
+FAST_ENOUGH = 0.9  # seconds: well under the first backoff (0.5-1 s) and the three after it
+
+
+def _certificate(tmp_path: Path, names: list[str]) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for ``names`` (DNS names or IPs) and a server context using it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def general_name(name: str) -> x509.GeneralName:
+        try:
+            return x509.IPAddress(ipaddress.ip_address(name))
+        except ValueError:
+            return x509.DNSName(name)
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([general_name(n) for n in names]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return cert_path, context
+
+
+@pytest.fixture(params=["plain-http", "self-signed", "wrong-host"])
+def tls_trap(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[HostileServer, str, str]]:
+    """(server, its https:// URL, what the error must say) for each kind of TLS failure."""
+    if request.param == "plain-http":
+        with HostileServer() as plain:
+            url = f"https://127.0.0.1:{plain.port}"
+            yield plain, url, f"speaks plain HTTP: use http://127.0.0.1:{plain.port}"
+        return
+    if request.param == "self-signed":
+        _, context = _certificate(tmp_path, ["127.0.0.1"])
+        expected = "certificate of 127.0.0.1 is not trusted"
+    else:
+        # Trusted (both transports read these), but issued for another name.
+        cert_path, context = _certificate(tmp_path, ["video.nano-gpt.invalid"])
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_path))
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
+        expected = "certificate of 127.0.0.1 is issued for another host"
+    with HostileServer(tls=context) as secure:
+        secure.route("POST", "/api/check-balance", Reply(200, {"usd_balance": "1"}))
+        yield secure, secure.url, expected
+
+
+def _tls_hook(url: str, monkeypatch: pytest.MonkeyPatch) -> NanoGPTHook:
+    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(url))
+    return NanoGPTHook(retry_policy=SLOW_RETRIES)
+
+
+@pytest.mark.parametrize("call", ["read", "submit"])
+def test_a_tls_failure_fails_at_once_on_the_worker(
+    tls_trap: tuple[HostileServer, str, str], monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    server, url, expected = tls_trap
+    hook = _tls_hook(url, monkeypatch)
+    send = hook.get_balance if call == "read" else lambda: hook.submit_video({"model": "m"})
+    started = time.monotonic()
+    with pytest.raises(NanoGPTTLSError) as info:
+        send()
+    assert time.monotonic() - started < FAST_ENOUGH
+    assert server.accepted == 1
+    assert expected in str(info.value)
+    assert info.value.request_sent is False and server.seen == []
+    assert CANARY_KEY not in str(info.value)
+
+
+async def test_a_tls_failure_fails_at_once_in_the_triggerer(
+    tls_trap: tuple[HostileServer, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, url, expected = tls_trap
+    hook = _tls_hook(url, monkeypatch)
+    started = time.monotonic()
+    try:
+        with pytest.raises(NanoGPTTLSError, match=re.escape(expected)):
+            await hook.aget_balance()
+    finally:
+        await hook.aclose()
+    assert time.monotonic() - started < FAST_ENOUGH
+    assert server.accepted == 1
+
+
+def test_a_tls_failure_fails_a_download_at_once(
+    tls_trap: tuple[HostileServer, str, str],
+    server: HostileServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    video_host, url, expected = tls_trap
+    hook = _tls_hook(server.url, monkeypatch)  # the API is fine; the video's host is not
+    started = time.monotonic()
+    with pytest.raises(NanoGPTTLSError, match=re.escape(expected)) as info:
+        hook.download_video(f"{url}/v.mp4?signature=secret", tmp_path / "v.mp4")
+    assert time.monotonic() - started < FAST_ENOUGH
+    assert video_host.accepted == 1
+    assert "secret" not in str(info.value)
+    assert not (tmp_path / "v.mp4").exists()
+
+
+# 16. The key is scrubbed after JSON decoding, whatever escapes spelled it ----------------------
+
+
+def _escaped(text: str, every: int) -> str:
+    """``text`` as a JSON string body with every ``every``-th character written as ``\\uXXXX``."""
+    return "".join(
+        f"\\u{ord(char):04x}" if index % every == 0 else char for index, char in enumerate(text)
+    )
+
+
+KEY_SPELLINGS = [
+    pytest.param(CANARY_KEY, id="plain"),
+    pytest.param(_escaped(CANARY_KEY, 1), id="fully-escaped"),
+    pytest.param(_escaped(CANARY_KEY, 3), id="partly-escaped"),
+    pytest.param("sk-nano-\\u0063" + CANARY_KEY[len("sk-nano-c") :], id="one-escape"),
+    pytest.param(CANARY_KEY.replace("-", "\\u002D"), id="upper-hex"),
+]
+
+
+@pytest.mark.parametrize("spelled", KEY_SPELLINGS)
+async def test_an_escaped_echo_of_the_key_reaches_no_message_value_or_log(
+    server: HostileServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    spelled: str,
+) -> None:
+    assert json.loads(f'"{spelled}"') == CANARY_KEY  # the server really spells the key
+    error_body = (
+        f'{{"error": {{"message": "key {spelled} is not valid here", "type": "{spelled}", '
+        f'"code": "invalid_request"}}, "{spelled}": ["{spelled}"]}}'
+    )
+    server.route("POST", SUBMIT, Reply(400, error_body))
+    failed = (
+        f'{{"data": {{"status": "FAILED", "error": "bad key {spelled}", '
+        f'"userFriendlyError": "no such key {spelled}"}}, "requestId": "vid_1"}}'
+    )
+    server.route("GET", STATUS, Reply(200, failed))
+    server.route("POST", "/api/check-balance", Reply(503, f'{{"error": "{spelled} down"}}'))
+    server.route("GET", "/api/v1/video-models", Reply(500, f'{{"message": "{spelled}"}}'))
+    hook = use(server, monkeypatch)
+    caplog.set_level("DEBUG")
+    raised: list[BaseException] = []
+    with pytest.raises(NanoGPTInvalidRequestError) as info:
+        hook.submit_video({"model": "m", "prompt": "p"})
+    raised.append(info.value)
+    with pytest.raises(NanoGPTServerError) as info_balance:
+        hook.get_balance()
+    raised.append(info_balance.value)
+    with pytest.raises(NanoGPTServerError) as info_models:
+        hook.list_video_models()
+    raised.append(info_models.value)
+    status = hook.get_video_status("vid_1")
+    async_status = await hook.aget_video_status("vid_1")
+    with pytest.raises(NanoGPTServerError) as info_async:
+        await hook.aget_balance()
+    raised.append(info_async.value)
+    await hook.aclose()
+    ok, message = hook.test_connection()
+    assert not ok and "down" in message
+    assert "is not valid here" in str(raised[0])  # the message itself still gets through
+    assert status.error and "no such key" in status.error
+    texts = [message, repr(status), repr(async_status), str(status.error)]
+    for error in raised:
+        texts += [str(error), repr(error), repr(vars(error))]
+    texts += [record.getMessage() for record in caplog.records]
+    leaks = [text for text in texts if CANARY_KEY in text]
+    assert leaks == []

@@ -12,6 +12,11 @@ from airflow_provider_nanogpt.api.errors import (
     parse_error_body,
     parse_retry_after,
 )
+from airflow_provider_nanogpt.api.retry import (
+    RetryPolicy,
+    is_retryable_submit,
+    proves_nothing_created,
+)
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTAuthError,
     NanoGPTContentPolicyError,
@@ -142,3 +147,44 @@ def test_retry_after_forms() -> None:
     http_date = email.utils.formatdate(now + 30, usegmt=True)
     assert parse_retry_after(http_date, now=now) == pytest.approx(30, abs=1)
     assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
+
+
+@pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"message": "slow", "type": "rate_limit_error"}},
+        {"error": {"message": "cap", "type": "x", "code": "daily_usd_limit_exceeded"}},
+        {"error": {"message": "no", "type": "insufficient_balance"}},
+        {"error": {"message": "no", "type": "content_policy_violation"}},
+    ],
+)
+def test_the_status_decides_a_server_error_whatever_the_body_type(
+    status: int, body: object
+) -> None:
+    error = _error(status, body)
+    assert type(error) is NanoGPTServerError
+    assert not proves_nothing_created(error)
+
+
+@pytest.mark.parametrize("status", [None, 408, 500, 503])
+def test_a_rate_limit_error_without_proof_is_never_resent(status: int | None) -> None:
+    # Defence in depth: whatever built it, a rate-limit error that does not prove nothing was
+    # created (no 4xx status) is not re-sent by the submit's retry loop.
+    error = NanoGPTRateLimitError("slow down", status_code=status, retry_after=0.1)
+    assert not is_retryable_submit(error, RetryPolicy())
+    assert is_retryable_submit(
+        NanoGPTRateLimitError("slow down", status_code=429, retry_after=0.1), RetryPolicy()
+    )
+
+
+def test_error_from_response_scrubs_after_decoding() -> None:
+    # The download path calls it directly, without read_response's raw scrub.
+    key = "sk-nano-0123-4567"
+    escaped = "".join(f"\\u{ord(char):04x}" for char in key)
+    text = f'{{"error": {{"message": "bad {escaped}", "type": "{escaped}"}}}}'
+    error = error_from_response(
+        400, text, {"X-Request-ID": key}, action="download the video", secrets=(key,)
+    )
+    assert "bad ***" in str(error)
+    assert key not in str(error) + repr(vars(error))
