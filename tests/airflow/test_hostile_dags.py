@@ -189,3 +189,45 @@ def test_a_flat_shape_content_policy_failure_is_final(
     assert outcome.try_numbers["generate"] == 1  # a retry would pay for the same refusal
     assert errors(capfd.readouterr().out, "NanoGPTJobContentPolicyError")
     assert sim.state()["submits_accepted"] == 1
+
+
+# 14. A run the tag lookup returns without a tag is "cannot tell" --------------------------------
+
+_ABSENT = object()
+
+
+@pytest.mark.parametrize(
+    "conversation_uuid",
+    [
+        pytest.param(_ABSENT, id="missing"),
+        pytest.param(None, id="null"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_an_untagged_run_after_an_uncertain_send_is_never_paid_again(
+    fake: HostileServer, conversation_uuid: object, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from tests.hostile import Seen
+
+    def submit(_seen: Seen) -> Reply:
+        if submissions(fake) == 1:  # the first send fails after leaving: uncertain
+            return Reply(500, {"error": "upstream timeout"})
+        return Reply(202, {"runId": RUN, "id": RUN, "status": "pending", "cost": 0.35})
+
+    def recover(_seen: Seen) -> Reply:
+        row = {"runId": "vid_untagged", "status": "processing"}
+        row["createdAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if conversation_uuid is not _ABSENT:
+            row["conversationUUID"] = conversation_uuid  # type: ignore[assignment]
+        return Reply(200, {"data": [row]})
+
+    fake.route("POST", "/api/generate-video", submit)
+    fake.route("GET", "/api/generate-video/recover", recover)
+    outcome = run_dag("nanogpt_uncertain", {"prompt": PROMPT})
+    assert outcome.state == "failed"
+    assert outcome.try_numbers["generate"] == 2  # the retry looked up, then stopped for good
+    line = errors(capfd.readouterr().out, "NanoGPTSubmissionUnresolvedError")[-1]
+    assert "vid_untagged" in line
+    assert submissions(fake) == 1
