@@ -127,6 +127,38 @@ def estimate_cost(model: VideoModel, payload: Mapping[str, Any]) -> float | None
     return None if estimate is None else round(estimate, 6)
 
 
+# What a template renders when the value it reads is missing (text rendering, native rendering).
+_RENDERED_NOTHING = frozenset({"", "none"})
+
+
+def guard_amount(name: str, value: object, *, given: bool) -> float | None:
+    """The amount of the money guard ``name`` as rendered, or None when it was never set.
+
+    A guard that was set (``given``) must come out as a finite amount >= 0: a template that
+    renders to nothing (``""``, ``"None"``, None, blanks: a missing param) or to junk would
+    otherwise turn the guard off without a word, so it raises NanoGPTBudgetError instead.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in _RENDERED_NOTHING):
+        if not given:
+            return None
+        raise NanoGPTBudgetError(
+            f"{name} was set but rendered to {value!r}, so it would guard nothing; check the "
+            "template and the param or conf value it reads. Nothing was submitted."
+        )
+    amount: float | None = None
+    if not isinstance(value, bool):
+        try:
+            amount = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            amount = None
+    if amount is None or not (math.isfinite(amount) and amount >= 0):
+        raise NanoGPTBudgetError(
+            f"{name}={value!r} is not a finite amount >= 0, so it cannot guard anything; "
+            "nothing was submitted."
+        )
+    return amount
+
+
 def enforce_budget(
     hook: NanoGPTHook,
     payload: Mapping[str, Any],
@@ -140,12 +172,8 @@ def enforce_budget(
     Returns the cost estimate when ``max_cost_usd`` is set.
     """
     model_id = str(payload.get("model"))
-    for name, limit in (("min_balance_usd", min_balance_usd), ("max_cost_usd", max_cost_usd)):
-        if limit is not None and not (math.isfinite(limit) and limit >= 0):
-            raise NanoGPTBudgetError(
-                f"{name}={limit!r} is not a finite amount >= 0, so it cannot guard anything; "
-                "nothing was submitted."
-            )
+    min_balance_usd = guard_amount("min_balance_usd", min_balance_usd, given=False)
+    max_cost_usd = guard_amount("max_cost_usd", max_cost_usd, given=False)
     if min_balance_usd is not None:
         try:
             balance = hook.get_balance().usd

@@ -189,4 +189,5 @@ class NanoGPTBudgetError(NanoGPTPermanentError):
 
 
 class NanoGPTConfigurationError(NanoGPTPermanentError):
-    """The connection is missing or incomplete (no API key, bad base URL)."""
+    """The connection is missing or incomplete (no API key, bad base URL), or a path's storage
+    protocol has no filesystem on this worker (its provider or fsspec package not installed)."""

@@ -170,9 +170,9 @@ def data_url(source: Any, kind: MediaKind) -> str:
     at most one byte more than can fit is ever read (``stat`` may be stale or missing on object
     storage).
     """
-    from airflow_provider_nanogpt.storage import describe, resolve_destination
+    from airflow_provider_nanogpt.storage import describe, resolve_location
 
-    path = resolve_destination(source)
+    path = resolve_location(source, kind.path_parameter, "Nothing was sent.")
     where = describe(path)
     try:
         size: int | None = getattr(path.stat(), "st_size", None)

@@ -15,14 +15,69 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
-from airflow_provider_nanogpt.exceptions import NanoGPTValidationError
+from airflow_provider_nanogpt.exceptions import NanoGPTConfigurationError, NanoGPTValidationError
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 Destination = str | os.PathLike[str]
+
+# The Airflow provider that registers each object-storage protocol (ObjectStoragePath reads and
+# writes through it), and the fsspec package it brings.
+_FILESYSTEM_PACKAGES = {
+    **dict.fromkeys(("s3", "s3a"), ("apache-airflow-providers-amazon", "s3fs")),
+    **dict.fromkeys(("gs", "gcs"), ("apache-airflow-providers-google", "gcsfs")),
+    **dict.fromkeys(
+        ("az", "abfs", "abfss", "adl"), ("apache-airflow-providers-microsoft-azure", "adlfs")
+    ),
+}
+
+
+def _install_hint(protocol: str) -> str:
+    provider, package = _FILESYSTEM_PACKAGES.get(protocol, (None, None))
+    if provider is None:
+        return (
+            f"install the Airflow provider that registers the {protocol!r} filesystem, with its "
+            "fsspec implementation, where the tasks run"
+        )
+    return f"install {provider} (it brings {package}) where the tasks run"
+
+
+def resolve_location(location: Any, name: str, consequence: str) -> Path | ObjectStoragePath:
+    """``resolve_destination`` for a task parameter, ready for I/O, or a permanent error.
+
+    fsspec and Airflow find a protocol's filesystem (s3fs, gcsfs, … through the provider that
+    registers it) only when it is first used: that is checked here, so a missing package fails
+    the task at once, saying what to install, instead of as a retried ImportError.
+    """
+    protocol = str(location).partition("://")[0]
+    try:
+        target = resolve_destination(location)
+    except ValueError as exc:  # a scheme nothing handles: a typo, or an unknown package missing
+        raise NanoGPTValidationError(
+            f"{name}={location!r}: {exc}; fix the URI, or {_install_hint(protocol)}. {consequence}"
+        ) from None
+    except ImportError as exc:  # fsspec knows the scheme, but its package is not installed
+        raise _filesystem_missing(name, str(location), protocol, exc, consequence) from None
+    if is_local(target):
+        return target
+    try:
+        # Airflow's filesystem for the scheme: the one ObjectStoragePath reads and writes with.
+        _ = cast(Any, target).fs
+    except (ImportError, ValueError) as exc:  # ValueError: no provider registers the scheme
+        raise _filesystem_missing(name, describe(target), protocol, exc, consequence) from None
+    return target
+
+
+def _filesystem_missing(
+    name: str, where: str, protocol: str, exc: Exception, consequence: str
+) -> NanoGPTConfigurationError:
+    return NanoGPTConfigurationError(
+        f"{name}={where!r} needs the {protocol!r} filesystem, which is not available on "
+        f"this worker ({exc}): {_install_hint(protocol)}. {consequence}"
+    )
 
 
 def resolve_destination(destination: Any) -> Path | ObjectStoragePath:
@@ -59,12 +114,7 @@ def check_destination(
     The path is taken as given (a relative path is relative to the worker's working directory),
     except that with ``base_dir`` it must resolve, ``..`` and links followed, to a place under it.
     """
-    try:
-        target = resolve_destination(destination)
-    except ValueError as exc:  # a URI scheme no installed provider handles
-        raise NanoGPTValidationError(
-            f"{name}={destination!r}: {exc}. Nothing was submitted."
-        ) from None
+    target = resolve_location(destination, name, "Nothing was submitted.")
     where = describe(target)
     if base_dir is not None and not _inside(target, resolve_destination(base_dir)):
         raise NanoGPTValidationError(

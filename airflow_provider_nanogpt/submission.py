@@ -384,16 +384,28 @@ def _look_up(hook: NanoGPTHook, tag: str, max_rate_limit_sleep: float) -> list[R
 def _match(
     runs: list[RecoveredRun], tag: str, tag_is_users: bool, since: float | None
 ) -> RecoveredRun | None:
-    """Our run among ``runs``, None when provably none exists; raises when it cannot be told."""
+    """Our run among ``runs``, None when provably none exists; raises when it cannot be told.
+
+    ``runs`` answered a lookup filtered by ``tag``. A row that names no ``conversationUUID``
+    (absent, null, empty, not a string) may still be ours: only a row naming another tag, ended
+    refunded, or created before ``since`` is provably not.
+    """
     alive: list[RecoveredRun] = []
     undated: list[RecoveredRun] = []
+    untagged: list[RecoveredRun] = []
     for run in runs:
-        if run.conversation_uuid != tag or run.state in _ENDED_WITHOUT_CHARGE:
+        if run.state in _ENDED_WITHOUT_CHARGE:
+            continue
+        if run.conversation_uuid is not None and run.conversation_uuid != tag:
             continue
         created = _epoch(run.created_at)
-        if created is None:
+        if created is not None and since is not None and created < since:
+            continue
+        if run.conversation_uuid is None:
+            untagged.append(run)
+        elif created is None:
             undated.append(run)
-        elif since is None or created >= since:
+        else:
             alive.append(run)
     if tag_is_users and (alive or undated):
         raise NanoGPTSubmissionUnresolvedError(
@@ -409,6 +421,13 @@ def _match(
             f"NanoGPT lists {_names(undated)} tagged {tag} without a readable creation time, so "
             "the provider cannot tell whether one is this submission's job. Check them before "
             "clearing the task."
+        )
+    if untagged:
+        raise NanoGPTSubmissionUnresolvedError(
+            f"NanoGPT's lookup of runs tagged {tag} returned {_names(untagged)} without a "
+            "conversationUUID, so the provider cannot tell whether one is this submission's job "
+            "and sends nothing rather than risk paying twice. Check them "
+            f"(GET /api/generate-video/recover?conversationUUID={tag}) before clearing the task."
         )
     return None
 

@@ -176,20 +176,27 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         self.validate = validate
         self.min_balance_usd = min_balance_usd
         self.max_cost_usd = max_cost_usd
+        # Which guards the DAG set, before rendering: one whose template renders to nothing
+        # must fail, not switch itself off.
+        self._money_guards_given = frozenset(
+            name
+            for name, value in (
+                ("min_balance_usd", min_balance_usd),
+                ("max_cost_usd", max_cost_usd),
+            )
+            if value is not None
+        )
         self.settle_seconds = settle_seconds
         self.lineage_include_prompts = lineage_include_prompts
 
     def _limit(self, name: str) -> float | None:
-        """A templated money limit as a number (Jinja renders text unless native rendering)."""
-        value = getattr(self, name)
-        if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
-            return None
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            from airflow_provider_nanogpt.exceptions import NanoGPTValidationError
+        """A templated money guard as an amount (Jinja renders text unless native rendering).
 
-            raise NanoGPTValidationError(f"{name}={value!r} is not a number") from None
+        Raises NanoGPTBudgetError when a guard the DAG set rendered to nothing or to junk.
+        """
+        from airflow_provider_nanogpt.budget import guard_amount
+
+        return guard_amount(name, getattr(self, name), given=name in self._money_guards_given)
 
     def build_payload(self) -> dict[str, Any]:
         """The validated request body. Reads the ``*_path`` files; never submits.
@@ -245,6 +252,9 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
         from airflow_provider_nanogpt.submission import LookUpLater, RunRecords, find_or_submit
 
+        # Before anything is sent (even a lookup): a guard that renders to nothing fails here.
+        self._limit("min_balance_usd")
+        self._limit("max_cost_usd")
         payload = self.build_payload()
         if self.output_path:
             from airflow_provider_nanogpt.storage import check_destination

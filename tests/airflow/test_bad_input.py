@@ -101,3 +101,38 @@ def test_unreachable_host(
     assert outcome.state == "failed"
     line = _error_line(capfd.readouterr().out, "NanoGPTConnectionError")
     assert f"127.0.0.1:{port}" in line
+
+
+AMAZON = "apache-airflow-providers-amazon"
+GOOGLE = "apache-airflow-providers-google"
+AZURE = "apache-airflow-providers-microsoft-azure"
+
+
+@pytest.mark.parametrize(
+    ("field", "uri", "install_hint"),
+    [
+        ("output_path", "s3://bucket/x.mp4", f"install {AMAZON} (it brings s3fs)"),
+        ("output_path", "s3a://bucket/x.mp4", f"install {AMAZON} (it brings s3fs)"),
+        ("output_path", "gs://bucket/x.mp4", f"install {GOOGLE} (it brings gcsfs)"),
+        ("output_path", "gcs://bucket/x.mp4", f"install {GOOGLE} (it brings gcsfs)"),
+        ("output_path", "az://container/x.mp4", f"install {AZURE} (it brings adlfs)"),
+        ("output_path", "abfs://container/x.mp4", f"install {AZURE} (it brings adlfs)"),
+        # A protocol fsspec knows whose package is missing, and none registered with Airflow.
+        ("output_path", "oss://bucket/x.mp4", "registers the 'oss' filesystem"),
+        ("output_path", "webhdfs://host/x.mp4", "registers the 'webhdfs' filesystem"),
+        ("image_path", "s3://bucket/a.png", f"install {AMAZON} (it brings s3fs)"),
+    ],
+)
+def test_object_storage_without_its_filesystem_fails_at_once_before_submitting(
+    nanogpt_connection: NanoGPTSimulator,
+    capfd: pytest.CaptureFixture[str],
+    field: str,
+    uri: str,
+    install_hint: str,
+) -> None:
+    outcome = run_dag("nanogpt_with_retry", {"prompt": PROMPT, field: uri})
+    assert outcome.state == "failed"
+    assert outcome.try_numbers["generate"] == 1  # not retried: a retry cannot install a package
+    line = _error_line(capfd.readouterr().out, "NanoGPTConfigurationError")
+    assert install_hint in line and field in line
+    assert nanogpt_connection.state()["submit_requests"] == 0

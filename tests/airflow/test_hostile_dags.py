@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.airflow.harness import run_dag
+from tests.airflow.harness import budget_dag, run_dag
 from tests.conftest import connection_json
 from tests.hostile import HostileServer, Reply
 
@@ -127,7 +127,7 @@ def test_a_file_url_for_the_video_fails_at_once_and_is_not_retried(
 def test_a_limit_that_is_not_a_finite_amount_blocks(
     sim: NanoGPTSimulator, limits: dict[str, str], capfd: pytest.CaptureFixture[str]
 ) -> None:
-    outcome = run_dag("nanogpt_budget", {"prompt": PROMPT, **limits})
+    outcome = run_dag(budget_dag(limits), {"prompt": PROMPT, **limits})
     assert outcome.state == "failed"
     assert outcome.try_numbers["generate"] == 1
     assert "not a finite amount" in errors(capfd.readouterr().out, "NanoGPTBudgetError")[-1]
@@ -139,7 +139,7 @@ def test_a_balance_that_is_not_a_finite_amount_blocks(
     fake: HostileServer, balance: object, capfd: pytest.CaptureFixture[str]
 ) -> None:
     fake.route("POST", "/api/check-balance", Reply(200, {"usd_balance": balance}))
-    outcome = run_dag("nanogpt_budget", {"prompt": PROMPT, "min_balance_usd": 5})
+    outcome = run_dag("nanogpt_budget_min_balance_usd", {"prompt": PROMPT, "min_balance_usd": 5})
     assert outcome.state == "failed"
     line = errors(capfd.readouterr().out, "NanoGPTBudgetError")[-1]
     assert "Cannot check min_balance_usd" in line and "balance $nan" not in line.lower()
@@ -152,7 +152,7 @@ def test_a_price_that_is_not_a_finite_amount_blocks(
 ) -> None:
     entry = {"id": "kling-video-v2", "pricing": {"currency": "USD", "per_generation": price}}
     fake.route("GET", "/api/v1/video-models", Reply(200, {"object": "list", "data": [entry]}))
-    outcome = run_dag("nanogpt_budget", {"prompt": PROMPT, "max_cost_usd": 5})
+    outcome = run_dag("nanogpt_budget_max_cost_usd", {"prompt": PROMPT, "max_cost_usd": 5})
     assert outcome.state == "failed"
     assert "Cannot estimate" in errors(capfd.readouterr().out, "NanoGPTBudgetError")[-1]
     assert submissions(fake) == 0
@@ -167,7 +167,7 @@ def test_a_charge_in_xno_is_never_reported_as_dollars(
     entry = {"id": "kling-video-v2", "pricing": {"currency": "USD", "per_generation": 0.35}}
     fake.route("GET", "/api/v1/video-models", Reply(200, {"object": "list", "data": [entry]}))
     accept(fake, cost=12.5, paymentSource="XNO", remainingBalance=80.0)
-    outcome = run_dag("nanogpt_budget", {"prompt": PROMPT, "max_cost_usd": 1.0})
+    outcome = run_dag("nanogpt_budget_max_cost_usd", {"prompt": PROMPT, "max_cost_usd": 1.0})
     out = capfd.readouterr().out
     assert outcome.state == "success"
     result = outcome.xcoms[("generate", "return_value")]
@@ -218,3 +218,45 @@ def test_a_5xx_typed_as_a_rate_limit_is_uncertain_not_resent(
     assert outcome.state == "failed"
     assert submissions(fake) == 1
     assert errors(capfd.readouterr().out, "NanoGPTSubmissionUncertainError")
+
+
+# 14. A run the tag lookup returns without a tag is "cannot tell" --------------------------------
+
+_ABSENT = object()
+
+
+@pytest.mark.parametrize(
+    "conversation_uuid",
+    [
+        pytest.param(_ABSENT, id="missing"),
+        pytest.param(None, id="null"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_an_untagged_run_after_an_uncertain_send_is_never_paid_again(
+    fake: HostileServer, conversation_uuid: object, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from tests.hostile import Seen
+
+    def submit(_seen: Seen) -> Reply:
+        if submissions(fake) == 1:  # the first send fails after leaving: uncertain
+            return Reply(500, {"error": "upstream timeout"})
+        return Reply(202, {"runId": RUN, "id": RUN, "status": "pending", "cost": 0.35})
+
+    def recover(_seen: Seen) -> Reply:
+        row = {"runId": "vid_untagged", "status": "processing"}
+        row["createdAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if conversation_uuid is not _ABSENT:
+            row["conversationUUID"] = conversation_uuid  # type: ignore[assignment]
+        return Reply(200, {"data": [row]})
+
+    fake.route("POST", "/api/generate-video", submit)
+    fake.route("GET", "/api/generate-video/recover", recover)
+    outcome = run_dag("nanogpt_uncertain", {"prompt": PROMPT})
+    assert outcome.state == "failed"
+    assert outcome.try_numbers["generate"] == 2  # the retry looked up, then stopped for good
+    line = errors(capfd.readouterr().out, "NanoGPTSubmissionUnresolvedError")[-1]
+    assert "vid_untagged" in line
+    assert submissions(fake) == 1

@@ -22,16 +22,18 @@ REQUEST = {
 }
 
 
-def _generate_dag(dag_id: str, **operator_kwargs: object) -> DAG:
+def _generate_dag(dag_id: str, *, native: bool = True, **operator_kwargs: object) -> DAG:
     with DAG(
         dag_id,
         schedule=None,
         start_date=START,
         catchup=False,
-        render_template_as_native_obj=True,
+        render_template_as_native_obj=native,
         default_args={"retries": 0},
     ) as dag:
-        GenerateVideoOperator(task_id="generate", poll_interval=0.2, **REQUEST, **operator_kwargs)
+        GenerateVideoOperator(
+            task_id="generate", poll_interval=0.2, **{**REQUEST, **operator_kwargs}
+        )
     return dag
 
 
@@ -79,12 +81,33 @@ with DAG(
     )
     submit >> [wait_deferred, wait_poke]
 
-budget = _generate_dag(
-    "nanogpt_budget",
-    retries=1,
-    retry_delay=timedelta(seconds=0),
-    min_balance_usd="{{ dag_run.conf.get('min_balance_usd') }}",
-    max_cost_usd="{{ dag_run.conf.get('max_cost_usd') }}",
+MONEY_GUARDS = ("min_balance_usd", "max_cost_usd")
+
+
+def _budget_dag(dag_id: str, guards: tuple[str, ...], *, native: bool = True) -> DAG:
+    """The guards named are set from dag_run.conf; a guard set there but missing from the conf
+    renders to nothing, which fails the task (see harness.budget_dag for picking one)."""
+    # Text rendering would turn the optional request fields' None into "None": leave them out.
+    unset = {} if native else dict.fromkeys(set(REQUEST) - {"model", "prompt"})
+    return _generate_dag(
+        dag_id,
+        native=native,
+        **unset,
+        retries=1,
+        retry_delay=timedelta(seconds=0),
+        **{name: f"{{{{ dag_run.conf.get('{name}') }}}}" for name in guards},
+    )
+
+
+budget = _budget_dag("nanogpt_budget", MONEY_GUARDS)
+budget_min_balance = _budget_dag("nanogpt_budget_min_balance_usd", ("min_balance_usd",))
+budget_max_cost = _budget_dag("nanogpt_budget_max_cost_usd", ("max_cost_usd",))
+# Text rendering (Airflow's default): a missing conf value renders to the string "None".
+budget_text_min_balance = _budget_dag(
+    "nanogpt_budget_text_min_balance_usd", ("min_balance_usd",), native=False
+)
+budget_text_max_cost = _budget_dag(
+    "nanogpt_budget_text_max_cost_usd", ("max_cost_usd",), native=False
 )
 
 with DAG(

@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_nanogpt.api.responses import VideoModel, parse_video_models
-from airflow_provider_nanogpt.budget import enforce_budget, estimate_cost, requested_seconds
+from airflow_provider_nanogpt.budget import (
+    enforce_budget,
+    estimate_cost,
+    guard_amount,
+    requested_seconds,
+)
 from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
@@ -198,3 +203,21 @@ def test_a_length_in_seconds_is_priced_as_sora_reads_it(
     assert enforce_budget(hook, payload, min_balance_usd=None, max_cost_usd=1.2, log=LOG) == 1.2
     state = nanogpt_connection.state()
     assert state["submit_requests"] == 0 and state["submits_accepted"] == 0
+
+
+@pytest.mark.parametrize(
+    "rendered", ["", "None", "none", "  ", None, "nan", "inf", "-1", "abc", True]
+)
+@pytest.mark.parametrize("name", ["min_balance_usd", "max_cost_usd"])
+def test_a_set_guard_rendered_to_nothing_or_junk_is_refused(name: str, rendered: object) -> None:
+    with pytest.raises(NanoGPTBudgetError, match=name):
+        guard_amount(name, rendered, given=True)
+
+
+@pytest.mark.parametrize(("rendered", "amount"), [(0, 0.0), ("0", 0.0), (" 1.5 ", 1.5), (2, 2.0)])
+def test_a_guard_given_as_a_number_or_numeric_text_is_read(rendered: object, amount: float) -> None:
+    assert guard_amount("max_cost_usd", rendered, given=True) == amount
+
+
+def test_a_guard_never_set_is_off() -> None:
+    assert guard_amount("max_cost_usd", None, given=False) is None

@@ -164,7 +164,9 @@ class _CountingReader(io.RawIOBase):
 
 
 class _RemoteFile:
-    """Just enough of an ObjectStoragePath: stat, open and as_uri."""
+    """Just enough of an ObjectStoragePath: its filesystem, stat, open and as_uri."""
+
+    fs = object()  # the scheme's filesystem is installed
 
     def __init__(self, size: int | None) -> None:
         self.size = size

@@ -412,3 +412,75 @@ def test_a_redirected_submission_is_uncertain_and_needs_a_person(
             run(NanoGPTHook(retry_policy=FAST_RETRIES), store)
         assert RunRecord.from_json(store[STATE_KEY]).run_id is None  # the send stays on record
         assert len(server.requests_to("/api/generate-video")) == 1
+
+
+# --- rows the tag-filtered lookup returns without a readable tag (a hostile server) -----------
+
+MISSING = object()
+# conversationUUID as a row may carry it: absent, null, empty, blank, or not a string.
+UNREADABLE_TAGS = [
+    pytest.param(MISSING, id="missing"),
+    pytest.param(None, id="null"),
+    pytest.param("", id="empty"),
+    pytest.param("   ", id="blank"),
+    pytest.param(42, id="number"),
+    pytest.param(["tag"], id="list"),
+    pytest.param({"id": "tag"}, id="object"),
+]
+
+
+def _untagged_server(server: HostileServer, conversation_uuid: object, **row: object) -> None:
+    entry: dict[str, object] = {"runId": "vid_untagged", "status": "processing", **row}
+    entry.setdefault("createdAt", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if conversation_uuid is not MISSING:
+        entry["conversationUUID"] = conversation_uuid
+    server.route("GET", "/api/generate-video/recover", Reply(200, {"data": [entry]}))
+    server.route(
+        "POST",
+        "/api/generate-video",
+        Reply(202, {"runId": "vid_new", "id": "vid_new", "status": "pending", "cost": 0.35}),
+    )
+
+
+@pytest.mark.parametrize("conversation_uuid", UNREADABLE_TAGS)
+@pytest.mark.parametrize("with_store", [True, False], ids=["record", "no-store"])
+def test_a_listed_run_without_a_readable_tag_is_neither_adopted_nor_paid_again(
+    monkeypatch: pytest.MonkeyPatch, conversation_uuid: object, with_store: bool
+) -> None:
+    # Well past the settle time: only the lookup's answer stands between the task and a re-send.
+    with HostileServer() as server:
+        _untagged_server(server, conversation_uuid)
+        monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(server.url))
+        hook = NanoGPTHook(retry_policy=FAST_RETRIES)
+        if with_store:  # Airflow 3.3+: the record of the uncertain send, an hour old
+            store: Store | None = _uncertain_record(
+                submission_tag(IDENTITY, fingerprint(KLING), 1), time.time() - 3600
+            )
+            started_at = None
+        else:  # Airflow 3.1: no record; the retry looks the tag up, an hour into its try
+            store, started_at = None, time.time() - 3600
+        with pytest.raises(NanoGPTSubmissionUnresolvedError, match="vid_untagged"):
+            run(hook, store, try_number=2, started_at=started_at)
+        assert server.requests_to("/api/generate-video") == []
+        assert len(server.requests_to("/api/generate-video/recover")) == 1
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param({"conversationUUID": "someone-elses-tag"}, id="another-tag"),
+        pytest.param({"status": "failed"}, id="untagged-refunded"),
+        pytest.param({"createdAt": "2026-01-01T00:00:00Z"}, id="untagged-before-the-send"),
+    ],
+)
+def test_a_listed_run_that_provably_is_not_ours_lets_the_request_be_sent_again(
+    monkeypatch: pytest.MonkeyPatch, row: dict[str, object]
+) -> None:
+    tag = submission_tag(IDENTITY, fingerprint(KLING), 1)
+    with HostileServer() as server:
+        _untagged_server(server, row.pop("conversationUUID", MISSING), **row)
+        monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(server.url))
+        store = _uncertain_record(tag, time.time() - 3600)
+        decision = run(NanoGPTHook(retry_policy=FAST_RETRIES), store, try_number=2)
+        assert isinstance(decision, Attached) and decision.submission.run_id == "vid_new"
+        assert len(server.requests_to("/api/generate-video")) == 1
