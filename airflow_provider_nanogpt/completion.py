@@ -67,20 +67,27 @@ class VideoTaskMixin:
         poll_interval: float,
         timeout: float,
         just_submitted: bool = False,
+        execution_deadline: float | None = None,
     ) -> dict[str, Any]:
         """Finish now if the run is over; otherwise wait in the triggerer (or here), then finish.
 
         ``just_submitted``: the run was created a moment ago and cannot be over yet, so a
         deferrable task defers at once instead of asking first (one status call, and worker
-        time, saved per video).
+        time, saved per video). The wait ends after ``timeout`` or at ``execution_deadline``
+        (the try's start plus ``execution_timeout``, epoch seconds), whichever comes first;
+        without one given, it is computed from the task instance's start.
         """
+        from airflow_provider_nanogpt import deadline as task_deadline
         from airflow_provider_nanogpt.polling import PollTracker, check_once, wait_for_video
         from airflow_provider_nanogpt.triggers.video import VideoStatusTrigger
 
+        execution_deadline = task_deadline.execution_deadline(self, context, execution_deadline)
         if not (just_submitted and self.deferrable):
-            event, status = check_once(self.hook, PollTracker(run_id), self.log)
+            event, status = check_once(
+                self.hook, PollTracker(run_id), self.log, deadline=execution_deadline
+            )
             if event is not None:
-                return self.finish(context, event, status)
+                return self.finish(context, event, status, deadline=execution_deadline)
         # The video link reads this key at every deferral; empty means "not ready yet".
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
         now = time.time()
@@ -90,29 +97,56 @@ class VideoTaskMixin:
             poll_interval=poll_interval,
             end_time=now + timeout,
             started_at=now,
+            execution_deadline=execution_deadline,
+            execution_timeout=task_deadline.execution_timeout_seconds(self),
         )
         if self.deferrable:
+            ends_at = task_deadline.earliest(now + timeout, execution_deadline) or now + timeout
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",
+                kwargs={"execution_deadline": execution_deadline},
+                # A backstop past the trigger's own deadline, whichever limit sets it.
                 timeout=timedelta(
-                    seconds=timeout + 2 * poll_interval + DEFER_TIMEOUT_SLACK_SECONDS
+                    seconds=max(0.0, ends_at - now)
+                    + 2 * poll_interval
+                    + DEFER_TIMEOUT_SLACK_SECONDS
                 ),
             )
         # Worker-side wait: the very same loop the trigger runs in the triggerer.
         waited = asyncio.run(wait_for_video(run_id, log=self.log, **trigger.wait_kwargs()))
-        return self.finish(context, waited, None)
+        return self.finish(context, waited, None, deadline=execution_deadline)
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        return self.finish(context, VideoEvent.from_payload(event), None)
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        execution_deadline: float | None = None,
+    ) -> Any:
+        from airflow_provider_nanogpt import deadline as task_deadline
+
+        if execution_deadline is None and isinstance(event, Mapping):
+            execution_deadline = event.get("execution_deadline")
+        return self.finish(
+            context,
+            VideoEvent.from_payload(event),
+            None,
+            deadline=task_deadline.execution_deadline(self, context, execution_deadline),
+        )
 
     def finish(
-        self, context: Context, event: VideoEvent, status: VideoStatus | None
+        self,
+        context: Context,
+        event: VideoEvent,
+        status: VideoStatus | None,
+        *,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """Raise the event's error, or deliver the video and return the task's result.
 
         Events carry no URL (the triggerer logs them), so unless the caller holds the finished
-        status, it is read again from NanoGPT, which caches terminal results.
+        status, it is read again from NanoGPT, which caches terminal results; ``deadline``
+        (epoch seconds) bounds that read and its retry waits.
         """
         from airflow_provider_nanogpt.job_card import JobState
 
@@ -121,7 +155,7 @@ class VideoTaskMixin:
         try:
             self.raise_for_event(event)
             if status is None or not status.is_deliverable:
-                status = self.hook.get_video_status(event.run_id)
+                status = self.hook.get_video_status(event.run_id, deadline=deadline)
             # NanoGPT states no currency for a final cost: it is the one the job was paid in.
             precharge, currency = precharge_on(card)
             result = deliver(

@@ -88,6 +88,8 @@ class VideoEvent:
     is_nsfw: bool = False
     reason: ErrorReason | None = None
     waited_seconds: float | None = None
+    # TIMEOUT: set (in seconds) when the task's execution_timeout, not ``timeout``, ended it.
+    execution_timeout: float | None = None
 
     # --- construction --------------------------------------------------------------------
 
@@ -115,6 +117,21 @@ class VideoEvent:
         )
 
     @classmethod
+    def execution_timed_out(
+        cls, run_id: str, waited_seconds: float, execution_timeout: float
+    ) -> VideoEvent:
+        """The task's execution_timeout came before the operator's ``timeout``."""
+        from airflow_provider_nanogpt.deadline import waiting_for_run_ended
+
+        return cls(
+            EventStatus.TIMEOUT,
+            run_id,
+            waiting_for_run_ended(execution_timeout, run_id),
+            waited_seconds=round(waited_seconds, 1),
+            execution_timeout=execution_timeout,
+        )
+
+    @classmethod
     def error(cls, run_id: str, message: str, reason: ErrorReason) -> VideoEvent:
         return cls(EventStatus.ERROR, run_id, message, reason=reason)
 
@@ -132,6 +149,8 @@ class VideoEvent:
             payload["reason"] = self.reason.value
         if self.waited_seconds is not None:
             payload["waited_seconds"] = self.waited_seconds
+        if self.execution_timeout is not None:
+            payload["execution_timeout"] = self.execution_timeout
         return payload
 
     @classmethod
@@ -150,6 +169,7 @@ class VideoEvent:
             raise NanoGPTError("NanoGPT trigger event has no run_id")
         reason = _reason(payload)
         waited = payload.get("waited_seconds")
+        execution_timeout = payload.get("execution_timeout")
         return cls(
             status=status,
             run_id=run_id,
@@ -157,6 +177,9 @@ class VideoEvent:
             is_nsfw=bool(payload.get("is_nsfw", False)),
             reason=reason if status is EventStatus.ERROR else None,
             waited_seconds=float(waited) if isinstance(waited, int | float) else None,
+            execution_timeout=float(execution_timeout)
+            if isinstance(execution_timeout, int | float) and status is EventStatus.TIMEOUT
+            else None,
         )
 
     # --- what it means for the task --------------------------------------------------------
@@ -181,6 +204,9 @@ class VideoEvent:
         if self.status is EventStatus.CANCELLED:
             raise NanoGPTJobCancelledError(f"NanoGPT video {run_id} was cancelled: {message}")
         if self.status is EventStatus.TIMEOUT:
+            if self.execution_timeout is not None:
+                # The message already says the job goes on and a retry reattaches.
+                raise NanoGPTJobTimeoutError(message, run_id=run_id)
             raise NanoGPTJobTimeoutError(f"{message}. {NO_CANCEL_NOTE}")
         reason = self.reason or ErrorReason.TRANSIENT
         text = f"Waiting for NanoGPT video {run_id} failed: {message}"

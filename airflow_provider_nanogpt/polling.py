@@ -168,12 +168,15 @@ def completed_without_url(run_id: str, answers: int) -> str:
 
 
 def check_once(
-    hook: NanoGPTHook, tracker: PollTracker, log: Any
+    hook: NanoGPTHook, tracker: PollTracker, log: Any, *, deadline: float | None = None
 ) -> tuple[VideoEvent | None, VideoStatus | None]:
-    """One status check on the worker, read by ``tracker``: (ending event or None, the status)."""
+    """One status check on the worker, read by ``tracker``: (ending event or None, the status).
+
+    ``deadline`` (epoch seconds) bounds the call and its retry waits.
+    """
     outcome: Outcome
     try:
-        outcome = hook.get_video_status(tracker.run_id)
+        outcome = hook.get_video_status(tracker.run_id, deadline=deadline)
     except NanoGPTError as exc:
         outcome = exc
     status = outcome if isinstance(outcome, VideoStatus) else None
@@ -190,33 +193,46 @@ async def wait_for_video(
     max_poll_interval: float = 60.0,
     max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
     started_at: float | None = None,
+    execution_deadline: float | None = None,
+    execution_timeout: float | None = None,
 ) -> VideoEvent:
-    """Poll until the run ends or ``end_time`` (wall clock) passes; always one event, no raise.
+    """Poll until the run ends or the wait's deadline passes; always one event, no raise.
 
-    Owns its hook and releases the hook's HTTP client however it exits, cancellation included.
+    The deadline is the earlier of ``end_time`` (the operator's ``timeout``) and
+    ``execution_deadline`` (the try's start plus the task's ``execution_timeout``, of
+    ``execution_timeout`` seconds), both wall-clock epoch seconds. Owns its hook and releases
+    the hook's HTTP client however it exits, cancellation included.
     """
+    from airflow_provider_nanogpt.deadline import earliest
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 
     # Few in-call retries: this loop already tolerates transient errors between polls.
     hook = NanoGPTHook(nanogpt_conn_id, max_retries=2)
     tracker = PollTracker(run_id, max_consecutive_errors)
     started = time.time() if started_at is None else started_at
+    deadline = earliest(end_time, execution_deadline)
+    # Which limit ends the wait decides the message (and, for a sensor, whether it is final).
+    by_execution_timeout = execution_deadline is not None and deadline == execution_deadline
     try:
         while True:
             now = time.time()
-            if end_time is not None and now >= end_time:
+            if deadline is not None and now >= deadline:
+                if by_execution_timeout:
+                    return VideoEvent.execution_timed_out(
+                        run_id, now - started, execution_timeout or deadline - started
+                    )
                 return VideoEvent.timeout(run_id, now - started)
             outcome: Outcome
             try:
-                outcome = await hook.aget_video_status(run_id, deadline=end_time)
+                outcome = await hook.aget_video_status(run_id, deadline=deadline)
             except Exception as exc:  # every failure is an answer to read, never an escape
                 outcome = exc
             event = tracker.read(outcome, log)
             if event is not None:
                 return event
             delay = tracker.delay(outcome, poll_interval, max_poll_interval)
-            if end_time is not None:
-                delay = min(delay, max(0.0, end_time - time.time()))
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - time.time()))
             await asyncio.sleep(delay)
     finally:
         await hook.aclose()

@@ -217,8 +217,12 @@ def find_or_submit(
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
     before_send: Callable[[], object] = lambda: None,
     max_rate_limit_sleep: float | None = None,
+    deadline: float | None = None,
 ) -> Decision:
     """The run this attempt should deliver, sending the request only when that cannot pay twice.
+
+    ``deadline`` (epoch seconds): no retry wait inside the calls made here goes past it; the
+    error that would have been waited out is raised instead.
 
     Raises ``NanoGPTRateLimitError`` when the submit endpoint rate limited the request (nothing
     was created) or the lookup of an earlier send was rate limited (nothing was sent): either way
@@ -232,7 +236,10 @@ def find_or_submit(
     def look_up(tag: str) -> list[RecoveredRun]:
         sleep = LOOKUP_MAX_RATE_LIMIT_SLEEP
         return _look_up(
-            hook, tag, sleep if max_rate_limit_sleep is None else min(sleep, max_rate_limit_sleep)
+            hook,
+            tag,
+            sleep if max_rate_limit_sleep is None else min(sleep, max_rate_limit_sleep),
+            deadline,
         )
 
     record = records.load()
@@ -244,7 +251,7 @@ def find_or_submit(
                 _describe(record),
             )
         elif record.run_id is not None:
-            if (attached := _reattach(hook, record, log)) is not None:
+            if (attached := _reattach(hook, record, log, deadline)) is not None:
                 return attached
         elif decision := _settle_uncertain(look_up, records, record, attempt, settle_seconds, log):
             return decision
@@ -264,15 +271,18 @@ def find_or_submit(
         users_tag,
         before_send=before_send,
         max_rate_limit_sleep=max_rate_limit_sleep,
+        deadline=deadline,
         log=log,
     )
 
 
-def _reattach(hook: NanoGPTHook, record: RunRecord, log: Any) -> Attached | None:
+def _reattach(
+    hook: NanoGPTHook, record: RunRecord, log: Any, deadline: float | None
+) -> Attached | None:
     """The recorded run, unless it ended without a charge (then a new one is due)."""
     run_id = record.run_id
     try:
-        state = hook.get_video_status(str(run_id)).state
+        state = hook.get_video_status(str(run_id), deadline=deadline).state
     except NanoGPTNotFoundError:
         state = VideoState.UNKNOWN  # a brand-new run; the wait's 404 rule decides
     if state in _ENDED_WITHOUT_CHARGE:
@@ -363,11 +373,16 @@ def _look_up_earlier_try(
     return None
 
 
-def _look_up(hook: NanoGPTHook, tag: str, max_rate_limit_sleep: float) -> list[RecoveredRun]:
+def _look_up(
+    hook: NanoGPTHook, tag: str, max_rate_limit_sleep: float, deadline: float | None
+) -> list[RecoveredRun]:
     """NanoGPT's recent runs carrying ``tag``; a failed lookup never counts as "nothing"."""
     try:
         return hook.recover_runs(
-            limit=LOOKUP_LIMIT, conversation_uuid=tag, max_rate_limit_sleep=max_rate_limit_sleep
+            limit=LOOKUP_LIMIT,
+            conversation_uuid=tag,
+            max_rate_limit_sleep=max_rate_limit_sleep,
+            deadline=deadline,
         )
     except (NanoGPTPermanentError, NanoGPTRateLimitError):
         # A 429 tells when to ask again: the caller waits it out instead of failing the try
@@ -442,6 +457,7 @@ def _send(
     *,
     before_send: Callable[[], object],
     max_rate_limit_sleep: float | None,
+    deadline: float | None,
     log: Any,
 ) -> Attached:
     before_send()
@@ -458,7 +474,9 @@ def _send(
     records.save(record)  # before sending: a crash mid-request leaves a trace to look up
     try:
         submission = hook.submit_video(
-            {**payload, "conversationUUID": tag}, max_rate_limit_sleep=max_rate_limit_sleep
+            {**payload, "conversationUUID": tag},
+            max_rate_limit_sleep=max_rate_limit_sleep,
+            deadline=deadline,
         )
     except NanoGPTError as exc:
         if proves_nothing_created(exc):

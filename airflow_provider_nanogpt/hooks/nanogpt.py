@@ -345,15 +345,17 @@ class NanoGPTHook(BaseHook):
         conversation_uuid: str | None = None,
         *,
         max_rate_limit_sleep: float | None = None,
+        deadline: float | None = None,
     ) -> list[RecoveredRun]:
         """Recent runs of this API key, newest first (NanoGPT allows 20 lookups a minute).
 
         ``max_rate_limit_sleep`` caps how long a 429's Retry-After is slept here; a longer wait
-        raises NanoGPTRateLimitError.
+        raises NanoGPTRateLimitError. ``deadline`` (epoch seconds) bounds the call and its
+        retry waits.
         """
         request = recover_request(model, limit, conversation_uuid)
         policy = self._policy(self.settings(), max_rate_limit_sleep)
-        return parse_recovered_runs(self._request(request, policy))
+        return parse_recovered_runs(self._request(request, policy, deadline=deadline))
 
     def test_connection(self) -> tuple[bool, str]:
         """Authenticated balance read: proves the key and URL work, never submits or spends."""
@@ -366,7 +368,11 @@ class NanoGPTHook(BaseHook):
     # --- API: submit -------------------------------------------------------------------------
 
     def submit_video(
-        self, payload: Mapping[str, Any], *, max_rate_limit_sleep: float | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        max_rate_limit_sleep: float | None = None,
+        deadline: float | None = None,
     ) -> Submission:
         """Send one video request to NanoGPT (each accepted request is a paid job).
 
@@ -377,7 +383,9 @@ class NanoGPTHook(BaseHook):
 
         ``max_rate_limit_sleep`` caps how long a 429's Retry-After is slept here; a longer wait, or
         a 429 without Retry-After, raises NanoGPTRateLimitError so the caller can wait without
-        holding a worker (defer).
+        holding a worker (defer). ``deadline`` (epoch seconds): no re-send is waited for past it
+        (the error is raised instead), and none is started after it. A request already sent is
+        never cut short by it: that would leave a paid job's creation uncertain.
         """
         from tenacity import Retrying
 
@@ -387,9 +395,10 @@ class NanoGPTHook(BaseHook):
         policy = self._policy(settings, max_rate_limit_sleep)
         if max_rate_limit_sleep is not None:
             policy = replace(policy, retry_rate_limit_without_retry_after=False)
-        kwargs = tenacity_kwargs(policy, is_retryable_submit, self.log, request.action)
+        kwargs = tenacity_kwargs(policy, is_retryable_submit, self.log, request.action, deadline)
         for attempt in Retrying(**kwargs):
             with attempt:
+                _check_not_past(deadline, request, settings)
                 return parse_submission(self._send(request, timeout=timeout))
         raise AssertionError("unreachable: tenacity reraises the last error")
 
@@ -439,15 +448,19 @@ def _budget(
     limit: float, deadline: float | None, request: ApiRequest, settings: ClientSettings
 ) -> float:
     """Seconds this exchange may take: its own limit, or less when a deadline comes sooner."""
+    _check_not_past(deadline, request, settings)
     if deadline is None:
         return limit
-    remaining = deadline - time.time()
-    if remaining <= 0:
+    return min(limit, deadline - time.time())
+
+
+def _check_not_past(deadline: float | None, request: ApiRequest, settings: ClientSettings) -> None:
+    """Refuse to start an exchange once ``deadline`` has passed (nothing is sent)."""
+    if deadline is not None and deadline - time.time() <= 0:
         raise NanoGPTConnectionError(
             f"Could not {request.action} at {settings.base_url}: the deadline has passed",
             request_sent=False,
         )
-    return min(limit, remaining)
 
 
 def _too_slow(

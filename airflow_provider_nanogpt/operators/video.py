@@ -224,10 +224,19 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     # --- execution ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        return self._submit_and_wait(context, started_at=time.time())
+        from airflow_provider_nanogpt.deadline import execution_deadline
+
+        started_at = time.time()
+        return self._submit_and_wait(
+            context,
+            started_at=started_at,
+            execution_deadline=execution_deadline(self, context, started_at=started_at),
+        )
 
     def execute_after_wait(self, context: Context, event: Any = None, **kwargs: Any) -> Any:
         """Carry on after waiting in the triggerer (a rate-limit window or a settle time)."""
+        from airflow_provider_nanogpt.deadline import execution_deadline
+
         carried = event.get("carry") if isinstance(event, Mapping) else None
         state = carried if isinstance(carried, Mapping) else kwargs
         started_at = state.get("started_at")
@@ -236,6 +245,8 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             started_at=started_at if isinstance(started_at, int | float) else time.time(),
             rate_limited_since=state.get("rate_limited_since"),
             rate_limit_deferrals=int(state.get("rate_limit_deferrals") or 0),
+            # The try's original deadline: a resume must not restart execution_timeout.
+            execution_deadline=execution_deadline(self, context, state.get("execution_deadline")),
         )
 
     # Tasks deferred by earlier releases resume through this name.
@@ -248,7 +259,9 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         started_at: float,
         rate_limited_since: float | None = None,
         rate_limit_deferrals: int = 0,
+        execution_deadline: float | None = None,
     ) -> Any:
+        from airflow_provider_nanogpt.deadline import earliest
         from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
         from airflow_provider_nanogpt.submission import LookUpLater, RunRecords, find_or_submit
 
@@ -267,8 +280,13 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             "started_at": started_at,
             "rate_limited_since": rate_limited_since,
             "rate_limit_deferrals": rate_limit_deferrals,
+            "execution_deadline": execution_deadline,
         }
         while True:
+            # In-call retry waits (a 429's Retry-After, a backoff) end by the task's deadline too.
+            deadline = earliest(
+                execution_deadline, (rate_limited_since or started_at) + self.timeout
+            )
             try:
                 decision = find_or_submit(
                     self.hook,
@@ -281,11 +299,14 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                     max_rate_limit_sleep=RATE_LIMIT_SLEEP_ON_WORKER_SECONDS
                     if self.deferrable
                     else None,
+                    deadline=deadline,
                 )
             except NanoGPTRateLimitError as exc:
                 # A 429 on the submit or on the lookup of an earlier send: nothing was sent.
                 rate_limited_since = rate_limited_since or time.time()
-                wait = self._rate_limit_wait(exc, rate_limited_since, rate_limit_deferrals)
+                wait = self._rate_limit_wait(
+                    exc, rate_limited_since, rate_limit_deferrals, execution_deadline
+                )
                 rate_limit_deferrals += 1
                 resume.update(
                     rate_limited_since=rate_limited_since,
@@ -301,6 +322,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 continue
             if not isinstance(decision, LookUpLater):
                 break
+            self._check_settle_wait(decision.at, decision.reason, execution_deadline)
             self.log.info("%s; looking again at %s.", decision.reason, _clock(decision.at))
             if self.deferrable and decision.at - time.time() > SHORT_WAIT_ON_WORKER_SECONDS:
                 self._resume_at(decision.at, resume)
@@ -319,6 +341,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             poll_interval=self.poll_interval,
             timeout=self.timeout,
             just_submitted=not decision.reattached,
+            execution_deadline=execution_deadline,
         )
 
     def _attempt(self, context: Context, started_at: float) -> TaskAttempt:
@@ -351,8 +374,15 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             log=self.log,
         )
 
-    def _rate_limit_wait(self, exc: NanoGPTRateLimitError, since: float, deferrals: int) -> float:
-        """Seconds to wait out a 429, or raise once waiting would pass ``timeout``.
+    def _rate_limit_wait(
+        self,
+        exc: NanoGPTRateLimitError,
+        since: float,
+        deferrals: int,
+        execution_deadline: float | None = None,
+    ) -> float:
+        """Seconds to wait out a 429, or raise once waiting would pass ``timeout`` or the try's
+        ``execution_deadline``.
 
         The 429 answered the submit (it proves nothing was created) or the lookup of an earlier
         send (nothing was sent since): either way, asking again later never pays twice. Jitter
@@ -379,7 +409,36 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 f"{wait:.0f} s would pass timeout={self.timeout:g} s. Nothing was submitted. "
                 f"Last answer: {exc}"
             ) from exc
+        if execution_deadline is not None and time.time() + wait > execution_deadline:
+            from airflow_provider_nanogpt.deadline import (
+                before_submitting_ended,
+                execution_timeout_seconds,
+            )
+
+            waiting_for = f"waiting {wait:.0f} s more for NanoGPT's rate limit"
+            raise NanoGPTRateLimitError(
+                f"{before_submitting_ended(execution_timeout_seconds(self), waiting_for)}. "
+                f"Nothing was submitted. Last answer: {exc}"
+            ) from exc
         return wait
+
+    def _check_settle_wait(
+        self, moment: float, reason: str, execution_deadline: float | None
+    ) -> None:
+        """Raise when looking again at ``moment`` would pass the try's ``execution_deadline``."""
+        if execution_deadline is None or moment <= execution_deadline:
+            return
+        from airflow_provider_nanogpt.deadline import (
+            before_submitting_ended,
+            execution_timeout_seconds,
+        )
+        from airflow_provider_nanogpt.exceptions import NanoGPTSubmissionUncertainError
+
+        waiting_for = f"waiting until {_clock(moment)} to look again ({reason})"
+        raise NanoGPTSubmissionUncertainError(
+            f"{before_submitting_ended(execution_timeout_seconds(self), waiting_for)}. The next "
+            "try looks the earlier submission up again and reattaches to it if it exists."
+        )
 
     def _resume_at(self, moment: float, carry: dict[str, Any]) -> NoReturn:
         from airflow_provider_nanogpt.triggers.wait import WaitUntilTrigger

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,30 +56,65 @@ class VideoStatusSensor(VideoTaskMixin, BaseSensorOperator):
         self.output_path = output_path
         self.deferrable = deferrable
         self._tracker: PollTracker | None = None
+        self._poking_since = time.time()
+        self._deadline: float | None = None
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_nanogpt.deadline import execution_deadline
+
+        # execution_timeout counts from here, as Airflow's own alarm does.
+        self._deadline = execution_deadline(self, context, started_at=time.time())
         if not self.deferrable:
             return super().execute(context)
         return self.wait_and_deliver(
-            context, self.run_id, poll_interval=self.poke_interval, timeout=self.timeout
+            context,
+            self.run_id,
+            poll_interval=self.poke_interval,
+            timeout=self.timeout,
+            execution_deadline=self._deadline,
         )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
+        from airflow_provider_nanogpt.deadline import execution_deadline
         from airflow_provider_nanogpt.polling import PollTracker, check_once
 
         if self._tracker is None or self._tracker.run_id != self.run_id:
             self._tracker = PollTracker(self.run_id)
-        event, status = check_once(self.hook, self._tracker, self.log)
+            self._poking_since = time.time()
+        deadline = self._deadline or execution_deadline(self, context)
+        self._raise_at_deadline(deadline)
+        event, status = check_once(self.hook, self._tracker, self.log, deadline=deadline)
         if event is None:
+            if self.mode == "poke" and deadline is not None:
+                # Airflow sleeps poke_interval after this, past the deadline if it comes first,
+                # and then ends the try with a bare AirflowTaskTimeout: end it here, by name.
+                left = deadline - time.time()
+                if left < self.poke_interval:
+                    time.sleep(max(0.0, left))
+                    self._raise_at_deadline(deadline)
             return False
-        return PokeReturnValue(is_done=True, xcom_value=self.finish(context, event, status))
+        return PokeReturnValue(
+            is_done=True, xcom_value=self.finish(context, event, status, deadline=deadline)
+        )
+
+    def _raise_at_deadline(self, deadline: float | None) -> None:
+        """Fail the try, naming execution_timeout, once its deadline has passed."""
+        from airflow_provider_nanogpt.deadline import execution_timeout_seconds
+        from airflow_provider_nanogpt.events import VideoEvent
+
+        if deadline is not None and time.time() >= deadline:
+            waited = time.time() - self._poking_since
+            seconds = execution_timeout_seconds(self) or 0.0
+            VideoEvent.execution_timed_out(self.run_id, waited, seconds).raise_for_status()
 
     def raise_for_event(self, event: VideoEvent) -> None:
         from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 
         from airflow_provider_nanogpt.events import NO_CANCEL_NOTE, EventStatus
 
-        if event.status is EventStatus.TIMEOUT:
-            # Same as poke/reschedule mode: a sensor timeout is final, not retried.
+        if event.status is EventStatus.TIMEOUT and event.execution_timeout is None:
+            # Same as poke/reschedule mode: a sensor timeout is final, not retried. The task's
+            # execution_timeout is not: it raises NanoGPTJobTimeoutError, as Airflow's own would
+            # be retried.
             raise AirflowSensorTimeout(f"{event.message}. {NO_CANCEL_NOTE}")
         event.raise_for_status()

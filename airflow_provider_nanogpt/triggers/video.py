@@ -14,7 +14,7 @@ __all__ = ["VideoStatusTrigger", "next_poll_delay"]
 
 
 class VideoStatusTrigger(BaseTrigger):
-    """Poll NanoGPT's status endpoint until the run is terminal or ``end_time`` passes.
+    """Poll NanoGPT's status endpoint until the run is terminal or its deadline passes.
 
     Kwargs are primitives only (never the key): a triggerer restart re-creates the trigger from
     them, and it only ever polls, so a restart can never submit or pay again. The loop and its
@@ -27,6 +27,10 @@ class VideoStatusTrigger(BaseTrigger):
     :param max_poll_interval: Ceiling for estimate-guided sleeps.
     :param max_consecutive_errors: Transient failures in a row before an ``error`` event.
     :param started_at: When the wait began (epoch seconds), for the waited time in messages.
+    :param execution_deadline: The try's start plus the task's ``execution_timeout`` (epoch
+        seconds): Airflow does not apply ``execution_timeout`` while a task is deferred, so the
+        trigger ends the wait by it too, with an event naming ``execution_timeout``.
+    :param execution_timeout: The task's ``execution_timeout`` in seconds, for that message.
     """
 
     def __init__(
@@ -38,6 +42,8 @@ class VideoStatusTrigger(BaseTrigger):
         max_poll_interval: float = 60.0,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         started_at: float | None = None,
+        execution_deadline: float | None = None,
+        execution_timeout: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.run_id = run_id
@@ -47,6 +53,8 @@ class VideoStatusTrigger(BaseTrigger):
         self.max_poll_interval = float(max_poll_interval)
         self.max_consecutive_errors = int(max_consecutive_errors)
         self.started_at = started_at if started_at is not None else time.time()
+        self.execution_deadline = execution_deadline
+        self.execution_timeout = execution_timeout
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -59,6 +67,8 @@ class VideoStatusTrigger(BaseTrigger):
                 "max_poll_interval": self.max_poll_interval,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "started_at": self.started_at,
+                "execution_deadline": self.execution_deadline,
+                "execution_timeout": self.execution_timeout,
             },
         )
 
@@ -66,7 +76,11 @@ class VideoStatusTrigger(BaseTrigger):
         from airflow_provider_nanogpt.polling import wait_for_video
 
         event = await wait_for_video(self.run_id, log=self.log, **self.wait_kwargs())
-        yield TriggerEvent(event.to_payload())  # type: ignore[no-untyped-call]
+        payload = event.to_payload()
+        if self.execution_deadline is not None:
+            # dag.test() resumes with the event alone: the try's deadline travels in it too.
+            payload["execution_deadline"] = self.execution_deadline
+        yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
 
     def wait_kwargs(self) -> dict[str, Any]:
         """This trigger's settings as keyword arguments of ``polling.wait_for_video``."""

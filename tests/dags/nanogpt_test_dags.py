@@ -55,6 +55,50 @@ uncertain_sync = _generate_dag(
 )
 rate_limited_briefly = _generate_dag("nanogpt_rate_limit_bound", timeout=1.5)
 
+# execution_timeout far below timeout: the wait must end by execution_timeout, deferred or not.
+EXECUTION_TIMEOUT = timedelta(seconds=5)
+LONG_TIMEOUT = 800.0  # longer than the 600 s Retry-After of the rate-limit tests
+execution_timeout_deferred = _generate_dag(
+    "nanogpt_execution_timeout", timeout=LONG_TIMEOUT, execution_timeout=EXECUTION_TIMEOUT
+)
+execution_timeout_sync = _generate_dag(
+    "nanogpt_execution_timeout_sync",
+    deferrable=False,
+    timeout=LONG_TIMEOUT,
+    execution_timeout=EXECUTION_TIMEOUT,
+)
+# Worker-side sleeps (a 429's Retry-After) bounded by timeout, or by a shorter execution_timeout.
+rate_limit_deadline_sync = _generate_dag(
+    "nanogpt_rate_limit_deadline_sync", deferrable=False, timeout=3.0
+)
+rate_limit_execution_timeout_sync = _generate_dag(
+    "nanogpt_rate_limit_execution_timeout_sync",
+    deferrable=False,
+    timeout=LONG_TIMEOUT,
+    execution_timeout=timedelta(seconds=3),
+)
+
+with DAG(
+    "nanogpt_sensor_execution_timeout",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    render_template_as_native_obj=True,
+    default_args={"retries": 0},
+) as sensor_execution_timeout:
+    submitted = GenerateVideoOperator(
+        task_id="submit", poll_interval=0.2, wait_for_completion=False, **REQUEST
+    )
+    for sensor_deferrable in (True, False):
+        submitted >> VideoStatusSensor(
+            task_id="wait_deferred" if sensor_deferrable else "wait_poke",
+            run_id="{{ ti.xcom_pull(task_ids='submit', key='run_id') }}",
+            deferrable=sensor_deferrable,
+            poke_interval=2.0,
+            timeout=LONG_TIMEOUT,
+            execution_timeout=EXECUTION_TIMEOUT,
+        )
+
 with DAG(
     "nanogpt_split",
     schedule=None,

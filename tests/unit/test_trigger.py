@@ -45,7 +45,15 @@ def test_serialize_round_trip_through_the_class_path() -> None:
     except ImportError:  # Airflow < 3.2
         from airflow.serialization.serde import deserialize, serialize  # type: ignore[no-redef]
 
-    trigger = VideoStatusTrigger("vid_1", "my_conn", 7.5, end_time=1_900_000_000.0, started_at=1.0)
+    trigger = VideoStatusTrigger(
+        "vid_1",
+        "my_conn",
+        7.5,
+        end_time=1_900_000_000.0,
+        started_at=1.0,
+        execution_deadline=1_800_000_000.0,
+        execution_timeout=3600.0,
+    )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_nanogpt.triggers.video.VideoStatusTrigger"
     assert all(isinstance(v, str | int | float) for v in kwargs.values())
@@ -119,6 +127,33 @@ async def test_deadline_yields_timeout_with_run_id(nanogpt_connection: NanoGPTSi
     assert event["run_id"] == run_id
     assert event["waited_seconds"] >= 0.5
     assert time.time() - started < 5
+
+
+@pytest.mark.parametrize("first", ["execution_deadline", "end_time"])
+async def test_the_earlier_of_execution_deadline_and_end_time_ends_the_wait(
+    nanogpt_connection: NanoGPTSimulator, first: str
+) -> None:
+    run_id = submit(" [sim:never]")
+    started = time.time()
+    soon, late = started + 1.0, started + 120.0
+    trigger = trigger_for(
+        run_id,
+        started_at=started,
+        end_time=soon if first == "end_time" else late,
+        execution_deadline=soon if first == "execution_deadline" else late,
+        execution_timeout=1.0 if first == "execution_deadline" else 120.0,
+    )
+    # Rebuilt from its kwargs, as the triggerer does: the deadline survives serialization.
+    _, kwargs = trigger.serialize()
+    event = await first_event(VideoStatusTrigger(**kwargs))
+    elapsed = time.time() - started
+    assert 1.0 <= elapsed < 3.0
+    assert (event["status"], event["run_id"]) == ("timeout", run_id)
+    named = f"execution_timeout (1 s) reached while waiting for run {run_id}" in event["message"]
+    assert named == (first == "execution_deadline")
+    assert ("execution_timeout" in event) == (first == "execution_deadline")
+    # The try's deadline travels in the event, for a resume that has no kwargs (dag.test()).
+    assert event["execution_deadline"] == trigger.execution_deadline
 
 
 async def test_deadline_already_passed(nanogpt_connection: NanoGPTSimulator) -> None:
