@@ -14,7 +14,9 @@ NanoGPT has no idempotency key and no cancel endpoint, and it creates jobs async
   ("not listed yet" is not "not created").
 * A recorded run that is queued, running or COMPLETED is reattached, never paid for again. Only a
   run that ended FAILED or CANCELLED (refunded) leads to a new submission.
-* A delivered run is marked so; a cleared, succeeded task then generates a new video. With
+* A delivered run is marked so. Only a *clear* after that makes a new video: a retry in the same
+  clear generation (a failure after delivery: a ``post_execute`` error, a worker killed before
+  Airflow recorded success) reattaches to the delivered run and delivers it again. With
   ``[state_store] clear_on_success`` the record is wiped instead, which means the same: the tag
   includes the clear generation, so the new submission never finds the old run.
 * Without a state store (Airflow before 3.3) a retry looks the tag up instead of reading a record.
@@ -243,7 +245,9 @@ def find_or_submit(
         )
 
     record = records.load()
-    if record is not None and not record.delivered:
+    if record is not None and record.delivered and _cleared_since(record, attempt, log):
+        record = None  # a clear after delivering asks for a new video
+    if record is not None:
         if record.fingerprint != request_fingerprint:
             log.warning(
                 "The request changed since %s; submitting the new request. The earlier one is "
@@ -274,6 +278,20 @@ def find_or_submit(
         deadline=deadline,
         log=log,
     )
+
+
+def _cleared_since(record: RunRecord, attempt: TaskAttempt, log: Any) -> bool:
+    """Whether the task was cleared after ``record``'s run was sent (only a clear makes a new
+    video: a retry of the try that delivered, after a failure past delivery, gets the same one).
+    """
+    if attempt.generation is None:
+        log.warning(
+            "Cannot tell whether the task was cleared since %s was delivered; delivering it "
+            "again rather than paying for a new video.",
+            _describe(record),
+        )
+        return False
+    return record.try_number < attempt.generation
 
 
 def _reattach(

@@ -228,6 +228,30 @@ def test_clearing_a_succeeded_task_generates_a_new_video(
         assert result(again)["run_id"] == result(first)["run_id"]
 
 
+@pytest.mark.parametrize(
+    "dag_id", ["nanogpt_fails_after_delivery", "nanogpt_fails_after_delivery_sync"]
+)
+def test_a_retry_after_the_video_was_delivered_delivers_it_again_unpaid(
+    sim: NanoGPTSimulator, dag_id: str
+) -> None:
+    """Delivered, then the try fails before Airflow records success: the retry pays nothing."""
+    outcome = run_dag(dag_id, {"prompt": PROMPT})
+    assert outcome.state == "success"
+    assert outcome.try_numbers["generate"] == 2
+    assert charged(sim) == (1, 1)
+    assert result(outcome)["run_id"] == only_job(sim)["runId"]
+    if HAS_STATE_STORE:
+        rows = task_state_store_rows(dag_id, outcome.run_id)
+        records = [row for row in rows if not row["key"].startswith(CHARGE_KEY_PREFIX)]
+        assert [row["value"]["delivered"] for row in records] == [True]
+    # ... and a clear after that still makes a new video, once.
+    again = clear_and_rerun(dag_id, outcome.run_id)
+    assert again.state == "success"
+    if HAS_STATE_STORE:
+        assert charged(sim) == (2, 2)
+        assert result(again)["run_id"] != result(outcome)["run_id"]
+
+
 def test_clearing_a_failed_task_reattaches_to_the_paid_run(sim: NanoGPTSimulator) -> None:
     # Charged, but its URL shows up only after the first try gave up waiting for it.
     first = run_dag("nanogpt_deferrable", {"prompt": f"{PROMPT} [sim:no_url_polls=6]"})

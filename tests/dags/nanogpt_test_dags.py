@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
@@ -36,6 +37,33 @@ def _generate_dag(dag_id: str, *, native: bool = True, **operator_kwargs: object
         )
     return dag
 
+
+class _FailsAfterDelivering(GenerateVideoOperator):
+    """The first try fails after the video was delivered, before Airflow records success (as a
+    post_execute error, a failed XCom push or a worker killed at that moment would)."""
+
+    def post_execute(self, context: Any, result: Any = None) -> None:
+        super().post_execute(context, result)
+        if context["ti"].try_number == 1:
+            raise RuntimeError("failing after the video was delivered")
+
+
+def _fails_after_delivery_dag(dag_id: str, **operator_kwargs: object) -> DAG:
+    with DAG(dag_id, schedule=None, start_date=START, render_template_as_native_obj=True) as dag:
+        _FailsAfterDelivering(
+            task_id="generate",
+            poll_interval=0.2,
+            retries=1,
+            retry_delay=timedelta(seconds=0),
+            **{**REQUEST, **operator_kwargs},
+        )
+    return dag
+
+
+fails_after_delivery = _fails_after_delivery_dag("nanogpt_fails_after_delivery")
+fails_after_delivery_sync = _fails_after_delivery_dag(
+    "nanogpt_fails_after_delivery_sync", deferrable=False
+)
 
 deferrable = _generate_dag("nanogpt_deferrable")
 sync = _generate_dag("nanogpt_sync", deferrable=False)
