@@ -210,12 +210,22 @@ class VideoTaskMixin:
         **fields: Any,
     ) -> None:
         """Record how the job ended on this task's job card, for the NanoGPT page."""
-        from airflow_provider_nanogpt.job_card import ended
+        from airflow_provider_nanogpt.job_card import (
+            CHARGE_KEY_PREFIX,
+            REFUNDED,
+            charge_record,
+            ended,
+        )
 
         base = dict(card)
         base.setdefault("run_id", event.run_id)
         base.setdefault("conn_id", self.nanogpt_conn_id)
-        context["ti"].xcom_push(key=self.job_card_key, value=ended(base, state, **fields))
+        final = ended(base, state, **fields)
+        context["ti"].xcom_push(key=self.job_card_key, value=final)
+        store = context.get("task_state_store")
+        if state in REFUNDED and final.get("charged_here") and store is not None:
+            # A retry clears this card; the charge record outlives it and must say "refunded".
+            store.set(CHARGE_KEY_PREFIX + str(final["run_id"]), charge_record(final))
 
     # --- OpenLineage: called by Airflow's OpenLineage listener when that provider is installed
 

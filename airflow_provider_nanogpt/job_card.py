@@ -33,6 +33,10 @@ class JobState(enum.StrEnum):
     ERROR = "error"  # the wait ended abnormally
 
 
+# NanoGPT refunds a job that ends so: it is not a charge.
+REFUNDED = frozenset({JobState.FAILED, JobState.BLOCKED, JobState.CANCELLED})
+
+
 def new_card(
     *,
     run_id: str,
@@ -70,8 +74,12 @@ def ended(card: Mapping[str, Any] | None, state: JobState, **fields: Any) -> dic
 
 
 def charge_record(card: Mapping[str, Any]) -> dict[str, Any]:
-    """What the task state store keeps of a charge (retries do not erase it)."""
+    """What the task state store keeps of a charge (retries do not erase it); ``refunded`` once
+    the job ended in a state NanoGPT refunds, so the spend no longer counts it."""
     return {
-        key: card.get(key)
-        for key in ("run_id", "conn_id", "model", "cost", "currency", "submitted_at")
+        **{
+            key: card.get(key)
+            for key in ("run_id", "conn_id", "model", "cost", "currency", "submitted_at")
+        },
+        "refunded": card.get("state") in REFUNDED,
     }

@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
+from airflow_provider_nanogpt.job_card import REFUNDED
 from airflow_provider_nanogpt.plugin import jobs as job_store
 from airflow_provider_nanogpt.plugin import live
 
@@ -270,7 +271,7 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
         "error": card.get("error"),
         "cost": card.get("cost"),
         "currency": card.get("currency"),
-        "refunded": job.state in job_store.REFUNDED,
+        "refunded": job.state in REFUNDED,
         "submitted_at": _iso(submitted),
         "duration_seconds": round((finished - submitted).total_seconds(), 1)
         if submitted and finished

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_nanogpt.job_card import CHARGE_KEY_PREFIX, JOB_KEY, WATCH_KEY, JobState
+from airflow_provider_nanogpt.job_card import (
+    CHARGE_KEY_PREFIX,
+    JOB_KEY,
+    REFUNDED,
+    WATCH_KEY,
+    JobState,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -35,8 +41,6 @@ WAITING_TI_STATES = frozenset(
         "restarting",
     }
 )
-# NanoGPT refunds these: they are not charges.
-REFUNDED = frozenset({JobState.FAILED, JobState.BLOCKED, JobState.CANCELLED})
 STATES = ("rendering", "submitted", *(s.value for s in JobState if s is not JobState.SUBMITTED))
 
 
@@ -159,11 +163,13 @@ def spend(session: Session, dag_ids: set[str], since: date | None, until: date |
     from airflow_provider_nanogpt.plugin.models import XComModel, charge_rows
 
     charges: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    refunded: set[str] = set()
     for dag_id, record in charge_rows(session, dag_ids):
         run_id = record.get("run_id")
         if isinstance(run_id, str):
             charges[run_id] = (dag_id, record)
-    refunded: set[str] = set()
+            if record.get("refunded") is True:  # its card may be gone with an earlier try
+                refunded.add(run_id)
     # Two columns, not XCom objects: ORM objects (and the DAG run each one loads along) cost
     # several times the JSON itself, and this reads every card of the readable DAGs.
     query = select(XComModel.dag_id, XComModel.value).where(

@@ -320,3 +320,31 @@ def test_rate_limited_waiting_ends_at_the_timeout(
     line = errors(out, "NanoGPTRateLimitError")[-1]
     assert "kept rate limiting this submission" in line and "timeout=1.5 s" in line
     assert json.dumps(charged(sim))  # the simulator still answers: nothing hung
+
+
+def _spend(dag_id: str) -> tuple[int, dict[str, float]]:
+    from airflow.utils.session import create_session
+
+    from airflow_provider_nanogpt.plugin.jobs import spend
+
+    with create_session() as session:
+        figures = spend(session, {dag_id}, None, None)
+    return figures.jobs, figures.totals
+
+
+def test_a_refunded_try_is_not_counted_in_the_spend_after_a_retry(sim: NanoGPTSimulator) -> None:
+    """Each try's job FAILED (refunded); the retry cleared the first try's card, not its charge."""
+    before = _spend("nanogpt_with_retry")
+    outcome = run_dag("nanogpt_with_retry", {"prompt": f"{PROMPT} [sim:fail]"})
+    assert outcome.state == "failed" and outcome.try_numbers["generate"] == 2
+    jobs = sim.state()["jobs"]
+    assert len(jobs) == 2 and all(job["refunded"] for job in jobs)
+    if HAS_STATE_STORE:
+        rows = task_state_store_rows("nanogpt_with_retry", outcome.run_id)
+        charges = {
+            row["value"]["run_id"]: row["value"]["refunded"]
+            for row in rows
+            if row["key"].startswith(CHARGE_KEY_PREFIX)
+        }
+        assert charges == {job["runId"]: True for job in jobs}
+    assert _spend("nanogpt_with_retry") == before  # NanoGPT charged nothing in the end
