@@ -58,6 +58,55 @@ from airflow_provider_nanogpt.simulator import NanoGPTSimulator  # noqa: E402
 
 FAST_RETRIES = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.05)
 
+# Every simulator any test starts (fixtures of every scope included), for the double-charge check.
+_STARTED_SIMULATORS: list[NanoGPTSimulator] = []
+_start_simulator = NanoGPTSimulator.start
+
+
+def _start_and_watch(self: NanoGPTSimulator) -> NanoGPTSimulator:
+    _STARTED_SIMULATORS.append(self)
+    return _start_simulator(self)
+
+
+NanoGPTSimulator.start = _start_and_watch  # type: ignore[method-assign]
+_LEDGER_SEEN: set[tuple[int, str]] = set()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "charges_twice(reason): the test means one submission tag to be charged twice "
+        "(the suite-wide double-charge check lets it pass)",
+    )
+
+
+def newly_charged_twice(
+    simulators: list[NanoGPTSimulator], seen: set[tuple[int, str]]
+) -> dict[tuple[int, str], list[str]]:
+    """Submission tags that stand charged twice on these simulators and were not reported yet."""
+    doubled = {
+        (id(sim), tag): runs
+        for sim in simulators
+        for tag, runs in sim.state()["ledger"].items()
+        if len(runs) > 1 and (id(sim), tag) not in seen
+    }
+    seen.update(doubled)
+    return doubled
+
+
+@pytest.fixture(autouse=True)
+def _never_charged_twice(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test is a double-charge detector: no submission tag (one task instance, one clear
+    generation, one request) may stand charged twice on any simulator, unless the test says so."""
+    yield
+    doubled = newly_charged_twice(_STARTED_SIMULATORS, _LEDGER_SEEN)
+    if doubled and request.node.get_closest_marker("charges_twice") is None:
+        pytest.fail(
+            "One submission tag was charged twice (tag: run ids): "
+            + "; ".join(f"{tag}: {runs}" for (_, tag), runs in doubled.items()),
+            pytrace=False,
+        )
+
 
 def connection_json(url: str, key: str = CANARY_KEY, **extra: object) -> str:
     conn: dict[str, object] = {"conn_type": "nanogpt", "password": key, "host": url}

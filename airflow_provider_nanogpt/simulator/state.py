@@ -262,6 +262,15 @@ class SimState:
             "markers": job.markers.active(),
         }
 
+    def ledger(self) -> dict[str, list[str]]:
+        """What stands charged per submission tag (``conversationUUID``): the run ids of its
+        jobs that were not refunded. Two under one tag is one task paying twice for a video."""
+        charged: dict[str, list[str]] = {}
+        for job in self.jobs.values():
+            if job.conversation_uuid and not job.refunded:
+                charged.setdefault(job.conversation_uuid, []).append(job.run_id)
+        return charged
+
     def snapshot(self) -> dict[str, Any]:
         """The JSON document of ``GET /_sim/state``."""
         with self.lock:
@@ -271,6 +280,7 @@ class SimState:
                 "submit_requests": self.submit_requests,
                 "requests": dict(self.requests),
                 "jobs": [self.job_json(job) for job in self.jobs.values()],
+                "ledger": self.ledger(),
                 "balance_usd": money(self.balance),
                 "time_scale": self.clock.time_scale,
                 "sim_time": round(self.clock.now(), 3),
