@@ -48,6 +48,11 @@ BOOLEAN_FIELDS = (
     "acceleration",
     "adjust_fps_for_interpolation",
 )
+# Fields of the request itself rather than of a model (media inputs, the run's tag): a model's
+# catalog entry need not list them.
+REQUEST_LEVEL_FIELDS = frozenset(
+    {"model", "prompt", "conversationUUID", *IMAGE_FIELDS, *VIDEO_FIELDS, *AUDIO_FIELDS}
+)
 # Spellings NanoGPT documents for one field; the catalog may list only one of them.
 ALTERNATIVE_SPELLINGS = frozenset(
     {"camera_fixed", "camera_fix", "cameraFixed", "voice_id", "voiceId"}
@@ -381,7 +386,7 @@ def check_supported_parameters(
     by_shape = {_shape(name): name for name in supported}
     problems: list[str] = []
     for key in params:
-        if key in supported or key in ALTERNATIVE_SPELLINGS:
+        if key in supported or key in ALTERNATIVE_SPELLINGS or key in REQUEST_LEVEL_FIELDS:
             continue
         if allow_unlisted is True or (allow_unlisted is not False and key in allow_unlisted):
             continue

@@ -32,8 +32,12 @@ def _error_line(output: str) -> str:
     [
         (
             {"model": "veo3-video", "extra_params": {"generate_audio": True}},
-            "extra_params key 'generate_audio' is not a veo3-video parameter; NanoGPT spells it "
-            "'generateAudio'",
+            "extra_params key 'generate_audio' is not among the parameters NanoGPT's catalog lists "
+            "for veo3-video (did you mean 'generateAudio'?",
+        ),
+        (
+            {"model": "kling-video-v2", "extra_params": {"cfg_scal": 0.7}},
+            "did you mean 'cfg_scale'?",
         ),
         (
             {"model": "seedance-video", "extra_params": {"camera_fixed": "false"}},
