@@ -152,6 +152,7 @@ class SimState:
         self.balance = Decimal(0)
         self.submits_accepted = 0
         self.submit_requests = 0
+        self.transient_faults_served = 0
         self.requests: Counter[str] = Counter()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
         self._clear_data()
@@ -161,6 +162,7 @@ class SimState:
         self.balance = Decimal(str(self.config.balance_usd))
         self.submits_accepted = 0
         self.submit_requests = 0
+        self.transient_faults_served = 0
         self.requests = Counter()
         self.request_log = deque(maxlen=REQUEST_LOG_LIMIT)
 
@@ -219,6 +221,7 @@ class SimState:
             if rate <= 0 or self.fault_rng.random() >= rate:
                 return None
             kind = self.fault_rng.choice(("503", "reset"))
+            self.transient_faults_served += 1
         return Fault(endpoint=endpoint, kind=kind)
 
     def count_request(self, method: str, path: str) -> None:
@@ -278,6 +281,7 @@ class SimState:
             return {
                 "submits_accepted": self.submits_accepted,
                 "submit_requests": self.submit_requests,
+                "transient_faults_served": self.transient_faults_served,
                 "requests": dict(self.requests),
                 "jobs": [self.job_json(job) for job in self.jobs.values()],
                 "ledger": self.ledger(),

@@ -49,9 +49,15 @@ def read_task_instances(dag_id: str, run_id: str) -> tuple[dict[str, str], dict[
         tis = session.scalars(
             select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
         ).all()
+
+        # Unmapped tasks by task_id; each mapped instance by "task_id[map_index]", so mapped
+        # instances never collapse into one entry.
+        def key(ti: TaskInstance) -> str:
+            return ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+
         return (
-            {ti.task_id: str(ti.state) for ti in tis},
-            {ti.task_id: ti.try_number for ti in tis},
+            {key(ti): str(ti.state) for ti in tis},
+            {key(ti): ti.try_number for ti in tis},
         )
 
 

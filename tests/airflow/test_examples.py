@@ -63,4 +63,13 @@ def test_daily_video_feeds_the_asset_consumer(sim: NanoGPTSimulator, tmp_path: P
     )
     assert consumer.state == "success"
     assert consumer.xcoms[("publish", "return_value")] == result["output_path"]
-    assert json.dumps(result)  # the return value stays small and JSON-able
+    # The return value stays small and JSON-able: exactly the documented keys.
+    assert set(json.loads(json.dumps(result))) == {
+        "run_id",
+        "model",
+        "status",
+        "video_url",
+        "cost",
+        "currency",
+        "output_path",
+    }

@@ -9,7 +9,6 @@ store: recover by tag), so both halves of the design are proven.
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 from typing import Any
 
@@ -319,7 +318,7 @@ def test_rate_limited_waiting_ends_at_the_timeout(
     assert 1 <= len(_logged_waits(out)) <= 5
     line = errors(out, "NanoGPTRateLimitError")[-1]
     assert "kept rate limiting this submission" in line and "timeout=1.5 s" in line
-    assert json.dumps(charged(sim))  # the simulator still answers: nothing hung
+    assert charged(sim)[0] >= 2  # it kept asking, and each ask was refused: nothing was paid
 
 
 def _spend(dag_id: str) -> tuple[int, dict[str, float]]:

@@ -128,7 +128,7 @@ def test_200_item_batch_at_the_real_rate_limit(sim: NanoGPTSimulator) -> None:
     other_dag.close()
     outcome = run_dag("nanogpt_batch_200", {})
     assert outcome.state == "success"
-    assert set(outcome.task_states.values()) == {"success"}
+    assert outcome.task_states == {f"generate[{i}]": "success" for i in range(200)}
     results = [v for k, v in outcome.xcoms.items() if k[:2] == ("generate", "return_value")]
     assert len(results) == 200
     assert len({r["run_id"] for r in results}) == 200

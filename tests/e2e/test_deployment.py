@@ -256,8 +256,8 @@ def test_100_mapped_tasks_with_transient_faults_all_succeed_and_pay_once(e2e: E2
     jobs = e2e.sim.jobs_tagged("e2e-soak")
     assert len(jobs) == 100  # submits == 100: no fault made anyone pay twice
     assert len({job["payload"]["prompt"] for job in jobs}) == 100
-    faulted = e2e.sim.state()["requests"]
-    assert sum(faulted.values()) > 300  # the soak really exercised the API
+    # The soak really met faults: at 10 % of several hundred calls, dozens were 503s or resets.
+    assert e2e.sim.state()["transient_faults_served"] >= 10
 
 
 def test_a_templated_output_path_triggers_the_dag_scheduled_on_the_alias(e2e: E2E) -> None:
