@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -223,3 +224,14 @@ def task_state_store_rows(dag_id: str, run_id: str) -> list[dict[str, Any]]:
             )
         ).all()
         return [{"key": row.key, "value": json.loads(row.value)} for row in rows]
+
+
+# The keys of the operator's return value, as documented.
+RESULT_KEYS = frozenset(
+    {"run_id", "model", "status", "video_url", "cost", "currency", "output_path"}
+)
+
+
+def errors(output: str, error_class: str) -> list[str]:
+    """The lines of a dag.test() run's output that report ``error_class``."""
+    return [line for line in output.splitlines() if re.match(rf"^\S*{error_class}: ", line)]

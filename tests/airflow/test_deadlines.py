@@ -9,7 +9,6 @@ bound. A watchdog ends a run that overstays, so a broken bound fails the test in
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.airflow.harness import DagOutcome, run_dag, stored_triggers
+from tests.airflow.harness import DagOutcome, errors, run_dag, stored_triggers
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -95,10 +94,6 @@ def seconds_from_submission_to_end(outcome: DagOutcome, task_id: str = "generate
             )
         )
     return float((ended - pushed).total_seconds())
-
-
-def errors(output: str, error_class: str) -> list[str]:
-    return [line for line in output.splitlines() if re.match(rf"^\S*{error_class}: ", line)]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.airflow.harness import run_dag
+from tests.airflow.harness import RESULT_KEYS, run_dag
 from tests.conftest import EXAMPLE_DAGS
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -64,12 +64,4 @@ def test_daily_video_feeds_the_asset_consumer(sim: NanoGPTSimulator, tmp_path: P
     assert consumer.state == "success"
     assert consumer.xcoms[("publish", "return_value")] == result["output_path"]
     # The return value stays small and JSON-able: exactly the documented keys.
-    assert set(json.loads(json.dumps(result))) == {
-        "run_id",
-        "model",
-        "status",
-        "video_url",
-        "cost",
-        "currency",
-        "output_path",
-    }
+    assert set(json.loads(json.dumps(result))) == RESULT_KEYS

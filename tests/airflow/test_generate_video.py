@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.airflow.harness import run_dag, stored_triggers
+from tests.airflow.harness import RESULT_KEYS, run_dag, stored_triggers
 from tests.conftest import CANARY_KEY
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -73,15 +73,7 @@ def test_sync_mode_gives_the_same_result(sim: NanoGPTSimulator, tmp_path: Path) 
     )
     assert outcome.state == "success"
     result = _result(outcome)
-    assert set(result) == {
-        "run_id",
-        "model",
-        "status",
-        "video_url",
-        "cost",
-        "currency",
-        "output_path",
-    }
+    assert set(result) == RESULT_KEYS
     assert result["status"] == "success" and (tmp_path / "v.mp4").exists()
     run_id = result["run_id"]
     assert not [t for t in stored_triggers("VideoStatusTrigger") if t["run_id"] == run_id]

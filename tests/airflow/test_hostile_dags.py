@@ -6,7 +6,6 @@ in its log, the result it returned, and how many submissions reached the API.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.airflow.harness import budget_dag, run_dag
+from tests.airflow.harness import budget_dag, errors, run_dag
 from tests.conftest import connection_json
 from tests.hostile import HostileServer, Reply
 
@@ -22,10 +21,6 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 PROMPT = "a paper lantern on a lake"
 RUN = "vid_fake0001"
-
-
-def errors(output: str, error_class: str) -> list[str]:
-    return [line for line in output.splitlines() if re.match(rf"^\S*{error_class}: ", line)]
 
 
 @pytest.fixture

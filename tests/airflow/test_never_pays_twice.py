@@ -19,6 +19,7 @@ from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import (
     DagOutcome,
     clear_and_rerun,
+    errors,
     run_dag,
     task_state_store_rows,
 )
@@ -46,10 +47,6 @@ def charged(sim: NanoGPTSimulator) -> tuple[int, int]:
 def only_job(sim: NanoGPTSimulator) -> dict[str, Any]:
     (job,) = sim.state()["jobs"]
     return job
-
-
-def errors(output: str, error_class: str) -> list[str]:
-    return [line for line in output.splitlines() if re.match(rf"^\S*{error_class}: ", line)]
 
 
 def result(outcome: DagOutcome) -> dict[str, Any]:
