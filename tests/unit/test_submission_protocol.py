@@ -16,6 +16,7 @@ A history ends with clean tries (no faults, no crashes): the current generation 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -49,14 +50,14 @@ IDENTITY = "dag/run/generate/-1"
 # Real seconds per simulated second: a job (2 s queued + 8 s rendering) takes 0.1 s.
 TIME_SCALE = 0.01
 # One HTTP exchange, the submission included, may take this long (real seconds).
-REQUEST_TIMEOUT = 0.3
+REQUEST_TIMEOUT = 0.25
 # A "timeout" submit: the simulator holds the request this long, then creates the job, after the
 # client has given up (real seconds; longer than REQUEST_TIMEOUT).
-CREATED_AFTER_TIMEOUT = 0.45
+CREATED_AFTER_TIMEOUT = 0.35
 # NanoGPT lists a new job in its lookup this late, when the lookup is lagging (real seconds).
-LOOKUP_LAG = 0.2
+LOOKUP_LAG = 0.15
 # Longer than any job takes to be created and listed in this world: the protocol's assumption.
-SETTLE_SECONDS = 0.8
+SETTLE_SECONDS = 0.6
 MAX_RATE_LIMIT_SLEEP = 0.5
 
 PAYLOADS = {
@@ -114,16 +115,18 @@ Step = Try | Clear
 
 steps = st.lists(
     st.one_of(
+        # Weighted toward the plain answer and no crash, so that histories get deep enough to
+        # deliver, retry and clear, while every fault still comes up.
         st.builds(
             Try,
-            st.sampled_from(SUBMIT_ANSWERS),
-            st.sampled_from(LOOKUP_ANSWERS),
-            st.sampled_from(CRASHES),
+            st.sampled_from(("ok",) * 6 + SUBMIT_ANSWERS[1:]),
+            st.sampled_from(("ok",) * 3 + LOOKUP_ANSWERS[1:]),
+            st.sampled_from(("none",) * 2 + CRASHES[1:]),
         ),
         st.just(Clear()),
     ),
-    min_size=1,
-    max_size=6,
+    min_size=4,
+    max_size=7,
 )
 
 
@@ -158,10 +161,8 @@ class CrashingHook(NanoGPTHook):
     def submit_video(self, payload: Any, **kwargs: Any) -> Any:
         if not self.crash_before_answer:
             return super().submit_video(payload, **kwargs)
-        try:
+        with contextlib.suppress(NanoGPTError):  # whatever NanoGPT answered, nobody read it
             super().submit_video(payload, **kwargs)
-        except NanoGPTError:
-            pass  # whatever NanoGPT answered, nobody read it
         raise WorkerCrash("killed before the answer was read")
 
 
@@ -335,15 +336,20 @@ def fast_hook(
 # The suite-wide check would repeat what this test already fails on, with less context.
 @pytest.mark.charges_twice(reason="checked after every step by the test itself")
 @settings(
-    max_examples=45,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(payload=st.sampled_from(sorted(PAYLOADS)), history=steps)
+@given(payload=st.sampled_from(("plain", "plain", "created-then-500", "fails")), history=steps)
 @example(
     payload="plain",
-    history=[Try("ok", "ok", "before-delivery"), Clear(), Try("ok", "ok", "none"), Try("ok", "ok", "none")],
-)
+    history=[
+        Try("ok", "ok", "before-delivery"),
+        Clear(),
+        Try("ok", "ok", "none"),
+        Try("ok", "ok", "none"),
+    ],
+)  # a run sent before a clear, delivered after it: the retry that follows reattaches
 def test_no_history_of_tries_and_clears_pays_twice_or_loses_a_delivery(
     simulator: NanoGPTSimulator, fast_hook: CrashingHook, payload: str, history: list[Step]
 ) -> None:
@@ -358,9 +364,7 @@ def test_no_history_of_tries_and_clears_pays_twice_or_loses_a_delivery(
                 one_try(world, step)
             check_charges(world)
         # Clean tries: the current generation delivers (or, when every job fails, pays nothing).
-        generation_delivered = (
-            world.generation is not None and world.generation in world.delivered
-        )
+        generation_delivered = world.generation is not None and world.generation in world.delivered
         for _ in range(3):
             if generation_delivered:
                 break
@@ -372,8 +376,6 @@ def test_no_history_of_tries_and_clears_pays_twice_or_loses_a_delivery(
         if payload == "fails":
             assert not simulator.state()["ledger"], "a failed job stayed charged"
         else:
-            assert generation_delivered, "clean tries did not deliver:\n" + "\n".join(
-                world.history
-            )
+            assert generation_delivered, "clean tries did not deliver:\n" + "\n".join(world.history)
     finally:
         time.sleep(max(0.0, world.in_flight_until - time.time()))
