@@ -123,6 +123,9 @@ class RunRecord:
     cost: float | None = None
     payment_source: str | None = None
     delivered: bool = False
+    # The clear generation this run is for: the sending try's, or a later one's that took the
+    # run over (a clear before delivery). None in records of earlier releases.
+    generation: int | None = None
 
     @classmethod
     def from_json(cls, value: object) -> RunRecord | None:
@@ -144,6 +147,7 @@ class RunRecord:
             cost=as_number(value.get("cost")),
             payment_source=as_str(value.get("payment_source")),
             delivered=bool(value.get("delivered", False)),
+            generation=_int_or_none(value.get("generation")),
         )
 
     def submission(self) -> Submission:
@@ -256,8 +260,11 @@ def find_or_submit(
             )
         elif record.run_id is not None:
             if (attached := _reattach(hook, record, log, deadline)) is not None:
+                _take_over(records, record, attempt)
                 return attached
         elif decision := _settle_uncertain(look_up, records, record, attempt, settle_seconds, log):
+            if isinstance(decision, Attached):
+                _take_over(records, records.load() or record, attempt)
             return decision
     elif record is None and not records.available and attempt.try_number > 1:
         tag = users_tag or submission_tag(attempt.identity, request_fingerprint, None)
@@ -291,7 +298,15 @@ def _cleared_since(record: RunRecord, attempt: TaskAttempt, log: Any) -> bool:
             _describe(record),
         )
         return False
-    return record.try_number < attempt.generation
+    served = record.try_number if record.generation is None else record.generation
+    return served < attempt.generation
+
+
+def _take_over(records: RunRecords, record: RunRecord, attempt: TaskAttempt) -> None:
+    """Record that this clear generation delivers ``record``'s run, sent before a clear: a retry
+    after its delivery is then told from a clear after it."""
+    if attempt.generation is not None and record.generation != attempt.generation:
+        records.save(replace(record, generation=attempt.generation))
 
 
 def _reattach(
@@ -488,6 +503,7 @@ def _send(
         sent_at=time.time(),
         try_number=attempt.try_number,
         model=as_str(payload.get("model")),
+        generation=attempt.generation,
     )
     records.save(record)  # before sending: a crash mid-request leaves a trace to look up
     try:
@@ -546,6 +562,11 @@ def _describe(record: RunRecord) -> str:
 def _names(runs: list[RecoveredRun]) -> str:
     shown = ", ".join(f"{run.run_id} ({run.state.value.lower()})" for run in runs[:5])
     return f"run {shown}" if len(runs) == 1 else f"runs {shown}"
+
+
+def _int_or_none(value: object) -> int | None:
+    number = as_number(value)
+    return None if number is None else int(number)
 
 
 def _epoch(value: str | None) -> float | None:
