@@ -110,6 +110,14 @@ class NanoGPTConnectionError(NanoGPTError):
         self.request_sent = request_sent
 
 
+class NanoGPTDeadlinePassedError(NanoGPTConnectionError):
+    """The task's deadline (``timeout`` or ``execution_timeout``) passed before a call was made:
+    nothing was sent."""
+
+    def __init__(self, message: str, **kw: object):
+        super().__init__(message, request_sent=False, **kw)
+
+
 class NanoGPTTLSError(NanoGPTConnectionError, NanoGPTPermanentError):
     """The TLS handshake failed: an https:// URL to a plain-HTTP server, an untrusted or expired
     certificate, or one issued for another host.

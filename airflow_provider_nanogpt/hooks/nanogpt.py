@@ -49,6 +49,7 @@ from airflow_provider_nanogpt.api.status import VideoStatus, normalize_status
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTConfigurationError,
     NanoGPTConnectionError,
+    NanoGPTDeadlinePassedError,
     NanoGPTDownloadError,
     NanoGPTResponseError,
 )
@@ -457,9 +458,9 @@ def _budget(
 def _check_not_past(deadline: float | None, request: ApiRequest, settings: ClientSettings) -> None:
     """Refuse to start an exchange once ``deadline`` has passed (nothing is sent)."""
     if deadline is not None and deadline - time.time() <= 0:
-        raise NanoGPTConnectionError(
-            f"Could not {request.action} at {settings.base_url}: the deadline has passed",
-            request_sent=False,
+        raise NanoGPTDeadlinePassedError(
+            f"Could not {request.action} at {settings.base_url}: the task's deadline (timeout "
+            "or execution_timeout) passed before it was sent; nothing was sent"
         )
 
 

@@ -262,7 +262,10 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         execution_deadline: float | None = None,
     ) -> Any:
         from airflow_provider_nanogpt.deadline import earliest
-        from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
+        from airflow_provider_nanogpt.exceptions import (
+            NanoGPTDeadlinePassedError,
+            NanoGPTRateLimitError,
+        )
         from airflow_provider_nanogpt.submission import LookUpLater, RunRecords, find_or_submit
 
         # Before anything is sent (even a lookup): a guard that renders to nothing fails here.
@@ -301,6 +304,11 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                     else None,
                     deadline=deadline,
                 )
+            except NanoGPTDeadlinePassedError as exc:
+                if rate_limited_since is None:
+                    raise
+                # Waiting out the 429 (and resuming from it) used up what was left: nothing sent.
+                raise self._rate_limited_too_long(rate_limited_since, 0.0, "HTTP 429") from exc
             except NanoGPTRateLimitError as exc:
                 # A 429 on the submit or on the lookup of an earlier send: nothing was sent.
                 rate_limited_since = rate_limited_since or time.time()
@@ -402,13 +410,8 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 max_delay=RATE_LIMIT_BACKOFF_MAX_SECONDS,
             )
             wait = backoff.backoff(deferrals + 1)
-        waited = time.time() - since
-        if waited + wait > self.timeout:
-            raise NanoGPTRateLimitError(
-                f"NanoGPT kept rate limiting this submission for {waited:.0f} s; waiting another "
-                f"{wait:.0f} s would pass timeout={self.timeout:g} s. Nothing was submitted. "
-                f"Last answer: {exc}"
-            ) from exc
+        if time.time() - since + wait > self.timeout:
+            raise self._rate_limited_too_long(since, wait, str(exc)) from exc
         if execution_deadline is not None and time.time() + wait > execution_deadline:
             from airflow_provider_nanogpt.deadline import (
                 before_submitting_ended,
@@ -421,6 +424,17 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 f"Nothing was submitted. Last answer: {exc}"
             ) from exc
         return wait
+
+    def _rate_limited_too_long(
+        self, since: float, wait: float, last_answer: str
+    ) -> NanoGPTRateLimitError:
+        from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
+
+        return NanoGPTRateLimitError(
+            f"NanoGPT kept rate limiting this submission for {time.time() - since:.0f} s; "
+            f"waiting another {wait:.0f} s would pass timeout={self.timeout:g} s. Nothing was "
+            f"submitted. Last answer: {last_answer}"
+        )
 
     def _check_settle_wait(
         self, moment: float, reason: str, execution_deadline: float | None

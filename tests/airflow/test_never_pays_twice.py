@@ -313,7 +313,9 @@ def test_rate_limited_waiting_ends_at_the_timeout(
     assert charged(sim)[1] == 0
     out = capfd.readouterr().out
     assert 1 <= len(_logged_waits(out)) <= 5
-    line = errors(out, "NanoGPTRateLimitError")[-1]
+    found = errors(out, "NanoGPTRateLimitError")
+    assert found, out[-3000:]
+    line = found[-1]
     assert "kept rate limiting this submission" in line and "timeout=1.5 s" in line
     assert charged(sim)[0] >= 2  # it kept asking, and each ask was refused: nothing was paid
 
