@@ -109,10 +109,10 @@ def test_a_lookup_rate_limited_for_hours_fails_the_try_and_never_sends(
 def test_a_job_not_listed_yet_is_waited_for_not_paid_again(
     sim: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    # NanoGPT lists a new job in recover only 2.5 s after creating it (the DAG settles for 3 s);
+    # NanoGPT lists a new job in recover only 7 s after creating it (the DAG settles for 10 s);
     # the retry comes sooner than that.
-    sim.configure(recover_lag_seconds=50)
-    outcome = run_dag("nanogpt_uncertain", {"prompt": f"{PROMPT} [sim:submit500]"})
+    sim.configure(recover_lag_seconds=140)
+    outcome = run_dag("nanogpt_uncertain_late_listing", {"prompt": f"{PROMPT} [sim:submit500]"})
     assert outcome.state == "success"
     assert charged(sim) == (1, 1)
     assert outcome.try_numbers["generate"] == 2

@@ -74,6 +74,14 @@ submit_only = _generate_dag("nanogpt_submit_only", wait_for_completion=False)
 uncertain = _generate_dag(
     "nanogpt_uncertain", retries=3, retry_delay=timedelta(seconds=0), settle_seconds=3.0
 )
+# A job NanoGPT lists late: the settle time (10 s) outlasts the listing lag the test sets (7 s),
+# and the lag outlasts how long a retry takes to start, even on a loaded machine.
+uncertain_late_listing = _generate_dag(
+    "nanogpt_uncertain_late_listing",
+    retries=3,
+    retry_delay=timedelta(seconds=0),
+    settle_seconds=10.0,
+)
 uncertain_sync = _generate_dag(
     "nanogpt_uncertain_sync",
     deferrable=False,
