@@ -70,6 +70,7 @@ def test_recover_lists_own_runs_newest_first(open_sim: NanoGPTSimulator) -> None
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", item["createdAt"])
 
 
+@pytest.mark.charges_twice("two jobs share a conversationUUID on purpose: the filter is the test")
 def test_recover_filters(sim: NanoGPTSimulator) -> None:
     a = submit_ok(sim, conversationUUID="conv-a")
     b = submit_ok(sim, model="veo3-video", conversationUUID="conv-a")
