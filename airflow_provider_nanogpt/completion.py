@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_provider_nanogpt.events import VideoEvent
 from airflow_provider_nanogpt.exceptions import NanoGPTCompletedWithoutVideoError
+from airflow_provider_nanogpt.job_card import JOB_KEY
 from airflow_provider_nanogpt.links.video import VIDEO_URL_XCOM_KEY
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ class VideoTaskMixin:
         event.raise_for_status()
 
     # The XCom key of this task's job card (see ``airflow_provider_nanogpt.job_card``).
-    job_card_key: str = "nanogpt_job"
+    job_card_key: str = JOB_KEY
 
     def job_card(self, context: Context) -> dict[str, Any]:
         """This task's job card as pushed at submission (empty for a sensor, which pushes none)."""

@@ -5,7 +5,7 @@
 * ``GenerateVideoOperator`` (deferrable, the default), one thread per task instance. On a 429
   whose ``Retry-After`` exceeds a short worker sleep, the operator defers to a
   ``WaitUntilTrigger`` (Retry-After times a random 1.0-1.03) and submits again in
-  ``execute_after_rate_limit``. Here the "triggerer" is a sleep until the trigger's moment, and
+  ``execute_after_wait``. Here the "triggerer" is a sleep until the trigger's moment, and
   the worker slot counts only the time inside ``execute`` calls. A caller is done when the
   operator defers to the status trigger, i.e. right after its video was accepted;
 * ``NanoGPTHook.submit_video`` from 200 threads: the shared retry policy sleeps out every 429

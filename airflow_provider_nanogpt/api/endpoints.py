@@ -59,13 +59,6 @@ def status_request(run_id: str) -> ApiRequest:
     return ApiRequest("GET", STATUS_PATH, f"get the status of {run_id}", {"requestId": run_id})
 
 
-def legacy_status_request(run_id: str, model: str | None = None) -> ApiRequest:
-    params = {"runId": run_id}
-    if model:
-        params["model"] = model
-    return ApiRequest("GET", LEGACY_STATUS_PATH, f"get the legacy status of {run_id}", params)
-
-
 def balance_request() -> ApiRequest:
     return ApiRequest("POST", BALANCE_PATH, "check the balance")
 

@@ -17,6 +17,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTDownloadError,
     NanoGPTVideoRefusedError,
 )
+from airflow_provider_nanogpt.hooks.settings import CONNECT_TIMEOUT
 from airflow_provider_nanogpt.hooks.video_hosts import (
     check_video_url,
     guarded_connections,
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_nanogpt.hooks.settings import ClientSettings
 
-CONNECT_TIMEOUT = 10.0
 # Each chunk is a new bytes object. Measured in a new worker process: at 1 MiB the copies into
 # freshly faulted memory cost a third of the throughput; at 256 KiB the heap's pages are reused.
 DOWNLOAD_CHUNK_BYTES = 256 * 1024

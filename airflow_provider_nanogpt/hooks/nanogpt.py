@@ -22,7 +22,6 @@ from airflow.sdk import BaseHook
 from airflow_provider_nanogpt.api.endpoints import (
     ApiRequest,
     balance_request,
-    legacy_status_request,
     recover_request,
     status_request,
     submit_request,
@@ -54,6 +53,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTResponseError,
 )
 from airflow_provider_nanogpt.hooks.settings import (
+    CONNECT_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
     ClientSettings,
     settings_from,
@@ -74,7 +74,6 @@ __all__ = [
 ]
 
 SUBMIT_TIMEOUT_FLOOR = 60.0
-CONNECT_TIMEOUT = 10.0
 # NanoGPT's answers are small JSON documents; anything larger is refused unread.
 MAX_API_BODY_BYTES = 4 * 1024 * 1024
 # The model catalog changes rarely: one task execution reads it once (validation and the cost
@@ -317,10 +316,6 @@ class NanoGPTHook(BaseHook):
     async def aget_video_status(self, run_id: str, *, deadline: float | None = None) -> VideoStatus:
         body = await self._arequest(status_request(run_id), deadline=deadline)
         return normalize_status(body, run_id)
-
-    def get_legacy_video_status(self, run_id: str, model: str | None = None) -> VideoStatus:
-        """The deprecated ``/api/generate-video/status`` endpoint, for old run ids."""
-        return normalize_status(self._request(legacy_status_request(run_id, model)), run_id)
 
     # --- API: account and catalog ------------------------------------------------------------
 

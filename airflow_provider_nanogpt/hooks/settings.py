@@ -20,6 +20,8 @@ from airflow_provider_nanogpt.exceptions import NanoGPTConfigurationError
 from airflow_provider_nanogpt.hooks.video_hosts import VideoHostPolicy
 
 DEFAULT_REQUEST_TIMEOUT = 30.0
+# Establishing a connection, to NanoGPT or to a video host.
+CONNECT_TIMEOUT = 10.0
 DEFAULT_DOWNLOAD_TIMEOUT = 1800.0
 DEFAULT_MAX_VIDEO_BYTES = 2 * 1024**3
 

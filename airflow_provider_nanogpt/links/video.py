@@ -11,12 +11,14 @@ from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseOperatorLink
 
+from airflow_provider_nanogpt.job_card import JOB_KEY
+
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
 VIDEO_URL_XCOM_KEY = "video_url"
-DEFAULT_JOB_CARD_KEY = "nanogpt_job"
+DEFAULT_JOB_CARD_KEY = JOB_KEY
 
 
 def _xcom(key: str, ti_key: TaskInstanceKey) -> Any:

@@ -249,9 +249,6 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             execution_deadline=execution_deadline(self, context, state.get("execution_deadline")),
         )
 
-    # Tasks deferred by earlier releases resume through this name.
-    execute_after_rate_limit = execute_after_wait
-
     def _submit_and_wait(
         self,
         context: Context,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_nanogpt.completion import VideoTaskMixin
+from airflow_provider_nanogpt.job_card import WATCH_KEY
 from airflow_provider_nanogpt.links.video import NanoGPTSavedVideoLink, NanoGPTVideoLink
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class VideoStatusSensor(VideoTaskMixin, BaseSensorOperator):
 
     template_fields: Sequence[str] = ("run_id", "output_path", "nanogpt_conn_id")
     # The run was submitted (and paid) elsewhere: this task's card only says how it ended.
-    job_card_key = "nanogpt_job_watch"
+    job_card_key = WATCH_KEY
     operator_extra_links = (NanoGPTVideoLink(), NanoGPTSavedVideoLink())
     ui_color = "#f2e3ff"
 

@@ -85,14 +85,6 @@ def test_status_shapes_reach_completed_with_url(
     assert seen >= {VideoState.RUNNING, VideoState.COMPLETED}
 
 
-def test_legacy_status_endpoint(hook: NanoGPTHook) -> None:
-    run_id = hook.submit_video(KLING).run_id
-    wait_until_done(hook, run_id)
-    status = hook.get_legacy_video_status(run_id, "kling-video-v2")
-    assert status.state is VideoState.COMPLETED
-    assert status.run_id == run_id and status.video_url
-
-
 async def test_async_status_matches_sync(hook: NanoGPTHook) -> None:
     run_id = hook.submit_video({**KLING, "prompt": "x [sim:shape=flat]"}).run_id
     wait_until_done(hook, run_id)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_nanogpt.job_card import JOB_KEY
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import DagOutcome, run_dag
 from tests.conftest import CANARY_KEY, connection_json
@@ -57,7 +58,7 @@ def _pretend_still_rendering(outcome: DagOutcome) -> None:
             select(XComModel).where(
                 XComModel.dag_id == outcome.dag_id,
                 XComModel.run_id == outcome.run_id,
-                XComModel.key == "nanogpt_job",
+                XComModel.key == JOB_KEY,
             )
         ).one()
         card.value = {**card.value, "state": "submitted", "finished_at": None, "error": None}
