@@ -2,22 +2,26 @@
 
 The simulator stands in for NanoGPT as documented; this server is for the rest: redirects to other
 hosts, bodies that echo secrets, slow drips, endless streams, garbage. Each test scripts the
-routes it needs and reads back what the client sent.
+routes it needs and reads back what the client sent. As a front before the simulator
+(``fallback=forward_to(simulator.url)``), it passes requests through and lets a test replace
+NanoGPT's real answer with a hostile one after NanoGPT has acted on the request.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Reply:
     chunks: Iterable[bytes] | None = None
     drip: float = 0.0
     content_length: int | None = None  # announce this instead of the real length
+    reset: bool = False  # drop the connection (TCP RST) instead of answering
 
     def payload(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -85,13 +90,21 @@ class HostileServer:
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+        fallback: Handler | None = None,
     ) -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
+        self.fallback = fallback  # answers what no route does (a 404 without one)
         self.seen: list[Seen] = []
         self._server = _CountingServer((host, port), _handler_for(self), tls)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: shutting the server down waits for one.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -139,13 +152,20 @@ def _handler_for(server: HostileServer) -> type[BaseHTTPRequestHandler]:
                 body=self.rfile.read(length) if length else b"",
             )
             server.seen.append(seen)
-            route = server.routes.get((self.command, split.path))
+            route = server.routes.get((self.command, split.path)) or server.fallback
             reply = route(seen) if route else Reply(404, {"error": "no route"})
             self.close_connection = True
             with contextlib.suppress(OSError):  # the client gave up: that is often the point
                 self._write(reply)
 
         def _write(self, reply: Reply) -> None:
+            if reply.reset:
+                # Linger 0: close() sends RST, so the client sees a reset, not an empty answer.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.connection.close()
+                return
             chunks: Iterator[bytes]
             if reply.chunks is not None:
                 chunks = iter(reply.chunks)
@@ -175,3 +195,34 @@ def _handler_for(server: HostileServer) -> type[BaseHTTPRequestHandler]:
         do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _handle
 
     return Handler
+
+
+# Hop-by-hop or recomputed headers: the front writes its own.
+_NOT_FORWARDED = frozenset({"connection", "content-length", "transfer-encoding", "keep-alive"})
+
+
+def forward_to(upstream: str, timeout: float = 30.0) -> Handler:
+    """A handler that passes each request to ``upstream`` (``http://host:port``) and answers
+    with its answer; an upstream that drops the connection is dropped in turn.
+
+    The client's Host header goes along, so URLs the upstream builds from it (a video's) point
+    back at the front.
+    """
+    split = urlsplit(upstream)
+
+    def forward(seen: Seen) -> Reply:
+        path = seen.path + (f"?{urlencode(seen.query, doseq=True)}" if seen.query else "")
+        headers = {k: v for k, v in seen.headers.items() if k not in _NOT_FORWARDED}
+        connection = http.client.HTTPConnection(split.hostname or "", split.port, timeout=timeout)
+        try:
+            connection.request(seen.method, path, body=seen.body or None, headers=headers)
+            answer = connection.getresponse()
+            body = answer.read()
+        except (OSError, http.client.HTTPException):
+            return Reply(reset=True)
+        finally:
+            connection.close()
+        kept = {k: v for k, v in answer.getheaders() if k.lower() not in _NOT_FORWARDED}
+        return Reply(answer.status, body, headers=kept)
+
+    return forward

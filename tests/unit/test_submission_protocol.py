@@ -1,39 +1,64 @@
 """The submission protocol searched for breaks: one task instance across many tries and clears.
 
-Hypothesis generates a history of one task instance: tries, each meeting a chosen submit answer,
-a chosen lookup answer and a chosen crash point, and clears between them. Each try drives the
-real ``find_or_submit`` with the real ``NanoGPTHook`` against the in-process simulator, with a
-dict-backed task state store that survives tries (Airflow 3.3's), and, when it gets a run, waits
-for it and marks it delivered. After every step the promises are checked:
+Each try drives the real ``find_or_submit`` with the real ``NanoGPTHook``, through a front
+(``tests/hostile.py``) before the in-process simulator, with a dict-backed task state store that
+survives tries (Airflow 3.3's); when it gets a run it waits for it, downloads the video and marks
+it delivered. A try meets one submit answer, one lookup outcome and one crash point:
+
+* submit answers: 2xx, 429, another 4xx, 5xx, a 5xx typed as a rate limit, a reset, a read
+  timeout, a redirect, a slow drip, an unreadable 2xx. The front's answers come after it passed
+  the request on, so NanoGPT did create (and charge) the job;
+* lookup outcomes (NanoGPT's list of runs by tag, read after an uncertain send): found, lagging,
+  429, 5xx, rows without a tag, undated rows;
+* crash points: see ``CRASHES``.
+
+After every step the promises are checked:
 
 1. at most one charge per clear generation (the simulator's ledger, per submission tag);
 2. a retry after delivery, with no clear between, delivers the same run again, unpaid;
 3. a clear after delivery makes exactly one new video, once a try of the new generation delivers;
-4. every error is one of the provider's typed errors, never a raw exception.
+4. every error is one of the provider's typed errors, never a raw exception, and "a person must
+   decide" (``NanoGPTSubmissionUnresolvedError``) only where the answer leaves no other way: a
+   redirected submit, a lookup listing rows without a tag or a date.
 
-A history ends with clean tries (no faults, no crashes): the current generation must deliver.
+Two drivers: every (submit answer x crash point) pair exhaustively, each followed by retries that
+meet every lookup outcome in turn, a clear and a retry; and Hypothesis's state machine for deeper
+histories of tries and clears.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTError,
     NanoGPTSubmissionUnresolvedError,
 )
+from airflow_provider_nanogpt.hooks import download as download_module
 from airflow_provider_nanogpt.hooks import nanogpt as hook_module
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
+from airflow_provider_nanogpt.simulator.video import video_sha256
+from airflow_provider_nanogpt.storage import atomic_writer
 from airflow_provider_nanogpt.submission import (
     Attached,
     LookUpLater,
@@ -43,7 +68,8 @@ from airflow_provider_nanogpt.submission import (
     fingerprint,
     submission_tag,
 )
-from tests.conftest import FAST_RETRIES
+from tests.conftest import FAST_RETRIES, connection_json
+from tests.hostile import HostileServer, Reply, Seen, forward_to
 
 LOG = logging.getLogger("test_submission_protocol")
 IDENTITY = "dag/run/generate/-1"
@@ -59,38 +85,74 @@ LOOKUP_LAG = 0.15
 # Longer than any job takes to be created and listed in this world: the protocol's assumption.
 SETTLE_SECONDS = 0.6
 MAX_RATE_LIMIT_SLEEP = 0.5
+VIDEO_BYTES = 20_000  # small, so downloads cost little; still more than one write
 
+SUBMIT = "/api/generate-video"
+RECOVER = "/api/generate-video/recover"
 PAYLOADS = {
-    "plain": {"model": "kling-video-v2", "prompt": "a kite over a beach", "duration": "5"},
-    # Every accepted submit creates the job and then answers 500.
-    "created-then-500": {
+    "plain": {
         "model": "kling-video-v2",
-        "prompt": "a kite over a beach [sim:submit500]",
+        "prompt": f"a kite over a beach [sim:size={VIDEO_BYTES}]",
         "duration": "5",
     },
     # Every job ends FAILED (refunded): a later try submits a new one.
     "fails": {"model": "kling-video-v2", "prompt": "a kite [sim:fail]", "duration": "5"},
 }
 
-SUBMIT_ANSWERS = (
+# Answers the simulator gives in place of processing the submit: nothing is created, except
+# by "timeout-then-created" (it processes the request after the client gave up).
+SIMULATOR_ANSWERS = {
+    "429-retry-after-0": {"kind": "429", "retry_after": 0},  # slept out and re-sent in the call
+    "429": {"kind": "429", "retry_after": 100_000, "count": 10},  # too long to sleep: raised
+    "daily-cap": {"kind": "daily_cap", "count": 10},  # a typed rate_limit_error 429
+    "404": {"kind": "404"},
+    "500-nothing-created": {"kind": "500"},  # the answer does not prove it
+    "503-typed": {"kind": "503", "body_shape": "openai"},
+    "reset-nothing-created": {"kind": "reset"},
+    "malformed": {"kind": "malformed"},  # a 200 that cannot be read
+    "timeout-then-created": {"kind": "timeout", "delay": CREATED_AFTER_TIMEOUT / TIME_SCALE},
+}
+# Answers the front gives after passing the submit on: NanoGPT created and charged the job.
+FRONT_ANSWERS = {
+    "500": lambda _real: Reply(500, {"error": "Video generation failed", "status": 500}),
+    "503-rate-limit": lambda _real: Reply(
+        503,
+        {"error": {"message": "Rate limit exceeded", "type": "rate_limit_error"}},
+        headers={"Retry-After": "0"},
+    ),
+    "reset": lambda _real: Reply(reset=True),
+    "redirect": lambda _real: Reply(
+        307, b"", headers={"Location": "http://127.0.0.1:9/api/generate-video"}
+    ),
+    # The real 202, a byte each REQUEST_TIMEOUT: no complete answer in time.
+    "drip": lambda real: Reply(real.status, real.body, headers=real.headers, drip=REQUEST_TIMEOUT),
+}
+SUBMIT_ANSWERS = ("ok", *SIMULATOR_ANSWERS, *FRONT_ANSWERS)
+# One of each kind the issue names, for the exhaustive pairs (the others come up in histories).
+PAIRED_ANSWERS = (
     "ok",
-    "429-retry-after-0",  # slept out and re-sent inside the call: nothing was created
-    "429-long",  # longer than the call may sleep: NanoGPTRateLimitError, nothing created
-    "daily-cap",  # a typed rate_limit_error 429 until midnight
-    "404",  # a 4xx answer: nothing was created
-    "500",  # nothing was created, but the answer does not prove it
-    "503-typed",  # a typed JSON body on a 5xx: a 5xx stays a 5xx
-    "reset",  # the connection dropped after the request left
-    "malformed",  # a 200 that cannot be read
-    "timeout-then-created",  # no answer in time; NanoGPT creates the job afterwards
+    "429",
+    "404",
+    "500",
+    "500-nothing-created",
+    "503-rate-limit",
+    "reset",
+    "reset-nothing-created",
+    "timeout-then-created",
+    "redirect",
+    "drip",
 )
-LOOKUP_ANSWERS = ("ok", "429", "500", "lagging")
+LOOKUPS = ("ok", "lagging", "429", "500", "untagged", "undated")
+# The lookup faults in the order a retry meets them: the failing ones leave the record as it is.
+LOOKUP_FAULTS = ("429", "500", "untagged", "undated", "lagging")
 CRASHES = (
     "none",
-    "before-record",  # the worker dies before the intent is written
+    "before-record",  # the worker dies before the intent is written (before_send)
+    "after-record",  # the intent is written; the worker dies before the request leaves
     "before-answer",  # the request left; the worker dies before reading the answer
     "before-record-update",  # the answer came; the worker dies before recording it
-    "before-delivery",  # the run was attached; the worker dies while waiting for it
+    "while-waiting",  # the run was attached; the worker dies while waiting for it
+    "during-download",  # the run completed; the worker dies with the video half written
     "after-delivery",  # delivered and marked, then the try fails (post_execute, say)
 )
 
@@ -101,9 +163,9 @@ class WorkerCrash(BaseException):
 
 @dataclass(frozen=True)
 class Try:
-    submit: str
-    lookup: str
-    crash: str
+    submit: str = "ok"
+    lookup: str = "ok"
+    crash: str = "none"
 
 
 @dataclass(frozen=True)
@@ -111,23 +173,7 @@ class Clear:
     pass
 
 
-Step = Try | Clear
-
-steps = st.lists(
-    st.one_of(
-        # Weighted toward the plain answer and no crash, so that histories get deep enough to
-        # deliver, retry and clear, while every fault still comes up.
-        st.builds(
-            Try,
-            st.sampled_from(("ok",) * 6 + SUBMIT_ANSWERS[1:]),
-            st.sampled_from(("ok",) * 3 + LOOKUP_ANSWERS[1:]),
-            st.sampled_from(("none",) * 2 + CRASHES[1:]),
-        ),
-        st.just(Clear()),
-    ),
-    min_size=4,
-    max_size=7,
-)
+CLEAN = Try()
 
 
 class CrashingStore(dict[str, Any]):
@@ -154,16 +200,46 @@ class CrashingStore(dict[str, Any]):
 
 
 class CrashingHook(NanoGPTHook):
-    """The real hook; ``crash_before_answer`` kills the worker once the request has left."""
+    """The real hook; it can kill the worker just before or just after the request leaves."""
 
-    crash_before_answer = False
+    crash: str = "none"
+    crash_mid_download = False
 
     def submit_video(self, payload: Any, **kwargs: Any) -> Any:
-        if not self.crash_before_answer:
+        if self.crash == "after-record":
+            raise WorkerCrash("killed before the request left")
+        if self.crash != "before-answer":
             return super().submit_video(payload, **kwargs)
         with contextlib.suppress(NanoGPTError):  # whatever NanoGPT answered, nobody read it
             super().submit_video(payload, **kwargs)
         raise WorkerCrash("killed before the answer was read")
+
+
+class Front:
+    """The hook's NanoGPT: the simulator, behind a front that can answer one submit its own way
+    (after passing it on) and strip the tag or the date from the rows a lookup lists."""
+
+    def __init__(self, simulator: NanoGPTSimulator) -> None:
+        self.submit_answer: str | None = None
+        self.lookup = "ok"
+        self._forward = forward_to(simulator.url, timeout=5)
+        self.server = HostileServer(fallback=self._handle)
+
+    def _handle(self, seen: Seen) -> Reply:
+        answer = self.submit_answer if (seen.method, seen.path) == ("POST", SUBMIT) else None
+        self.submit_answer = None if answer else self.submit_answer
+        real = self._forward(seen)
+        if answer is not None:
+            return FRONT_ANSWERS[answer](real)
+        if seen.path == RECOVER and self.lookup in ("untagged", "undated") and real.status == 200:
+            body = json.loads(real.payload())
+            for row in body.get("data", []):
+                if self.lookup == "untagged":
+                    row["conversationUUID"] = None
+                else:
+                    row.pop("createdAt", None)
+            return Reply(200, body)
+        return real
 
 
 @dataclass
@@ -171,8 +247,10 @@ class World:
     """One task instance's history, as the promises need it."""
 
     sim: NanoGPTSimulator
+    front: Front
     hook: CrashingHook
     payload: dict[str, Any]
+    output: Path
     store: CrashingStore = field(default_factory=CrashingStore)
     try_number: int = 0
     generation: int | None = None  # None: the next try starts a generation
@@ -187,44 +265,70 @@ class World:
     def tag(self, generation: int) -> str:
         return submission_tag(IDENTITY, fingerprint(self.payload), generation)
 
+    def story(self) -> str:
+        return "\n".join(self.history)
+
+    def delivered_now(self) -> bool:
+        return self.generation is not None and self.generation in self.delivered
+
+    def charged(self) -> int:
+        return sum(len(runs) for runs in self.sim.state()["ledger"].values())
+
+    def land_late_creations(self) -> None:
+        time.sleep(max(0.0, self.in_flight_until - time.time()))
+
 
 def arm_faults(world: World, step: Try) -> None:
     sim = world.sim
-    submit = {
-        "429-retry-after-0": {"kind": "429", "retry_after": 0},
-        "429-long": {"kind": "429", "retry_after": 100_000, "count": 10},
-        "daily-cap": {"kind": "daily_cap", "count": 10},
-        "404": {"kind": "404"},
-        "500": {"kind": "500"},
-        "503-typed": {"kind": "503", "body_shape": "openai"},
-        "reset": {"kind": "reset"},
-        "malformed": {"kind": "malformed"},
-        "timeout-then-created": {"kind": "timeout", "delay": CREATED_AFTER_TIMEOUT / TIME_SCALE},
-    }.get(step.submit)
-    if submit is not None:
+    if (submit := SIMULATOR_ANSWERS.get(step.submit)) is not None:
         sim.add_fault(endpoint="submit", **submit)
+    world.front.submit_answer = step.submit if step.submit in FRONT_ANSWERS else None
     if step.submit == "timeout-then-created":
         world.in_flight_until = time.time() + CREATED_AFTER_TIMEOUT + 0.2
     if step.lookup == "429":
         sim.add_fault(endpoint="recover", kind="429", retry_after=100_000, count=10)
     elif step.lookup == "500":
         sim.add_fault(endpoint="recover", kind="500", count=10)
+    world.front.lookup = step.lookup
     sim.configure(recover_lag_seconds=LOOKUP_LAG / TIME_SCALE if step.lookup == "lagging" else 0)
+    world.hook.crash = step.crash if step.crash in ("after-record", "before-answer") else "none"
+    world.hook.crash_mid_download = step.crash == "during-download"
+    world.store.crash_on_write = (
+        world.store.writes + 2 if step.crash == "before-record-update" else None
+    )
 
 
-def wait_for_run(hook: NanoGPTHook, run_id: str) -> str:
-    """Poll until the run ends; its final state's name."""
+def disarm(world: World) -> None:
+    world.sim.clear_faults()
+    world.sim.configure(recover_lag_seconds=0)
+    world.front.submit_answer, world.front.lookup = None, "ok"
+    world.hook.crash = "none"
+    world.hook.crash_mid_download = False
+    world.store.crash_on_write = None
+
+
+def wait_for_run(hook: NanoGPTHook, run_id: str) -> Any:
+    """Poll until the run ends; its final status."""
     deadline = time.time() + 10
     while time.time() < deadline:
         status = hook.get_video_status(run_id)
         if status.is_terminal:
-            return status.state.value
+            return status
         time.sleep(0.02)
     raise AssertionError(f"run {run_id} did not end")
 
 
-def one_try(world: World, step: Try) -> None:
-    """One try of the task: find or submit, wait, deliver; crashes and errors end it."""
+def may_need_a_person(step: Try) -> bool:
+    """Whether this try may end in NanoGPTSubmissionUnresolvedError: only a redirected submit
+    (sending again would meet it again) or a lookup whose rows cannot be told apart."""
+    return step.submit == "redirect" or step.lookup in ("untagged", "undated")
+
+
+def one_try(world: World, step: Try) -> bool:
+    """One try of the task: find or submit, wait, download, deliver; crashes and errors end it.
+
+    Whether the try reached its crash point (a try that ends earlier never gets there).
+    """
     world.try_number += 1
     if world.generation is None:
         world.generation = world.try_number
@@ -244,12 +348,9 @@ def one_try(world: World, step: Try) -> None:
         if step.crash == "before-record":
             raise WorkerCrash("killed before the intent was written")
 
-    world.store.crash_on_write = (
-        world.store.writes + 2 if step.crash == "before-record-update" else None
-    )
-    world.hook.crash_before_answer = step.crash == "before-answer"
     arm_faults(world, step)
     outcome = "?"
+    reached = step.crash == "none"
     try:
         while True:
             decision = find_or_submit(
@@ -272,38 +373,50 @@ def one_try(world: World, step: Try) -> None:
             # Promise 2: a retry after delivery delivers the same run, and pays nothing.
             assert (run_id, decision.reattached) == (world.delivered[generation], True), (
                 f"try {world.try_number} after delivering {world.delivered[generation]} in "
-                f"generation {generation} got {outcome}"
+                f"generation {generation} got {outcome}\n{world.story()}"
             )
             assert world.sim.state()["submit_requests"] == submits_before
-        if step.crash == "before-delivery":
+        if step.crash == "while-waiting":
             raise WorkerCrash("killed while waiting for the run")
-        final = wait_for_run(world.hook, run_id)
-        outcome += f", ended {final}"
-        if final != "COMPLETED":
-            return  # the operator fails the try; the job was refunded
+        status = wait_for_run(world.hook, run_id)
+        outcome += f", ended {status.state.value}"
+        if not status.is_deliverable:
+            return reached  # the operator fails the try; the job was refunded
+        world.hook.download_video(status.video_url, world.output)
+        # The whole video of this run, and nothing a killed download left behind.
+        assert video_sha256_of(world.output) == video_sha256(run_id, VIDEO_BYTES)
+        assert not list(world.output.parent.glob("*.part"))
         records.mark_delivered()
         if generation not in world.delivered:
             # Promise 3: after a clear, a delivery is a new video, charged once to this clear.
             assert run_id not in world.delivered_before_clear, (
-                f"generation {generation} delivered {run_id}, delivered before the clear"
+                f"generation {generation} delivered {run_id}, delivered before the clear\n"
+                + world.story()
             )
         world.delivered[generation] = run_id
         outcome += ", delivered"
         if step.crash == "after-delivery":
             outcome += ", then the try failed"
+            reached = True
     except WorkerCrash as crash:
         outcome += f", crashed ({crash})"
+        reached = True
     except NanoGPTSubmissionUnresolvedError as exc:
-        # Every run the simulator lists is tagged and dated: a person is never needed here.
-        raise AssertionError(f"needs a person in a world that never does: {exc}") from exc
+        if not may_need_a_person(step):
+            raise AssertionError(
+                f"try {world.try_number} {step} needs a person: {exc}\n{world.story()}"
+            ) from exc
+        outcome = "unresolved: a person decides"
     except NanoGPTError as exc:  # promise 4: typed (anything else fails the test as it is)
         outcome = f"raised {type(exc).__name__}"
     finally:
-        world.sim.clear_faults()
-        world.sim.configure(recover_lag_seconds=0)
-        world.hook.crash_before_answer = False
-        world.store.crash_on_write = None
+        disarm(world)
         world.history.append(f"try {world.try_number} (gen {generation}) {step}: {outcome}")
+    return reached
+
+
+def video_sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def clear(world: World) -> None:
@@ -319,63 +432,168 @@ def check_charges(world: World) -> None:
     for job in state["jobs"]:
         assert job["conversationUUID"] in tags, f"an untagged or foreign job: {job['runId']}"
     doubled = {tag: runs for tag, runs in state["ledger"].items() if len(runs) > 1}
-    assert not doubled, f"charged twice in one generation: {doubled}\n" + "\n".join(world.history)
+    assert not doubled, f"charged twice in one generation: {doubled}\n{world.story()}"
+
+
+def deliver_with_clean_tries(world: World) -> bool:
+    """Clean tries (no faults, no crashes) until the current generation delivers (at most 3)."""
+    for _ in range(3):
+        if world.delivered_now():
+            break
+        one_try(world, CLEAN)
+        check_charges(world)
+    return world.delivered_now()
+
+
+@contextlib.contextmanager
+def dying_writer(hook: CrashingHook, destination: Any) -> Iterator[IO[bytes]]:
+    """The download's file writer; armed, the worker dies with the first bytes written, leaving
+    the partial file behind as a killed process does (no clean-up runs)."""
+    if not hook.crash_mid_download:
+        with atomic_writer(destination) as handle:
+            yield handle
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.parent / f".{destination.name}.killed.part"
+    with partial.open("wb") as handle:
+
+        class Dying:
+            def write(self, chunk: bytes) -> int:
+                handle.write(chunk[: len(chunk) // 2])
+                handle.flush()
+                raise WorkerCrash("killed with the video half written")
+
+        yield Dying()  # type: ignore[misc]
 
 
 @pytest.fixture
-def fast_hook(
-    nanogpt_connection: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[CrashingHook]:
+def world_parts(
+    simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[tuple[NanoGPTSimulator, Front, CrashingHook, Path]]:
     # A submission may wait as long as any other exchange here, so "no answer in time" is quick.
     monkeypatch.setattr(hook_module, "SUBMIT_TIMEOUT_FLOOR", REQUEST_TIMEOUT)
-    hook = CrashingHook(request_timeout=REQUEST_TIMEOUT, retry_policy=FAST_RETRIES)
-    yield hook
-    hook.close()
+    front = Front(simulator)
+    with front.server:
+        monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(front.server.url))
+        hook = CrashingHook(request_timeout=REQUEST_TIMEOUT, retry_policy=FAST_RETRIES)
+        monkeypatch.setattr(
+            download_module, "atomic_writer", lambda target: dying_writer(hook, target)
+        )
+        yield simulator, front, hook, tmp_path / "out" / "video.mp4"
+        hook.close()
+
+
+def new_world(parts: tuple[NanoGPTSimulator, Front, CrashingHook, Path], payload: str) -> World:
+    simulator, front, hook, output = parts
+    simulator.reset()
+    simulator.configure(time_scale=TIME_SCALE)
+    return World(simulator, front, hook, dict(PAYLOADS[payload]), output)
+
+
+# --- every single fault -------------------------------------------------------------------------
 
 
 # The suite-wide check would repeat what this test already fails on, with less context.
 @pytest.mark.charges_twice(reason="checked after every step by the test itself")
-@settings(
-    max_examples=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(payload=st.sampled_from(("plain", "plain", "created-then-500", "fails")), history=steps)
-@example(
-    payload="plain",
-    history=[
-        Try("ok", "ok", "before-delivery"),
-        Clear(),
-        Try("ok", "ok", "none"),
-        Try("ok", "ok", "none"),
-    ],
-)  # a run sent before a clear, delivered after it: the retry that follows reattaches
-def test_no_history_of_tries_and_clears_pays_twice_or_loses_a_delivery(
-    simulator: NanoGPTSimulator, fast_hook: CrashingHook, payload: str, history: list[Step]
+@pytest.mark.parametrize("crash", CRASHES)
+@pytest.mark.parametrize("answer", PAIRED_ANSWERS)
+def test_every_answer_at_every_crash_point_then_every_lookup_then_a_clear(
+    world_parts: tuple[NanoGPTSimulator, Front, CrashingHook, Path], answer: str, crash: str
 ) -> None:
-    simulator.reset()
-    simulator.configure(time_scale=TIME_SCALE)
-    world = World(simulator, fast_hook, PAYLOADS[payload])
+    """One faulty try, retries meeting each lookup fault, a clean retry; then a clear: exactly
+    one new video.
+
+    A crash point the faulty try does not reach (one past attaching, after an answer that
+    leaves the outcome open) waits for the first retry that does.
+    """
+    world = new_world(world_parts, "plain")
     try:
-        for step in history:
-            if isinstance(step, Clear):
-                clear(world)
-            else:
-                one_try(world, step)
+        for submit, lookup in ((answer, "ok"), *(("ok", fault) for fault in LOOKUP_FAULTS)):
+            if one_try(world, Try(submit, lookup, crash)):
+                crash = "none"
             check_charges(world)
-        # Clean tries: the current generation delivers (or, when every job fails, pays nothing).
-        generation_delivered = world.generation is not None and world.generation in world.delivered
-        for _ in range(3):
-            if generation_delivered:
-                break
-            one_try(world, Try("ok", "ok", "none"))
-            check_charges(world)
-            generation_delivered = world.generation in world.delivered
-        time.sleep(max(0.0, world.in_flight_until - time.time()))  # late creations land
+        assert deliver_with_clean_tries(world), "clean tries did not deliver:\n" + world.story()
+        one_try(world, CLEAN)  # a retry after delivery: the same run, unpaid (promise 2)
+        world.land_late_creations()
         check_charges(world)
-        if payload == "fails":
-            assert not simulator.state()["ledger"], "a failed job stayed charged"
-        else:
-            assert generation_delivered, "clean tries did not deliver:\n" + "\n".join(world.history)
+        charged_before_clear = world.charged()
+        clear(world)
+        assert deliver_with_clean_tries(world), "no delivery after the clear:\n" + world.story()
+        assert world.charged() == charged_before_clear + 1, (
+            "a clear must make exactly one new video\n" + world.story()
+        )
+        LOG.info("history:\n%s", world.story())
     finally:
-        time.sleep(max(0.0, world.in_flight_until - time.time()))
+        world.land_late_creations()
+
+
+# --- deeper histories ---------------------------------------------------------------------------
+
+
+class Histories(RuleBasedStateMachine):
+    """Tries and clears in any order; faults weighted so that histories get deep enough to
+    deliver, retry and clear, while every fault still comes up."""
+
+    parts: tuple[NanoGPTSimulator, Front, CrashingHook, Path]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.world: World | None = None
+        self.payload = "plain"
+
+    @initialize(payload=st.sampled_from(("plain", "plain", "plain", "fails")))
+    def start(self, payload: str) -> None:
+        self.payload = payload
+        self.world = new_world(self.parts, payload)
+
+    @rule(
+        submit=st.sampled_from(("ok",) * 6 + SUBMIT_ANSWERS[1:]),
+        lookup=st.sampled_from(("ok",) * 3 + LOOKUPS[1:]),
+        crash=st.sampled_from(("none",) * 3 + CRASHES[1:]),
+    )
+    def a_try(self, submit: str, lookup: str, crash: str) -> None:
+        assert self.world is not None
+        one_try(self.world, Try(submit, lookup, crash))
+
+    @rule()
+    def a_clear(self) -> None:
+        assert self.world is not None
+        clear(self.world)
+
+    @invariant()
+    def charged_at_most_once(self) -> None:
+        if self.world is not None:
+            check_charges(self.world)
+
+    def teardown(self) -> None:
+        world = self.world
+        if world is None:
+            return
+        try:
+            # Clean tries: the current generation delivers (or, when every job fails, pays
+            # nothing).
+            delivered = deliver_with_clean_tries(world)
+            world.land_late_creations()
+            check_charges(world)
+            if self.payload == "fails":
+                assert not world.sim.state()["ledger"], "a failed job stayed charged"
+            else:
+                assert delivered, "clean tries did not deliver:\n" + world.story()
+        finally:
+            world.land_late_creations()
+
+
+@pytest.mark.charges_twice(reason="checked after every step by the test itself")
+def test_no_history_of_tries_and_clears_pays_twice_or_loses_a_delivery(
+    world_parts: tuple[NanoGPTSimulator, Front, CrashingHook, Path],
+) -> None:
+    Histories.parts = world_parts
+    run_state_machine_as_test(
+        Histories,
+        settings=settings(
+            max_examples=20,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        ),
+    )
