@@ -73,17 +73,17 @@ from tests.hostile import HostileServer, Reply, Seen, forward_to
 
 LOG = logging.getLogger("test_submission_protocol")
 IDENTITY = "dag/run/generate/-1"
-# Real seconds per simulated second: a job (2 s queued + 8 s rendering) takes 0.1 s.
-TIME_SCALE = 0.01
+# Real seconds per simulated second: a job (2 s queued + 8 s rendering) takes 0.05 s.
+TIME_SCALE = 0.005
 # One HTTP exchange, the submission included, may take this long (real seconds).
 REQUEST_TIMEOUT = 0.25
 # A "timeout" submit: the simulator holds the request this long, then creates the job, after the
 # client has given up (real seconds; longer than REQUEST_TIMEOUT).
-CREATED_AFTER_TIMEOUT = 0.35
+CREATED_AFTER_TIMEOUT = 0.3
 # NanoGPT lists a new job in its lookup this late, when the lookup is lagging (real seconds).
-LOOKUP_LAG = 0.15
+LOOKUP_LAG = 0.1
 # Longer than any job takes to be created and listed in this world: the protocol's assumption.
-SETTLE_SECONDS = 0.6
+SETTLE_SECONDS = 0.5
 MAX_RATE_LIMIT_SLEEP = 0.5
 VIDEO_BYTES = 20_000  # small, so downloads cost little; still more than one write
 
@@ -527,6 +527,50 @@ def test_every_answer_at_every_crash_point_then_every_lookup_then_a_clear(
         world.land_late_creations()
 
 
+# --- histories worth keeping ---------------------------------------------------------------------
+
+NAMED_HISTORIES = {
+    # A run sent before a clear, delivered after it: the retry that follows reattaches.
+    "sent-before-a-clear": [Try(crash="while-waiting"), Clear(), CLEAN, CLEAN],
+    # Delivered, cleared, the new generation's send dies unanswered: its retry finds that run.
+    "clear-then-crash": [CLEAN, Clear(), Try("drip", crash="before-answer"), CLEAN, CLEAN],
+    # Killed mid-download after a clear: the retry delivers the new run, not the old one.
+    "clear-then-killed-download": [CLEAN, Clear(), Try(crash="during-download"), CLEAN],
+    # Two clears, each delivery failing after it was made.
+    "two-clears": [
+        Try(crash="after-delivery"),
+        Clear(),
+        Try("503-rate-limit", crash="after-delivery"),
+        CLEAN,
+        Clear(),
+        CLEAN,
+    ],
+}
+
+
+@pytest.mark.charges_twice(reason="checked after every step by the test itself")
+@pytest.mark.parametrize("name", NAMED_HISTORIES)
+def test_named_history(
+    world_parts: tuple[NanoGPTSimulator, Front, CrashingHook, Path], name: str
+) -> None:
+    world = new_world(world_parts, "plain")
+    try:
+        for step in NAMED_HISTORIES[name]:
+            if isinstance(step, Try):
+                one_try(world, step)
+            else:
+                clear(world)
+            check_charges(world)
+        assert deliver_with_clean_tries(world), "clean tries did not deliver:\n" + world.story()
+        world.land_late_creations()
+        check_charges(world)
+        # Each generation that delivered got its own video.
+        assert len(set(world.delivered.values())) == len(world.delivered), world.story()
+        LOG.info("history:\n%s", world.story())
+    finally:
+        world.land_late_creations()
+
+
 # --- deeper histories ---------------------------------------------------------------------------
 
 
@@ -591,8 +635,8 @@ def test_no_history_of_tries_and_clears_pays_twice_or_loses_a_delivery(
     run_state_machine_as_test(
         Histories,
         settings=settings(
-            max_examples=20,
-            stateful_step_count=6,
+            max_examples=30,
+            stateful_step_count=7,
             deadline=None,
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         ),
