@@ -255,6 +255,7 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
     )
     submitted, finished = job.submitted_at, job.finished_at
     output = card.get("output_path")
+    refunded = job.state in REFUNDED
     return {
         "dag_id": job.dag_id,
         "dag_run_id": job.dag_run_id,
@@ -271,7 +272,9 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
         "error": card.get("error"),
         "cost": card.get("cost"),
         "currency": card.get("currency"),
-        "refunded": job.state in REFUNDED,
+        "refunded": refunded,
+        # What the job costs in the end: NanoGPT gives a refunded job's charge back.
+        "charged": 0.0 if refunded else card.get("cost"),
         "submitted_at": _iso(submitted),
         "duration_seconds": round((finished - submitted).total_seconds(), 1)
         if submitted and finished
