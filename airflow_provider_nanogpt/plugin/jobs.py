@@ -238,18 +238,20 @@ def _ti_state() -> Any:
     return TaskInstance.state
 
 
-def _joined(query: Any) -> Any:
+def _joined(query: Any, table: Any = None) -> Any:
+    """``query`` joined to the task instance of its rows (of ``table``: the XComs by default)."""
     from sqlalchemy import and_
 
     from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel
 
+    table = XComModel if table is None else table
     return query.join(
         TaskInstance,
         and_(
-            TaskInstance.dag_id == XComModel.dag_id,
-            TaskInstance.run_id == XComModel.run_id,
-            TaskInstance.task_id == XComModel.task_id,
-            TaskInstance.map_index == XComModel.map_index,
+            TaskInstance.dag_id == table.dag_id,
+            TaskInstance.run_id == table.run_id,
+            TaskInstance.task_id == table.task_id,
+            TaskInstance.map_index == table.map_index,
         ),
         isouter=True,
     )
@@ -362,7 +364,7 @@ def _page_with_orphans(
         XComModel.timestamp.label("at"),
         TaskInstance.state.label("ti_state"),
     )
-    charge_keys = (
+    charge_keys = _joined(
         select(
             store.id,
             store.dag_id,
@@ -371,19 +373,9 @@ def _page_with_orphans(
             store.map_index,
             store.updated_at,
             TaskInstance.state,
-        )
-        .join(
-            TaskInstance,
-            and_(
-                TaskInstance.dag_id == store.dag_id,
-                TaskInstance.run_id == store.run_id,
-                TaskInstance.task_id == store.task_id,
-                TaskInstance.map_index == store.map_index,
-            ),
-            isouter=True,
-        )
-        .where(store.id.in_(sorted(orphans)))
-    )
+        ),
+        store,
+    ).where(store.id.in_(sorted(orphans)))
     both = union_all(card_keys, charge_keys).subquery()
     total = session.scalar(select(func.count()).select_from(both)) or 0
     pages = max(1, -(-total // PAGE_SIZE))
