@@ -12,10 +12,12 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from airflow_provider_nanogpt.job_card import JOB_KEY
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
@@ -33,8 +35,10 @@ ENDPOINTS = ["/nanogpt/api/jobs", "/nanogpt/api/spend", "/nanogpt/api/balances",
 
 
 class World:
-    def __init__(self, sim: NanoGPTSimulator, server: ApiServer, runs: dict[str, DagOutcome]):
-        self.sim, self.server, self.runs = sim, server, runs
+    def __init__(
+        self, sim: NanoGPTSimulator, server: ApiServer, runs: dict[str, DagOutcome], workdir: Path
+    ):
+        self.sim, self.server, self.runs, self.workdir = sim, server, runs, workdir
 
     def job_rows(self, user: str, **params: Any) -> list[dict[str, Any]]:
         answer = self.server.get("/nanogpt/api/jobs", user, **params)
@@ -68,6 +72,31 @@ def _pretend_still_rendering(outcome: DagOutcome) -> None:
             )
         ).one()
         card.value = {**card.value, "state": "submitted", "finished_at": None, "error": None}
+
+
+@contextmanager
+def _card_changed(outcome: DagOutcome, **changes: Any) -> Iterator[None]:
+    """The task's job card edited (as anyone with XCom write access could), then put back."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    def card() -> Any:
+        return select(XComModel).where(
+            XComModel.dag_id == outcome.dag_id,
+            XComModel.run_id == outcome.run_id,
+            XComModel.key == JOB_KEY,
+        )
+
+    with create_session() as session:
+        row = session.scalars(card()).one()
+        original = dict(row.value)
+        row.value = {**original, **changes}
+    try:
+        yield
+    finally:
+        with create_session() as session:
+            session.scalars(card()).one().value = original
 
 
 def _forget_earlier_jobs() -> None:
@@ -111,9 +140,13 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "retried": run_dag(RETRIED_DAG, {"prompt": "a second chance"}),
         }
         _pretend_still_rendering(runs["rendering"])
-        connection = {"AIRFLOW_CONN_NANOGPT_DEFAULT": connection_json(sim.url)}
-        with api_server(workdir, connection) as server:
-            yield World(sim, server, runs)
+        connections = {
+            # The api-server reads saved videos back from under the base dir only.
+            "AIRFLOW_CONN_NANOGPT_DEFAULT": connection_json(sim.url, output_base_dir=str(workdir)),
+            "AIRFLOW_CONN_NANOGPT_NO_BASE": connection_json(sim.url),
+        }
+        with api_server(workdir, connections) as server:
+            yield World(sim, server, runs, workdir)
 
 
 def test_every_endpoint_needs_a_user(world: World) -> None:
@@ -297,3 +330,46 @@ def test_every_job_is_on_exactly_one_page(world: World, monkeypatch: pytest.Monk
     assert [(j.run_id, j.state) for p in paged for j in p.jobs] == [
         (j.run_id, j.state) for j in everything.jobs
     ]
+
+
+def test_the_saved_video_is_streamed_when_the_url_expired(world: World) -> None:
+    completed = world.runs["completed"]
+    saved = world.workdir / "kept.mp4"
+    saved.write_bytes(b"the saved copy " * 5000)  # not what NanoGPT's URL serves
+    gone = f"{world.sim.url}/expired.mp4"
+    with _card_changed(completed, output_path=str(saved), video_url=gone):
+        answer = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
+        assert answer.status_code == 200 and answer.content == saved.read_bytes()
+        assert answer.headers["Content-Type"] == "video/mp4"
+        ranged = requests.get(
+            f"{world.server.url}/nanogpt/video",
+            params=world.ti("completed"),
+            headers={
+                "Authorization": f"Bearer {world.server.token('viewer')}",
+                "Range": "bytes=15-29",
+            },
+            timeout=60,
+        )
+        assert ranged.status_code == 206 and ranged.content == saved.read_bytes()[15:30]
+        assert ranged.headers["Content-Range"] == f"bytes 15-29/{saved.stat().st_size}"
+        # Without a base dir on its connection, the api-server reads no saved file: the URL.
+        with _card_changed(completed, conn_id="nanogpt_no_base"):
+            fallback = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
+            assert fallback.status_code == 502 and b"the saved copy" not in fallback.content
+
+
+@pytest.mark.parametrize("outside", ["/etc/passwd", "{workdir}/../{name}", "{workdir}/escape"])
+def test_a_saved_path_outside_the_base_dir_streams_the_url_instead(
+    world: World, outside: str
+) -> None:
+    secret = world.workdir.parent / f"secret-{world.workdir.name}.mp4"
+    secret.write_bytes(b"never served")
+    escape = world.workdir / "escape"
+    if not escape.is_symlink():
+        escape.symlink_to(secret)
+    location = outside.format(workdir=world.workdir, name=secret.name)
+    url_video = world.server.get("/nanogpt/video", "viewer", **world.ti("completed")).content
+    with _card_changed(world.runs["completed"], output_path=location):
+        answer = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
+    assert answer.status_code == 200 and answer.content == url_video
+    assert b"never served" not in answer.content and b"root:" not in answer.content
