@@ -73,13 +73,26 @@ def ended(card: Mapping[str, Any] | None, state: JobState, **fields: Any) -> dic
     return {**(card or {}), **fields, "state": state.value, "finished_at": time.time()}
 
 
+# What a charge record keeps of the card: enough for the spend, and for the NanoGPT page to list
+# a refunded job whose card a retry cleared.
+CARD_FIELDS_IN_CHARGE = (
+    "run_id",
+    "conn_id",
+    "model",
+    "prompt",
+    "cost",
+    "currency",
+    "state",
+    "error",
+    "submitted_at",
+    "finished_at",
+)
+
+
 def charge_record(card: Mapping[str, Any]) -> dict[str, Any]:
     """What the task state store keeps of a charge (retries do not erase it); ``refunded`` once
     the job ended in a state NanoGPT refunds, so the spend no longer counts it."""
     return {
-        **{
-            key: card.get(key)
-            for key in ("run_id", "conn_id", "model", "cost", "currency", "submitted_at")
-        },
+        **{key: card.get(key) for key in CARD_FIELDS_IN_CHARGE},
         "refunded": card.get("state") in REFUNDED,
     }

@@ -139,6 +139,28 @@ def check_destination(
     return target
 
 
+def saved_video_location(location: object, base_dir: str | None) -> Path | ObjectStoragePath | None:
+    """Where a task saved its video, for the api-server to read back, or None when it may not.
+
+    ``location`` comes from a job card (an XCom anyone with XCom write access can edit), so it is
+    honoured only when it resolves, ``..`` and links followed, under ``base_dir``: no base
+    directory, a relative path (relative to a worker, not to the api-server), or a place outside
+    it, and nothing is read. A local path comes back resolved, so what is opened is what was
+    checked.
+    """
+    if base_dir is None or not isinstance(location, str) or not location:
+        return None
+    try:
+        target, base = resolve_destination(location), resolve_destination(base_dir)
+    except (ValueError, ImportError):  # a scheme nothing here handles
+        return None
+    if is_local(target):
+        if not target.is_absolute():
+            return None
+        target = target.resolve()
+    return target if _inside(target, base) else None
+
+
 def _inside(target: Path | ObjectStoragePath, base: Path | ObjectStoragePath) -> bool:
     if is_local(target) != is_local(base):
         return False

@@ -145,16 +145,23 @@ def create_app(base_path: str) -> FastAPI:
         request: Request, user: GetUserDep, session: SessionDep, task: TaskInstanceQuery
     ) -> StreamingResponse:
         job, _ = _one_job(user, session, task)
-        url = job.card.get("video_url") if job else None
-        if job is None or not isinstance(url, str) or not job.has_video:
+        if job is None or not job.has_video:
             raise HTTPException(404, "No video for this task.")
         conn_id = str(job.card.get("conn_id") or "nanogpt_default")
-        try:
-            stream = live.stream_video(conn_id, url, request.headers.get("range"))
-        except Exception as exc:  # NanoGPT's URL expired or refused: say so, without the URL
-            raise HTTPException(
-                502, f"The video could not be fetched ({type(exc).__name__})."
-            ) from None
+        wanted = request.headers.get("range")
+        # The saved copy first: NanoGPT's URL may have expired. It is read only under the
+        # connection's output_base_dir (the card is an editable XCom).
+        stream = live.stream_saved_video(conn_id, job.card.get("output_path"), wanted)
+        if stream is None:
+            url = job.card.get("video_url")
+            if not isinstance(url, str):
+                raise HTTPException(404, "The saved video cannot be read, and there is no URL.")
+            try:
+                stream = live.stream_video(conn_id, url, wanted)
+            except Exception as exc:  # the URL expired or was refused: say so, without the URL
+                raise HTTPException(
+                    502, f"The video could not be fetched ({type(exc).__name__})."
+                ) from None
         return StreamingResponse(
             stream.chunks, status_code=stream.status_code, headers=stream.headers
         )
@@ -255,6 +262,7 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
     )
     submitted, finished = job.submitted_at, job.finished_at
     output = card.get("output_path")
+    refunded = job.state in REFUNDED
     return {
         "dag_id": job.dag_id,
         "dag_run_id": job.dag_run_id,
@@ -271,7 +279,9 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
         "error": card.get("error"),
         "cost": card.get("cost"),
         "currency": card.get("currency"),
-        "refunded": job.state in REFUNDED,
+        "refunded": refunded,
+        # What the job costs in the end: NanoGPT gives a refunded job's charge back.
+        "charged": 0.0 if refunded else card.get("cost"),
         "submitted_at": _iso(submitted),
         "duration_seconds": round((finished - submitted).total_seconds(), 1)
         if submitted and finished

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_nanogpt.job_card import (
+    CARD_FIELDS_IN_CHARGE,
     CHARGE_KEY_PREFIX,
     JOB_KEY,
     REFUNDED,
@@ -27,6 +28,8 @@ from airflow_provider_nanogpt.job_card import (
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+
+    from airflow_provider_nanogpt.plugin.models import ChargeRow
 
 PAGE_SIZE = 50
 # Task instance states in which a submitted job is still being waited for.
@@ -113,7 +116,11 @@ class Spend:
 
 
 def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
-    """One page of jobs, newest first, of the readable DAGs."""
+    """One page of jobs, newest first, of the readable DAGs.
+
+    Besides the job cards, the refunded jobs whose card a retry cleared: their charge record
+    (task state store, Airflow 3.3+) is all that is left of them, and each is a row of its own.
+    """
     from sqlalchemy import func, select
 
     from airflow_provider_nanogpt.plugin.models import XComModel
@@ -121,17 +128,21 @@ def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
     query = _job_rows(dag_ids, filters)
     if filters.state:
         query = _with_state(query, filters.state)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = min(max(1, filters.page), pages)
-    rows = session.execute(
-        query.order_by(XComModel.timestamp.desc(), XComModel.dag_id, XComModel.task_id)
-        .limit(PAGE_SIZE)
-        .offset((page - 1) * PAGE_SIZE)
-    ).all()
-    jobs = [_job(x, state) for x, state in rows]
-    _refine_with_watchers(session, dag_ids, jobs)
-    return Page(jobs=jobs, total=total, page=page, pages=pages)
+    orphans = _refunded_without_card(session, dag_ids, filters)
+    if orphans:
+        listing = _page_with_orphans(session, query, orphans, filters.page)
+    else:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        pages = max(1, -(-total // PAGE_SIZE))
+        page = min(max(1, filters.page), pages)
+        rows = session.execute(
+            query.order_by(XComModel.timestamp.desc(), XComModel.dag_id, XComModel.task_id)
+            .limit(PAGE_SIZE)
+            .offset((page - 1) * PAGE_SIZE)
+        ).all()
+        listing = Page([_job(x, state) for x, state in rows], total, page, pages)
+    _refine_with_watchers(session, dag_ids, listing.jobs)
+    return listing
 
 
 def find_job(
@@ -164,11 +175,11 @@ def spend(session: Session, dag_ids: set[str], since: date | None, until: date |
 
     charges: dict[str, tuple[str, Mapping[str, Any]]] = {}
     refunded: set[str] = set()
-    for dag_id, record in charge_rows(session, dag_ids):
-        run_id = record.get("run_id")
+    for charge in charge_rows(session, dag_ids):
+        run_id = charge.record.get("run_id")
         if isinstance(run_id, str):
-            charges[run_id] = (dag_id, record)
-            if record.get("refunded") is True:  # its card may be gone with an earlier try
+            charges[run_id] = (charge.dag_id, charge.record)
+            if charge.record.get("refunded") is True:  # its card may be gone with an earlier try
                 refunded.add(run_id)
     # Two columns, not XCom objects: ORM objects (and the DAG run each one loads along) cost
     # several times the JSON itself, and this reads every card of the readable DAGs.
@@ -227,18 +238,20 @@ def _ti_state() -> Any:
     return TaskInstance.state
 
 
-def _joined(query: Any) -> Any:
+def _joined(query: Any, table: Any = None) -> Any:
+    """``query`` joined to the task instance of its rows (of ``table``: the XComs by default)."""
     from sqlalchemy import and_
 
     from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel
 
+    table = XComModel if table is None else table
     return query.join(
         TaskInstance,
         and_(
-            TaskInstance.dag_id == XComModel.dag_id,
-            TaskInstance.run_id == XComModel.run_id,
-            TaskInstance.task_id == XComModel.task_id,
-            TaskInstance.map_index == XComModel.map_index,
+            TaskInstance.dag_id == table.dag_id,
+            TaskInstance.run_id == table.run_id,
+            TaskInstance.task_id == table.task_id,
+            TaskInstance.map_index == table.map_index,
         ),
         isouter=True,
     )
@@ -297,18 +310,154 @@ def _refine_with_watchers(session: Session, dag_ids: set[str], jobs: list[Job]) 
             job.card = {**job.card, **{k: v for k, v in watched.items() if v is not None}}
 
 
+def _refunded_without_card(
+    session: Session, dag_ids: set[str], filters: Filters
+) -> dict[int, ChargeRow]:
+    """Charge records of refunded jobs that no job card shows any more (a retry cleared the
+    try's XComs), under the page's filters; by record id. Nothing before Airflow 3.3."""
+    from sqlalchemy import select
+
+    from airflow_provider_nanogpt.plugin.models import XComModel, charge_rows
+
+    if filters.state and filters.state not in REFUNDED:
+        return {}
+    found: dict[str, ChargeRow] = {}
+    for charge in charge_rows(session, dag_ids):
+        run_id = charge.record.get("run_id")
+        if (
+            charge.record.get("refunded") is True
+            and isinstance(run_id, str)
+            and (not filters.dag_id or charge.dag_id == filters.dag_id)
+            and (not filters.state or _charge_state(charge.record) == filters.state)
+            and _in_range(charge.updated.date(), filters.since, filters.until)
+        ):
+            found[run_id] = charge
+    if found:
+        carded = session.scalars(
+            select(XComModel.value["run_id"].as_string()).where(
+                XComModel.key == JOB_KEY,
+                XComModel.dag_id.in_(dag_ids),
+                XComModel.value["run_id"].as_string().in_(sorted(found)),
+            )
+        )
+        for run_id in carded:
+            found.pop(run_id, None)
+    return {charge.id: charge for charge in found.values()}
+
+
+def _page_with_orphans(
+    session: Session, cards: Any, orphans: dict[int, ChargeRow], page_number: int
+) -> Page:
+    """Cards and card-less refunded jobs in one order (the time each was last written), paged
+    in the database: a union of the two, then the page's cards read."""
+    from sqlalchemy import Integer, and_, cast, func, null, or_, select, union_all
+
+    from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel, charge_table
+
+    store = charge_table()
+    card_keys = cards.with_only_columns(
+        cast(null(), Integer).label("charge_id"),
+        XComModel.dag_id.label("dag_id"),
+        XComModel.run_id.label("run_id"),
+        XComModel.task_id.label("task_id"),
+        XComModel.map_index.label("map_index"),
+        XComModel.timestamp.label("at"),
+        TaskInstance.state.label("ti_state"),
+    )
+    charge_keys = _joined(
+        select(
+            store.id,
+            store.dag_id,
+            store.run_id,
+            store.task_id,
+            store.map_index,
+            store.updated_at,
+            TaskInstance.state,
+        ),
+        store,
+    ).where(store.id.in_(sorted(orphans)))
+    both = union_all(card_keys, charge_keys).subquery()
+    total = session.scalar(select(func.count()).select_from(both)) or 0
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(max(1, page_number), pages)
+    keys = session.execute(
+        select(both)
+        .order_by(both.c.at.desc(), both.c.dag_id, both.c.task_id, both.c.charge_id)
+        .limit(PAGE_SIZE)
+        .offset((page - 1) * PAGE_SIZE)
+    ).all()
+    wanted = [k for k in keys if k.charge_id is None]
+    by_ti: dict[tuple[str, str, str, int], Job] = {}
+    if wanted:
+        read = _joined(select(XComModel, _ti_state())).where(
+            XComModel.key == JOB_KEY,
+            or_(
+                *(
+                    and_(
+                        XComModel.dag_id == k.dag_id,
+                        XComModel.run_id == k.run_id,
+                        XComModel.task_id == k.task_id,
+                        XComModel.map_index == k.map_index,
+                    )
+                    for k in wanted
+                )
+            ),
+        )
+        for xcom, ti_state in session.execute(read).all():
+            job = _job(xcom, ti_state)
+            by_ti[(job.dag_id, job.dag_run_id, job.task_id, job.map_index)] = job
+    jobs: list[Job] = []
+    for k in keys:
+        if k.charge_id is not None:
+            jobs.append(_refunded_job(orphans[k.charge_id], k.ti_state))
+        elif (found := by_ti.get((k.dag_id, k.run_id, k.task_id, k.map_index))) is not None:
+            jobs.append(found)
+    return Page(jobs=jobs, total=total, page=page, pages=pages)
+
+
+def _charge_state(record: Mapping[str, Any]) -> str:
+    """How a refunded job ended; records written before they said so are "failed"."""
+    state = record.get("state")
+    return str(state) if state in REFUNDED else JobState.FAILED.value
+
+
+def _refunded_job(charge: ChargeRow, ti_state: Any) -> Job:
+    """A row for a refunded job whose card is gone: what its charge record kept."""
+    record = charge.record
+    card = {
+        **{key: record.get(key) for key in CARD_FIELDS_IN_CHARGE},
+        "state": _charge_state(record),
+        "charged_here": True,
+        "video_url": None,
+        "output_path": None,
+    }
+    return Job(
+        dag_id=charge.dag_id,
+        dag_run_id=charge.dag_run_id,
+        task_id=charge.task_id,
+        map_index=charge.map_index,
+        ti_state=_state_name(ti_state),
+        card=card,
+        updated=charge.updated,
+    )
+
+
 def _job(xcom: Any, ti_state: Any) -> Job:
     return Job(
         dag_id=xcom.dag_id,
         dag_run_id=xcom.run_id,
         task_id=xcom.task_id,
         map_index=xcom.map_index,
-        ti_state=str(ti_state.value if hasattr(ti_state, "value") else ti_state)
-        if ti_state
-        else None,
+        ti_state=_state_name(ti_state),
         card=_value(xcom),
         updated=xcom.timestamp,
     )
+
+
+def _state_name(ti_state: Any) -> str | None:
+    if not ti_state:
+        return None
+    return str(ti_state.value if hasattr(ti_state, "value") else ti_state)
 
 
 def _value(xcom: Any) -> dict[str, Any]:

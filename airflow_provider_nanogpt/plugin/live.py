@@ -7,16 +7,24 @@ not multiply calls to NanoGPT.
 
 from __future__ import annotations
 
+import mimetypes
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 STATUS_TTL_SECONDS = 5.0
 BALANCE_TTL_SECONDS = 30.0
 # A page waits at most this long for NanoGPT before it renders without live figures.
 CALL_DEADLINE_SECONDS = 4.0
+CHUNK_BYTES = 256 * 1024
 
 T = TypeVar("T")
 
@@ -125,9 +133,10 @@ def stream_video(conn_id: str, url: str, range_header: str | None) -> VideoStrea
         raise
     passed = {
         name: response.headers[name]
-        for name in ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges")
+        for name in ("Content-Length", "Content-Range", "Accept-Ranges")
         if name in response.headers
     }
+    passed.update(_video_type(response.headers.get("Content-Type")))
 
     def chunks() -> Iterator[bytes]:
         import requests
@@ -135,10 +144,120 @@ def stream_video(conn_id: str, url: str, range_header: str | None) -> VideoStrea
 
         try:
             with session, response:
-                yield from response.iter_content(chunk_size=256 * 1024)
+                yield from response.iter_content(chunk_size=CHUNK_BYTES)
         except (requests.exceptions.RequestException, HTTPError, OSError):
             return  # cut off at the deadline, or the host went away: the stream just ends
         finally:
             timer.cancel()
 
     return VideoStream(response.status_code, passed, chunks())
+
+
+def stream_saved_video(
+    conn_id: str, location: object, range_header: str | None
+) -> VideoStream | None:
+    """Stream the video the task saved (its ``output_path``), with Range so the player can seek;
+    None when it may not or cannot be read, and the caller falls back to NanoGPT's URL.
+
+    ``location`` comes from an editable XCom: it is read only when it resolves, links followed,
+    under the connection's ``output_base_dir`` (``storage.saved_video_location``); without one,
+    no saved file is ever read. Only a regular file is served, and the stream ends by the
+    connection's ``download_timeout`` however slowly the browser reads.
+    """
+    from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+    from airflow_provider_nanogpt.storage import describe, is_local, saved_video_location
+
+    try:
+        settings = NanoGPTHook(conn_id).settings()
+        target = saved_video_location(location, settings.output_base_dir)
+        if target is None:
+            return None
+        if is_local(target):
+            handle, size = _open_local(Path(str(target)), settings.output_base_dir)
+        else:
+            handle, size = _open_object(target)
+    except Exception:  # no connection, missing, unreadable, not a file, no store: use the URL
+        return None
+    headers = {"Accept-Ranges": "bytes", **_video_type(mimetypes.guess_type(describe(target))[0])}
+    try:
+        span = byte_range(range_header, size)
+    except ValueError:
+        handle.close()
+        headers["Content-Range"] = f"bytes */{size}"
+        return VideoStream(416, headers, iter(()))
+    first, last = span if span is not None else (0, size - 1)
+    headers["Content-Length"] = str(last - first + 1)
+    if span is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    deadline = time.monotonic() + settings.download_timeout
+
+    def chunks() -> Iterator[bytes]:
+        with handle:
+            handle.seek(first)
+            left = last - first + 1
+            while left > 0 and time.monotonic() < deadline:
+                data = handle.read(min(CHUNK_BYTES, left))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+
+    return VideoStream(206 if span is not None else 200, headers, chunks())
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single ``bytes=`` Range; None for the whole file (no header, or
+    one not served: several ranges, another unit, bad syntax); ValueError when unsatisfiable."""
+    unit, _, spec = (header or "").partition("=")
+    first_text, dash, last_text = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or not dash or "," in spec:
+        return None
+    if not all(part == "" or part.isdigit() for part in (first_text, last_text)):
+        return None
+    if first_text == "":  # the last N bytes
+        if last_text == "" or int(last_text) == 0 or size == 0:
+            raise ValueError("unsatisfiable range")
+        return max(0, size - int(last_text)), size - 1
+    first = int(first_text)
+    last = min(int(last_text), size - 1) if last_text else size - 1
+    if first >= size or last < first:
+        raise ValueError("unsatisfiable range")
+    return first, last
+
+
+def _video_type(content_type: str | None) -> dict[str, str]:
+    """Content-Type for a streamed video: a video type, or bytes the browser will not render as a
+    page (HTML or script from a file or a host would run on Airflow's own origin)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return {
+        "Content-Type": media if media.startswith("video/") else "application/octet-stream",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+def _open_local(path: Path, base_dir: str | None) -> tuple[IO[bytes], int]:
+    """Open the checked file: not a link, a regular file, and (where the system says which file
+    a descriptor is) still under the base directory, should a folder have been swapped for a
+    link since the check."""
+    from airflow_provider_nanogpt.storage import saved_video_location
+
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    descriptor = os.open(path, flags)  # O_NONBLOCK: a FIFO does not hang the open
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        opened = Path(f"/proc/self/fd/{descriptor}")
+        if opened.is_symlink() and saved_video_location(os.readlink(opened), base_dir) is None:
+            raise OSError(f"{path} moved outside the base directory")
+        return os.fdopen(descriptor, "rb"), info.st_size
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _open_object(target: Path | ObjectStoragePath) -> tuple[IO[bytes], int]:
+    if not target.is_file():
+        raise OSError(f"{target} is not a file")
+    size = int(target.stat().st_size)
+    return target.open("rb"), size

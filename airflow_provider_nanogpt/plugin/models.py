@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.models.connection import Connection
@@ -15,25 +17,52 @@ from airflow_provider_nanogpt.job_card import CHARGE_KEY_PREFIX
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-__all__ = ["Connection", "TaskInstance", "XComModel", "charge_rows"]
+__all__ = ["ChargeRow", "Connection", "TaskInstance", "XComModel", "charge_rows", "charge_table"]
 
 
-def charge_rows(session: Session, dag_ids: set[str]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(dag id, charge record) from the task state store: Airflow 3.3+, else nothing."""
+@dataclass(frozen=True)
+class ChargeRow:
+    """One charge record of the task state store, and the task instance that made it."""
+
+    id: int
+    dag_id: str
+    dag_run_id: str
+    task_id: str
+    map_index: int
+    updated: datetime
+    record: Mapping[str, Any]
+
+
+def charge_table() -> Any:
+    """The task state store's model on Airflow 3.3+, else None (no store before 3.3)."""
     try:
         from airflow.models.task_state_store import TaskStateStoreModel
-    except ImportError:  # Airflow before 3.3 has no task state store
+    except ImportError:
+        return None
+    return TaskStateStoreModel
+
+
+def charge_rows(session: Session, dag_ids: set[str]) -> Iterator[ChargeRow]:
+    """The charge records of the readable DAGs: Airflow 3.3+, else nothing."""
+    table = charge_table()
+    if table is None:
         return
     from sqlalchemy import select
 
-    query = select(TaskStateStoreModel.dag_id, TaskStateStoreModel.value).where(
-        TaskStateStoreModel.key.startswith(CHARGE_KEY_PREFIX),
-        TaskStateStoreModel.dag_id.in_(dag_ids),
-    )
-    for dag_id, value in session.execute(query).all():
+    query = select(
+        table.id,
+        table.dag_id,
+        table.run_id,
+        table.task_id,
+        table.map_index,
+        table.updated_at,
+        table.value,
+    ).where(table.key.startswith(CHARGE_KEY_PREFIX), table.dag_id.in_(dag_ids))
+    for row_id, dag_id, run_id, task_id, map_index, updated, value in session.execute(query):
         try:
             record = json.loads(value) if isinstance(value, str) else value
         except ValueError:
             continue
         if isinstance(record, Mapping):
-            yield dag_id, record
+            when = updated if updated.tzinfo else updated.replace(tzinfo=UTC)
+            yield ChargeRow(row_id, dag_id, run_id, task_id, map_index, when, record)

@@ -70,6 +70,13 @@ sync = _generate_dag("nanogpt_sync", deferrable=False)
 short_timeout = _generate_dag("nanogpt_short_timeout", timeout=1.5)
 with_retry = _generate_dag("nanogpt_with_retry", retries=1, retry_delay=timedelta(seconds=0))
 submit_only = _generate_dag("nanogpt_submit_only", wait_for_completion=False)
+# The first try's job fails (NanoGPT refunds it), the retry's succeeds.
+refunded_then_retried = _generate_dag(
+    "nanogpt_refunded_then_retried",
+    retries=1,
+    retry_delay=timedelta(seconds=0),
+    prompt="{{ dag_run.conf.get('prompt') }}{{ ' [sim:fail]' if ti.try_number == 1 else '' }}",
+)
 # Retries right away and a short settle time: the never-pay-twice paths in a few seconds.
 uncertain = _generate_dag(
     "nanogpt_uncertain", retries=3, retry_delay=timedelta(seconds=0), settle_seconds=3.0

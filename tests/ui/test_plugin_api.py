@@ -1,34 +1,44 @@
 """The NanoGPT page's endpoints, served by a real ``airflow api-server``, over real HTTP.
 
 Jobs are made by dag.test() runs against the simulator (one completed, one failed, one still
-rendering, one in a DAG that user ``limited`` may not read); then the api-server is started on
-the same metadata DB with three users, and every endpoint is asked as each of them.
+rendering, one in a DAG that user ``limited`` may not read, and one task whose first try's job
+was refunded and whose retry succeeded, in another DAG ``limited`` may not read); then the
+api-server is started on the same metadata DB with three users, and every endpoint is asked as
+each of them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from airflow_provider_nanogpt.job_card import JOB_KEY
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import DagOutcome, run_dag
 from tests.conftest import CANARY_KEY, connection_json
 from tests.ui.apiserver import ApiServer, api_server
-from tests.ui.restricted_auth import SECRET_DAG
+from tests.ui.restricted_auth import RETRIED_DAG, SECRET_DAG
 
 pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.integration]
+HAS_STATE_STORE = importlib.util.find_spec("airflow.models.task_state_store") is not None
+# The runs every test but the retry one is about (one job each).
+ONE_JOB_RUNS = ("completed", "failed", "rendering", "secret")
 
 ENDPOINTS = ["/nanogpt/api/jobs", "/nanogpt/api/spend", "/nanogpt/api/balances", "/nanogpt/ui/jobs"]
 
 
 class World:
-    def __init__(self, sim: NanoGPTSimulator, server: ApiServer, runs: dict[str, DagOutcome]):
-        self.sim, self.server, self.runs = sim, server, runs
+    def __init__(
+        self, sim: NanoGPTSimulator, server: ApiServer, runs: dict[str, DagOutcome], workdir: Path
+    ):
+        self.sim, self.server, self.runs, self.workdir = sim, server, runs, workdir
 
     def job_rows(self, user: str, **params: Any) -> list[dict[str, Any]]:
         answer = self.server.get("/nanogpt/api/jobs", user, **params)
@@ -62,6 +72,31 @@ def _pretend_still_rendering(outcome: DagOutcome) -> None:
             )
         ).one()
         card.value = {**card.value, "state": "submitted", "finished_at": None, "error": None}
+
+
+@contextmanager
+def _card_changed(outcome: DagOutcome, **changes: Any) -> Iterator[None]:
+    """The task's job card edited (as anyone with XCom write access could), then put back."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    def card() -> Any:
+        return select(XComModel).where(
+            XComModel.dag_id == outcome.dag_id,
+            XComModel.run_id == outcome.run_id,
+            XComModel.key == JOB_KEY,
+        )
+
+    with create_session() as session:
+        row = session.scalars(card()).one()
+        original = dict(row.value)
+        row.value = {**original, **changes}
+    try:
+        yield
+    finally:
+        with create_session() as session:
+            session.scalars(card()).one().value = original
 
 
 def _forget_earlier_jobs() -> None:
@@ -102,11 +137,16 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "failed": run_dag("nanogpt_deferrable", {"prompt": "a storm [sim:fail]"}),
             "rendering": run_dag("nanogpt_short_timeout", {"prompt": "a slow one [sim:never]"}),
             "secret": run_dag(SECRET_DAG, {"prompt": "the secret launch"}),
+            "retried": run_dag(RETRIED_DAG, {"prompt": "a second chance"}),
         }
         _pretend_still_rendering(runs["rendering"])
-        connection = {"AIRFLOW_CONN_NANOGPT_DEFAULT": connection_json(sim.url)}
-        with api_server(workdir, connection) as server:
-            yield World(sim, server, runs)
+        connections = {
+            # The api-server reads saved videos back from under the base dir only.
+            "AIRFLOW_CONN_NANOGPT_DEFAULT": connection_json(sim.url, output_base_dir=str(workdir)),
+            "AIRFLOW_CONN_NANOGPT_NO_BASE": connection_json(sim.url),
+        }
+        with api_server(workdir, connections) as server:
+            yield World(sim, server, runs, workdir)
 
 
 def test_every_endpoint_needs_a_user(world: World) -> None:
@@ -119,7 +159,9 @@ def test_every_endpoint_needs_a_user(world: World) -> None:
 def test_the_page_lists_every_job_with_state_and_cost(world: World) -> None:
     rows = {(row["dag_id"], row["dag_run_id"]): row for row in world.job_rows("admin")}
     jobs = {job["runId"]: job for job in world.sim.state()["jobs"]}
-    assert len(rows) == 4 == len(jobs)
+    assert {(world.runs[name].dag_id, world.runs[name].run_id) for name in ONE_JOB_RUNS} <= set(
+        rows
+    )
     expected = {
         "completed": "completed",
         "failed": "failed",
@@ -137,10 +179,11 @@ def test_the_page_lists_every_job_with_state_and_cost(world: World) -> None:
     assert rendering["progress"] is not None  # live, from NanoGPT, server-side
     failed = rows[(world.runs["failed"].dag_id, world.runs["failed"].run_id)]
     assert "failed" in failed["error"] and failed["refunded"] is True
+    assert failed["charged"] == 0
     assert not any(
-        rows[(o.dag_id, o.run_id)]["refunded"]
-        for o in world.runs.values()
-        if o is not world.runs["failed"]
+        rows[(world.runs[name].dag_id, world.runs[name].run_id)]["refunded"]
+        for name in ONE_JOB_RUNS
+        if name != "failed"
     )
 
 
@@ -172,7 +215,7 @@ def test_a_run_id_whose_plus_arrived_as_a_space_is_found(world: World) -> None:
 def test_spend_matches_what_nanogpt_charged(world: World) -> None:
     spend = world.server.get("/nanogpt/api/spend", "admin").json()
     charged = [job for job in world.sim.state()["jobs"] if not job["refunded"]]
-    assert spend["jobs"] == len(charged) == 3
+    assert spend["jobs"] == len(charged) == 4  # the retried task's refunded try is not one
     assert spend["totals"]["USD"] == pytest.approx(sum(job["cost"] for job in charged))
     assert spend["label"] == "Charges made through this Airflow"
     limited = world.server.get("/nanogpt/api/spend", "limited").json()
@@ -212,3 +255,121 @@ def test_no_response_carries_the_key_or_a_header(world: World) -> None:
     page = world.server.get("/nanogpt/ui/jobs", "admin").text
     assert "NanoGPT video jobs" in page and "a calm sea at dawn" in page
     assert json.dumps(world.job_rows("admin")).count("video_url") == 0
+
+
+def _rows_of(world: World, user: str, name: str, **params: Any) -> list[dict[str, Any]]:
+    run_id = world.runs[name].run_id
+    rows = world.job_rows(user, dag_id=world.runs[name].dag_id, **params)
+    return [row for row in rows if row["dag_run_id"] == run_id]
+
+
+def test_a_refunded_try_is_listed_at_zero_beside_its_retry(world: World) -> None:
+    """The retry cleared the first try's card; on 3.3 its charge record still lists the job."""
+    outcome = world.runs["retried"]
+    assert outcome.state == "success" and outcome.try_numbers["generate"] == 2
+    jobs = [
+        job for job in world.sim.state()["jobs"] if "a second chance" in job["payload"]["prompt"]
+    ]
+    refunded = [job for job in jobs if job["refunded"]]
+    charged = [job for job in jobs if not job["refunded"]]
+    assert len(refunded) == 1 and len(charged) == 1
+    rows = {row["run_id"]: row for row in _rows_of(world, "admin", "retried")}
+    expected = {charged[0]["runId"]} | ({refunded[0]["runId"]} if HAS_STATE_STORE else set())
+    assert set(rows) == expected  # before 3.3 nothing outlives the retry: as before
+    done = rows[charged[0]["runId"]]
+    assert done["state"] == "completed" and done["charged"] == pytest.approx(charged[0]["cost"])
+    if HAS_STATE_STORE:
+        gone = rows[refunded[0]["runId"]]
+        assert (gone["state"], gone["refunded"], gone["charged"]) == ("failed", True, 0)
+        assert gone["cost"] == pytest.approx(refunded[0]["cost"])  # what NanoGPT gave back
+        assert (gone["task_id"], gone["map_index"], gone["video_link"]) == ("generate", -1, None)
+        assert gone["prompt"] and "a second chance" in gone["prompt"]
+        # The page's filters apply to it as to any job.
+        assert [r["run_id"] for r in _rows_of(world, "admin", "retried", state="failed")] == [
+            refunded[0]["runId"]
+        ]
+        assert [r["run_id"] for r in _rows_of(world, "admin", "retried", state="completed")] == [
+            charged[0]["runId"]
+        ]
+        assert _rows_of(world, "admin", "retried", since="2000-01-01", until="2000-01-31") == []
+    # The HTML page shows the same rows, the refunded one at 0.
+    page = world.server.get("/nanogpt/ui/jobs", "admin", dag_id=RETRIED_DAG).text
+    for run_id in expected:
+        assert f'data-run-id="{run_id}"' in page
+    assert ("given back" in page) is HAS_STATE_STORE
+    # Spend is the successful charge only.
+    spend = world.server.get("/nanogpt/api/spend", "admin", dag_id=RETRIED_DAG).json()
+    assert spend["jobs"] == 1 and spend["totals"]["USD"] == pytest.approx(charged[0]["cost"])
+    # A user who may not read the DAG sees neither job, anywhere.
+    assert not [r for r in world.job_rows("limited") if r["dag_id"] == RETRIED_DAG]
+    assert world.job_rows("limited", dag_id=RETRIED_DAG) == []
+    hidden = world.server.get("/nanogpt/ui/jobs", "limited").text
+    assert not any(job["runId"] in hidden for job in jobs)
+
+
+def test_every_job_is_on_exactly_one_page(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paging over cards and card-less refunded jobs together: one row a page, none twice."""
+    from airflow.utils.session import create_session
+
+    from airflow_provider_nanogpt.plugin import jobs as job_store
+
+    dags = {outcome.dag_id for outcome in world.runs.values()}
+    with create_session() as session:
+        everything = job_store.list_jobs(session, dags, job_store.Filters())
+        monkeypatch.setattr(job_store, "PAGE_SIZE", 1)
+        paged = [
+            job_store.list_jobs(session, dags, job_store.Filters(page=n))
+            for n in range(1, everything.total + 1)
+        ]
+    assert (
+        everything.total
+        == len(everything.jobs)
+        == len(world.sim.state()["jobs"]) - (0 if HAS_STATE_STORE else 1)
+    )
+    assert {p.pages for p in paged} == {everything.total}
+    assert [(j.run_id, j.state) for p in paged for j in p.jobs] == [
+        (j.run_id, j.state) for j in everything.jobs
+    ]
+
+
+def test_the_saved_video_is_streamed_when_the_url_expired(world: World) -> None:
+    completed = world.runs["completed"]
+    saved = world.workdir / "kept.mp4"
+    saved.write_bytes(b"the saved copy " * 5000)  # not what NanoGPT's URL serves
+    gone = f"{world.sim.url}/expired.mp4"
+    with _card_changed(completed, output_path=str(saved), video_url=gone):
+        answer = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
+        assert answer.status_code == 200 and answer.content == saved.read_bytes()
+        assert answer.headers["Content-Type"] == "video/mp4"
+        ranged = requests.get(
+            f"{world.server.url}/nanogpt/video",
+            params=world.ti("completed"),
+            headers={
+                "Authorization": f"Bearer {world.server.token('viewer')}",
+                "Range": "bytes=15-29",
+            },
+            timeout=60,
+        )
+        assert ranged.status_code == 206 and ranged.content == saved.read_bytes()[15:30]
+        assert ranged.headers["Content-Range"] == f"bytes 15-29/{saved.stat().st_size}"
+        # Without a base dir on its connection, the api-server reads no saved file: the URL.
+        with _card_changed(completed, conn_id="nanogpt_no_base"):
+            fallback = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
+            assert fallback.status_code == 502 and b"the saved copy" not in fallback.content
+
+
+@pytest.mark.parametrize("outside", ["/etc/passwd", "{workdir}/../{name}", "{workdir}/escape"])
+def test_a_saved_path_outside_the_base_dir_streams_the_url_instead(
+    world: World, outside: str
+) -> None:
+    secret = world.workdir.parent / f"secret-{world.workdir.name}.mp4"
+    secret.write_bytes(b"never served")
+    escape = world.workdir / "escape"
+    if not escape.is_symlink():
+        escape.symlink_to(secret)
+    location = outside.format(workdir=world.workdir, name=secret.name)
+    url_video = world.server.get("/nanogpt/video", "viewer", **world.ti("completed")).content
+    with _card_changed(world.runs["completed"], output_path=location):
+        answer = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
+    assert answer.status_code == 200 and answer.content == url_video
+    assert b"never served" not in answer.content and b"root:" not in answer.content
