@@ -106,7 +106,6 @@ class VideoTaskMixin:
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",
-                kwargs={"execution_deadline": execution_deadline},
                 # A backstop past the trigger's own deadline, whichever limit sets it.
                 timeout=timedelta(
                     seconds=max(0.0, ends_at - now)
@@ -119,21 +118,19 @@ class VideoTaskMixin:
         return self.finish(context, waited, None, deadline=execution_deadline)
 
     def execute_complete(
-        self,
-        context: Context,
-        event: dict[str, Any] | None = None,
-        execution_deadline: float | None = None,
+        self, context: Context, event: dict[str, Any] | None = None, **deferral_kwargs: Any
     ) -> Any:
-        from airflow_provider_nanogpt import deadline as task_deadline
-
-        if execution_deadline is None and isinstance(event, Mapping):
-            execution_deadline = event.get("execution_deadline")
-        return self.finish(
-            context,
-            VideoEvent.from_payload(event),
-            None,
-            deadline=task_deadline.execution_deadline(self, context, execution_deadline),
+        """Finish after the wait in the triggerer; its state comes from the event only."""
+        from airflow_provider_nanogpt.resume import (
+            carried_execution_deadline,
+            ignore_deferral_kwargs,
         )
+
+        ignore_deferral_kwargs(deferral_kwargs, self.log)
+        video_event = VideoEvent.from_payload(event)
+        assert isinstance(event, Mapping)  # from_payload refuses anything else
+        deadline = carried_execution_deadline(event, task=self, context=context, log=self.log)
+        return self.finish(context, video_event, None, deadline=deadline)
 
     def finish(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_nanogpt.api.responses import Submission
     from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
+    from airflow_provider_nanogpt.resume import SubmitState
     from airflow_provider_nanogpt.submission import TaskAttempt
 
 # A 429 whose Retry-After is at most this is slept on the worker; longer waits are deferred to the
@@ -233,20 +235,25 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             execution_deadline=execution_deadline(self, context, started_at=started_at),
         )
 
-    def execute_after_wait(self, context: Context, event: Any = None, **kwargs: Any) -> Any:
-        """Carry on after waiting in the triggerer (a rate-limit window or a settle time)."""
-        from airflow_provider_nanogpt.deadline import execution_deadline
+    def execute_after_wait(
+        self, context: Context, event: Any = None, **deferral_kwargs: Any
+    ) -> Any:
+        """Carry on after waiting in the triggerer (a rate-limit window or a settle time).
 
-        carried = event.get("carry") if isinstance(event, Mapping) else None
-        state = carried if isinstance(carried, Mapping) else kwargs
-        started_at = state.get("started_at")
+        The try's state comes from the event's ``carry`` only (see ``airflow_provider_nanogpt.
+        resume``); missing or unreadable, it raises ``NanoGPTResumeStateError``.
+        """
+        from airflow_provider_nanogpt.resume import SubmitState, ignore_deferral_kwargs
+
+        ignore_deferral_kwargs(deferral_kwargs, self.log)
+        state = SubmitState.from_event(event, task=self, context=context, log=self.log)
         return self._submit_and_wait(
             context,
-            started_at=started_at if isinstance(started_at, int | float) else time.time(),
-            rate_limited_since=state.get("rate_limited_since"),
-            rate_limit_deferrals=int(state.get("rate_limit_deferrals") or 0),
+            started_at=state.started_at,
+            rate_limited_since=state.rate_limited_since,
+            rate_limit_deferrals=state.rate_limit_deferrals,
             # The try's original deadline: a resume must not restart execution_timeout.
-            execution_deadline=execution_deadline(self, context, state.get("execution_deadline")),
+            execution_deadline=state.execution_deadline,
         )
 
     def _submit_and_wait(
@@ -263,6 +270,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             NanoGPTDeadlinePassedError,
             NanoGPTRateLimitError,
         )
+        from airflow_provider_nanogpt.resume import SubmitState
         from airflow_provider_nanogpt.submission import LookUpLater, RunRecords, find_or_submit
 
         # Before anything is sent (even a lookup): a guard that renders to nothing fails here.
@@ -276,12 +284,12 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             check_destination(self.output_path, self.hook.settings().output_base_dir)
         records = RunRecords(context.get("task_state_store"))
         attempt = self._attempt(context, started_at)
-        resume = {
-            "started_at": started_at,
-            "rate_limited_since": rate_limited_since,
-            "rate_limit_deferrals": rate_limit_deferrals,
-            "execution_deadline": execution_deadline,
-        }
+        resume = SubmitState(
+            started_at=started_at,
+            execution_deadline=execution_deadline,
+            rate_limited_since=rate_limited_since,
+            rate_limit_deferrals=rate_limit_deferrals,
+        )
         while True:
             # In-call retry waits (a 429's Retry-After, a backoff) end by the task's deadline too.
             deadline = earliest(
@@ -313,7 +321,8 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                     exc, rate_limited_since, rate_limit_deferrals, execution_deadline
                 )
                 rate_limit_deferrals += 1
-                resume.update(
+                resume = replace(
+                    resume,
                     rate_limited_since=rate_limited_since,
                     rate_limit_deferrals=rate_limit_deferrals,
                 )
@@ -451,11 +460,11 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             "try looks the earlier submission up again and reattaches to it if it exists."
         )
 
-    def _resume_at(self, moment: float, carry: dict[str, Any]) -> NoReturn:
+    def _resume_at(self, moment: float, state: SubmitState) -> NoReturn:
         from airflow_provider_nanogpt.triggers.wait import WaitUntilTrigger
 
         self.defer(
-            trigger=WaitUntilTrigger(moment=moment, carry=carry),
+            trigger=WaitUntilTrigger(moment=moment, carry=state.to_carry()),
             method_name="execute_after_wait",
         )
 

@@ -1,0 +1,167 @@
+"""A deferred task's resume state travels in the trigger event only, and is never guessed.
+
+The operator's methods are called the way Airflow's Task Runner calls them after a deferral
+(``execute_after_wait(context, event=…)``, ``execute_complete(context, event=…)``), against the
+simulator, with a stand-in task instance and task state store.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from airflow_provider_nanogpt.exceptions import NanoGPTResumeStateError
+from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
+from airflow_provider_nanogpt.simulator import NanoGPTSimulator
+
+EXECUTION_TIMEOUT = timedelta(minutes=10)
+
+
+class FakeTaskInstance:
+    """The parts of ``context["ti"]`` the operator uses."""
+
+    def __init__(self, start_date: datetime) -> None:
+        self.dag_id, self.run_id, self.task_id = "resume_dag", "manual_1", "generate"
+        self.map_index = -1
+        self.try_number = 1
+        self.max_tries = 0
+        self.start_date = start_date
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **_: Any) -> Any:
+        return self.xcoms.get(key)
+
+
+class FakeStateStore(dict[str, Any]):
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
+
+
+def _task() -> GenerateVideoOperator:
+    return GenerateVideoOperator(
+        task_id="generate",
+        model="kling-video-v2",
+        prompt="a lighthouse at dusk",
+        duration="5",
+        execution_timeout=EXECUTION_TIMEOUT,
+    )
+
+
+def _context(start_date: datetime) -> dict[str, Any]:
+    return {"ti": FakeTaskInstance(start_date), "task_state_store": FakeStateStore()}
+
+
+def _task_deferred() -> type[BaseException]:
+    try:
+        from airflow.sdk.exceptions import TaskDeferred
+    except ImportError:  # older Task SDKs
+        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined]
+    return TaskDeferred  # type: ignore[no-any-return]
+
+
+NOW = time.time()
+# (event, stale kwargs of the deferral): none gives the resume a start to count timeout from.
+BROKEN_RESUMES: dict[str, tuple[object, dict[str, Any]]] = {
+    "no event": (None, {}),
+    "event without carry": ({"moment": NOW}, {}),
+    "carry not a mapping": ({"moment": NOW, "carry": "started"}, {}),
+    "state only in the deferral kwargs": (
+        None,
+        {"started_at": NOW, "rate_limited_since": None, "rate_limit_deferrals": 0},
+    ),
+    "no started_at": ({"carry": {"rate_limit_deferrals": 1}}, {}),
+    "started_at text": ({"carry": {"started_at": "soon"}}, {}),
+    "started_at boolean": ({"carry": {"started_at": True}}, {}),
+    "rate_limited_since text": ({"carry": {"started_at": NOW, "rate_limited_since": "x"}}, {}),
+    "rate_limit_deferrals text": ({"carry": {"started_at": NOW, "rate_limit_deferrals": "2"}}, {}),
+    "rate_limit_deferrals negative": (
+        {"carry": {"started_at": NOW, "rate_limit_deferrals": -1}},
+        {},
+    ),
+    "execution_deadline text": (
+        {"carry": {"started_at": NOW, "execution_deadline": "in ten minutes"}},
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize(("event", "kwargs"), BROKEN_RESUMES.values(), ids=BROKEN_RESUMES)
+def test_a_resume_without_readable_state_fails_typed_and_sends_nothing(
+    nanogpt_connection: NanoGPTSimulator, event: object, kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(NanoGPTResumeStateError, match="sent nothing"):
+        _task().execute_after_wait(_context(datetime.now(UTC)), event=event, **kwargs)
+    assert nanogpt_connection.state()["requests"] == {}
+
+
+STARTED = datetime.now(UTC) - timedelta(minutes=3)
+# Carries that resume: (carry, stale deferral kwargs, the try's deadline the resume must use).
+GOOD_RESUMES: dict[str, tuple[dict[str, Any], dict[str, Any], float | None]] = {
+    # Provider 0.1.0 carried no deadline: execution_timeout counts from the task's start.
+    "carry of provider 0.1.0": (
+        {"started_at": NOW, "rate_limited_since": None, "rate_limit_deferrals": 0},
+        {},
+        STARTED.timestamp() + EXECUTION_TIMEOUT.total_seconds(),
+    ),
+    "carry with its deadline": (
+        {"started_at": NOW, "rate_limit_deferrals": 1, "execution_deadline": NOW + 100},
+        {},
+        NOW + 100,
+    ),
+    # Kwargs the event already carries: the event is read, the kwargs are ignored.
+    "stale deferral kwargs": (
+        {"started_at": NOW, "execution_deadline": NOW + 100},
+        {"started_at": NOW - 999, "execution_deadline": NOW + 5},
+        NOW + 100,
+    ),
+}
+
+
+@pytest.mark.parametrize(("carry", "kwargs", "deadline"), GOOD_RESUMES.values(), ids=GOOD_RESUMES)
+def test_a_resume_submits_once_and_hands_its_deadline_to_the_video_wait(
+    nanogpt_connection: NanoGPTSimulator,
+    carry: dict[str, Any],
+    kwargs: dict[str, Any],
+    deadline: float,
+) -> None:
+    with pytest.raises(_task_deferred()) as deferred:
+        _task().execute_after_wait(
+            _context(STARTED), event={"moment": NOW, "carry": carry}, **kwargs
+        )
+    assert nanogpt_connection.state()["submits_accepted"] == 1
+    trigger = deferred.value.trigger  # type: ignore[attr-defined]
+    assert trigger.execution_deadline == pytest.approx(deadline)
+    # One channel: the wait for the video hands its state back in its event, not in kwargs.
+    assert not deferred.value.kwargs  # type: ignore[attr-defined]
+
+
+def test_the_video_wait_carries_its_deadline_in_the_event_only() -> None:
+    deadline = time.time() + 300
+    context = _context(datetime.now(UTC))
+    with pytest.raises(_task_deferred()) as deferred:
+        _task().wait_and_deliver(
+            context,
+            "vid_resume",
+            poll_interval=1.0,
+            timeout=60.0,
+            just_submitted=True,
+            execution_deadline=deadline,
+        )
+    assert not deferred.value.kwargs  # type: ignore[attr-defined]
+    assert deferred.value.trigger.execution_deadline == deadline  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("deadline", ["soon", True, [1]])
+def test_a_video_event_with_an_unreadable_deadline_fails_typed(deadline: object) -> None:
+    event = {"status": "success", "run_id": "vid_resume", "execution_deadline": deadline}
+    with pytest.raises(NanoGPTResumeStateError, match="execution_deadline"):
+        _task().execute_complete(_context(datetime.now(UTC)), event=event)
