@@ -311,12 +311,10 @@ def deliver(
 ) -> dict[str, Any]:
     """Download (if asked) and build the task's small return value for a finished job."""
     from airflow_provider_nanogpt.hooks.video_hosts import redact_url
-    from airflow_provider_nanogpt.polling import MAX_COMPLETED_WITHOUT_URL, completed_without_url
+    from airflow_provider_nanogpt.polling import nothing_to_deliver
 
     if not status.is_deliverable or status.video_url is None:
-        raise NanoGPTCompletedWithoutVideoError(
-            completed_without_url(run_id, MAX_COMPLETED_WITHOUT_URL + 1), run_id=run_id
-        )
+        raise NanoGPTCompletedWithoutVideoError(nothing_to_deliver(run_id, status), run_id=run_id)
     saved_to = None
     if output_path:
         saved_to = hook.download_video(status.video_url, output_path).path
