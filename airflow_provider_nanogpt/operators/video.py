@@ -347,7 +347,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             self._log_submission(submission)
         self._publish(context, submission)
         if not self.wait_for_completion:
-            records.mark_delivered()
+            records.mark_regenerate_after_clear()
             return submission.run_id
         return self.wait_and_deliver(
             context,
@@ -547,7 +547,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     def on_delivered(self, context: Context) -> None:
         from airflow_provider_nanogpt.submission import RunRecords
 
-        RunRecords(context.get("task_state_store")).mark_delivered()
+        RunRecords(context.get("task_state_store")).mark_regenerate_after_clear()
 
     def on_kill(self) -> None:
         # Only reachable while waiting on the worker (deferrable=False); the trigger has its own.

@@ -281,7 +281,7 @@ def one_try(world: World, step: Try) -> None:
         outcome += f", ended {final}"
         if final != "COMPLETED":
             return  # the operator fails the try; the job was refunded
-        records.mark_delivered()
+        records.mark_regenerate_after_clear()
         if generation not in world.delivered:
             # Promise 3: after a clear, a delivery is a new video, charged once to this clear.
             assert run_id not in world.delivered_before_clear, (
