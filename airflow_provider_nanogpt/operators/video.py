@@ -486,7 +486,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         )
 
     def _publish(self, context: Context, submission: Submission) -> None:
-        self._lineage_facts.update(
+        self.remember_for_lineage(
             run_id=submission.run_id,
             model=submission.model or self.model,
             cost=submission.cost,
@@ -517,7 +517,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             store.set(CHARGE_KEY_PREFIX + submission.run_id, charge_record(card))
 
     def _log_submission(self, submission: Submission) -> None:
-        from airflow_provider_nanogpt.completion import format_money
+        from airflow_provider_nanogpt.delivery import format_money
 
         currency = submission.currency
         self.log.info(
