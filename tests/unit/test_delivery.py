@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
@@ -11,7 +10,7 @@ from airflow_provider_nanogpt.exceptions import NanoGPTCompletedWithoutVideoErro
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.unit.fakes import FakeStateStore, FakeTaskInstance
+from benchmarks._airflow import task_context
 
 # (simulator markers, what the message must say about the run as the delivery read found it)
 UNDELIVERABLE = {
@@ -29,10 +28,7 @@ def test_a_run_with_no_video_to_fetch_fails_saying_what_nanogpt_answered(
         {"model": "kling-video-v2", "prompt": f"a quiet harbour {markers}", "duration": "5"}
     ).run_id
     task = GenerateVideoOperator(task_id="generate", model="kling-video-v2", prompt="x")
-    context: dict[str, Any] = {
-        "ti": FakeTaskInstance(),
-        "task_state_store": FakeStateStore(),
-    }
+    context = task_context("generate")
     with pytest.raises(NanoGPTCompletedWithoutVideoError) as raised:
         task.execute_complete(context, event={"status": "success", "run_id": run_id})
     message = str(raised.value)

@@ -16,7 +16,7 @@ import pytest
 from airflow_provider_nanogpt.exceptions import NanoGPTResumeStateError
 from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.unit.fakes import FakeStateStore, FakeTaskInstance
+from benchmarks._airflow import FakeStateStore, FakeTaskInstance, task_deferred
 
 EXECUTION_TIMEOUT = timedelta(minutes=10)
 
@@ -31,16 +31,10 @@ def _task() -> GenerateVideoOperator:
     )
 
 
-def _context(start_date: datetime) -> dict[str, Any]:
-    return {"ti": FakeTaskInstance(start_date), "task_state_store": FakeStateStore()}
-
-
-def _task_deferred() -> type[BaseException]:
-    try:
-        from airflow.sdk.exceptions import TaskDeferred
-    except ImportError:  # older Task SDKs
-        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined]
-    return TaskDeferred  # type: ignore[no-any-return]
+def _context(start_date: datetime | None = None) -> dict[str, Any]:
+    ti = FakeTaskInstance("generate")
+    ti.start_date = start_date  # type: ignore[attr-defined]
+    return {"ti": ti, "task_state_store": FakeStateStore()}
 
 
 NOW = time.time()
@@ -74,7 +68,7 @@ def test_a_resume_without_readable_state_fails_typed_and_sends_nothing(
     nanogpt_connection: NanoGPTSimulator, event: object, kwargs: dict[str, Any]
 ) -> None:
     with pytest.raises(NanoGPTResumeStateError, match="sent nothing"):
-        _task().execute_after_wait(_context(datetime.now(UTC)), event=event, **kwargs)
+        _task().execute_after_wait(_context(), event=event, **kwargs)
     assert nanogpt_connection.state()["requests"] == {}
 
 
@@ -108,7 +102,7 @@ def test_a_resume_submits_once_and_hands_its_deadline_to_the_video_wait(
     kwargs: dict[str, Any],
     deadline: float,
 ) -> None:
-    with pytest.raises(_task_deferred()) as deferred:
+    with pytest.raises(task_deferred()) as deferred:
         _task().execute_after_wait(
             _context(STARTED), event={"moment": NOW, "carry": carry}, **kwargs
         )
@@ -121,8 +115,8 @@ def test_a_resume_submits_once_and_hands_its_deadline_to_the_video_wait(
 
 def test_the_video_wait_carries_its_deadline_in_the_event_only() -> None:
     deadline = time.time() + 300
-    context = _context(datetime.now(UTC))
-    with pytest.raises(_task_deferred()) as deferred:
+    context = _context()
+    with pytest.raises(task_deferred()) as deferred:
         _task().wait_and_deliver(
             context,
             "vid_resume",
@@ -139,4 +133,4 @@ def test_the_video_wait_carries_its_deadline_in_the_event_only() -> None:
 def test_a_video_event_with_an_unreadable_deadline_fails_typed(deadline: object) -> None:
     event = {"status": "success", "run_id": "vid_resume", "execution_deadline": deadline}
     with pytest.raises(NanoGPTResumeStateError, match="execution_deadline"):
-        _task().execute_complete(_context(datetime.now(UTC)), event=event)
+        _task().execute_complete(_context(), event=event)
