@@ -8,6 +8,7 @@ simulator, with a stand-in task instance and task state store.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,39 +73,40 @@ def test_a_resume_without_readable_state_fails_typed_and_sends_nothing(
     assert nanogpt_connection.state()["requests"] == {}
 
 
-STARTED = datetime.now(UTC) - timedelta(minutes=3)
-# Carries that resume: (carry, stale deferral kwargs, the try's deadline the resume must use).
-GOOD_RESUMES: dict[str, tuple[dict[str, Any], dict[str, Any], float | None]] = {
+Resume = tuple[dict[str, Any], dict[str, Any], float]
+# Resumes that carry on, built from (now, the task instance's start): the carry, stale deferral
+# kwargs, and the try's deadline the resume must keep. Built at test time, so a slow run of the
+# suite never finds a deadline already passed.
+GOOD_RESUMES: dict[str, Callable[[float, float], Resume]] = {
     # Provider 0.1.0 carried no deadline: execution_timeout counts from the task's start.
-    "carry of provider 0.1.0": (
-        {"started_at": NOW, "rate_limited_since": None, "rate_limit_deferrals": 0},
+    "carry of provider 0.1.0": lambda now, start: (
+        {"started_at": now, "rate_limited_since": None, "rate_limit_deferrals": 0},
         {},
-        STARTED.timestamp() + EXECUTION_TIMEOUT.total_seconds(),
+        start + EXECUTION_TIMEOUT.total_seconds(),
     ),
-    "carry with its deadline": (
-        {"started_at": NOW, "rate_limit_deferrals": 1, "execution_deadline": NOW + 100},
+    "carry with its deadline": lambda now, start: (
+        {"started_at": now, "rate_limit_deferrals": 1, "execution_deadline": now + 100},
         {},
-        NOW + 100,
+        now + 100,
     ),
     # Kwargs the event already carries: the event is read, the kwargs are ignored.
-    "stale deferral kwargs": (
-        {"started_at": NOW, "execution_deadline": NOW + 100},
-        {"started_at": NOW - 999, "execution_deadline": NOW + 5},
-        NOW + 100,
+    "stale deferral kwargs": lambda now, start: (
+        {"started_at": now, "execution_deadline": now + 100},
+        {"started_at": now - 999, "execution_deadline": now + 5},
+        now + 100,
     ),
 }
 
 
-@pytest.mark.parametrize(("carry", "kwargs", "deadline"), GOOD_RESUMES.values(), ids=GOOD_RESUMES)
+@pytest.mark.parametrize("resume", GOOD_RESUMES.values(), ids=GOOD_RESUMES)
 def test_a_resume_submits_once_and_hands_its_deadline_to_the_video_wait(
-    nanogpt_connection: NanoGPTSimulator,
-    carry: dict[str, Any],
-    kwargs: dict[str, Any],
-    deadline: float,
+    nanogpt_connection: NanoGPTSimulator, resume: Callable[[float, float], Resume]
 ) -> None:
+    now, started = time.time(), datetime.now(UTC) - timedelta(minutes=3)
+    carry, kwargs, deadline = resume(now, started.timestamp())
     with pytest.raises(task_deferred()) as deferred:
         _task().execute_after_wait(
-            _context(STARTED), event={"moment": NOW, "carry": carry}, **kwargs
+            _context(started), event={"moment": now, "carry": carry}, **kwargs
         )
     assert nanogpt_connection.state()["submits_accepted"] == 1
     trigger = deferred.value.trigger  # type: ignore[attr-defined]
