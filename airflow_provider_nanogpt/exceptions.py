@@ -137,6 +137,15 @@ class NanoGPTSubmissionUncertainError(NanoGPTError):
     """
 
 
+class NanoGPTResumeStateError(NanoGPTError):
+    """A deferred task resumed without the state its deferral carried (or with an unreadable one).
+
+    Nothing is guessed in its place (a guessed start would restart the task's ``timeout``). The
+    resume sends nothing; a retry starts the try afresh and looks any earlier submission up first,
+    so it never pays twice.
+    """
+
+
 class NanoGPTSubmissionUnresolvedError(NanoGPTPermanentError):
     """An earlier submission's outcome cannot be settled automatically; a person must check.
 

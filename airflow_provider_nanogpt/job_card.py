@@ -14,7 +14,12 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_nanogpt.events import VideoEvent
 
 JOB_KEY = "nanogpt_job"
 # A sensor's card for a run another task submitted: how it ended, never a charge of its own.
@@ -96,3 +101,61 @@ def charge_record(card: Mapping[str, Any]) -> dict[str, Any]:
         **{key: card.get(key) for key in CARD_FIELDS_IN_CHARGE},
         "refunded": card.get("state") in REFUNDED,
     }
+
+
+def precharge_on(card: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """What NanoGPT pre-charged for the run, and in which currency, as the card recorded it.
+
+    (None, None) when this task did not submit the run (a sensor's card has no cost).
+    """
+    from airflow_provider_nanogpt.api.coerce import as_amount, as_str
+    from airflow_provider_nanogpt.api.responses import currency_of
+
+    return as_amount(card.get("cost")), currency_of(as_str(card.get("currency")))
+
+
+def job_state_for(event: VideoEvent) -> JobState:
+    """The job card's state for an event that did not deliver a video."""
+    from airflow_provider_nanogpt.events import EventStatus
+
+    if event.status is EventStatus.FAILED:
+        return JobState.BLOCKED if event.is_nsfw else JobState.FAILED
+    return {
+        EventStatus.CANCELLED: JobState.CANCELLED,
+        EventStatus.TIMEOUT: JobState.TIMED_OUT,
+    }.get(event.status, JobState.ERROR)
+
+
+class JobCardMixin:
+    """Reading and ending a task's job card; mixed into the operator and the sensor."""
+
+    nanogpt_conn_id: str
+    # The XCom key of this task's job card (a sensor's says it only watched: WATCH_KEY).
+    job_card_key: str = JOB_KEY
+
+    def job_card(self, context: Context) -> dict[str, Any]:
+        """This task's job card as pushed at submission (empty for a sensor, which pushes none)."""
+        ti = context["ti"]
+        card = ti.xcom_pull(
+            task_ids=ti.task_id, key=self.job_card_key, map_indexes=getattr(ti, "map_index", -1)
+        )
+        return dict(card) if isinstance(card, Mapping) else {}
+
+    def end_card(
+        self,
+        context: Context,
+        card: Mapping[str, Any],
+        run_id: str,
+        state: JobState,
+        **fields: Any,
+    ) -> None:
+        """Record how the job ended on this task's job card, for the NanoGPT page."""
+        base = dict(card)
+        base.setdefault("run_id", run_id)
+        base.setdefault("conn_id", self.nanogpt_conn_id)
+        final = ended(base, state, **fields)
+        context["ti"].xcom_push(key=self.job_card_key, value=final)
+        store = context.get("task_state_store")
+        if state in REFUNDED and final.get("charged_here") and store is not None:
+            # A retry clears this card; the charge record outlives it and must say "refunded".
+            store.set(CHARGE_KEY_PREFIX + str(final["run_id"]), charge_record(final))

@@ -159,11 +159,30 @@ class PollTracker:
         return poll_interval
 
 
+RETRY_FETCHES = (
+    "A retry of this task reattaches to this run to fetch the video; it never submits a new one."
+)
+
+
 def completed_without_url(run_id: str, answers: int) -> str:
     return (
         f"NanoGPT reports video {run_id} as completed, so it is charged, but gave no video URL "
-        f"in {answers} status answers. A retry of this task reattaches to this run to fetch the "
-        "video; it never submits a new one."
+        f"in {answers} status answers. {RETRY_FETCHES}"
+    )
+
+
+def nothing_to_deliver(run_id: str, status: VideoStatus) -> str:
+    """The message when the status read to deliver a run has no video to fetch (the wait had
+    seen it ready: NanoGPT's answers disagree)."""
+    if status.state is VideoState.COMPLETED:
+        return (
+            f"NanoGPT reports video {run_id} as completed, so it is charged, but the status read "
+            f"to deliver it gave no video URL. {RETRY_FETCHES}"
+        )
+    return (
+        f"NanoGPT reported video {run_id} ready, but the status read to deliver it says "
+        f"{status.state.value.lower()}, with no video URL. A retry of this task looks the run up "
+        "again before submitting anything."
     )
 
 

@@ -14,7 +14,8 @@ NanoGPT has no idempotency key and no cancel endpoint, and it creates jobs async
   ("not listed yet" is not "not created").
 * A recorded run that is queued, running or COMPLETED is reattached, never paid for again. Only a
   run that ended FAILED or CANCELLED (refunded) leads to a new submission.
-* A delivered run is marked so. Only a *clear* after that makes a new video: a retry in the same
+* A delivered run is marked ``regenerate_after_clear``. Only a *clear* after that makes a new
+  video: a retry in the same
   clear generation (a failure after delivery: a ``post_execute`` error, a worker killed before
   Airflow recorded success) reattaches to the delivered run and delivers it again. With
   ``[state_store] clear_on_success`` the record is wiped instead, which means the same: the tag
@@ -122,7 +123,9 @@ class RunRecord:
     model: str | None = None
     cost: float | None = None
     payment_source: str | None = None
-    delivered: bool = False
+    # Set once the run is delivered: a clear after that asks for a new video (a retry does not).
+    # Stored as "delivered" by earlier releases.
+    regenerate_after_clear: bool = False
     # The clear generation this run is for: the sending try's, or a later one's that took the
     # run over (a clear before delivery). None in records of earlier releases.
     generation: int | None = None
@@ -146,7 +149,9 @@ class RunRecord:
             model=as_str(value.get("model")),
             cost=as_number(value.get("cost")),
             payment_source=as_str(value.get("payment_source")),
-            delivered=bool(value.get("delivered", False)),
+            regenerate_after_clear=bool(
+                value.get("regenerate_after_clear", value.get("delivered", False))
+            ),
             generation=_int_or_none(value.get("generation")),
         )
 
@@ -185,10 +190,11 @@ class RunRecords:
         if self._store is not None:
             self._store.delete(STATE_KEY)
 
-    def mark_delivered(self) -> None:
+    def mark_regenerate_after_clear(self) -> None:
+        """The recorded run is delivered: from now on only a clear makes a new video."""
         record = self.load()
-        if record is not None and not record.delivered:
-            self.save(replace(record, delivered=True))
+        if record is not None and not record.regenerate_after_clear:
+            self.save(replace(record, regenerate_after_clear=True))
 
 
 # --- decisions ------------------------------------------------------------------------------------
@@ -249,7 +255,11 @@ def find_or_submit(
         )
 
     record = records.load()
-    if record is not None and record.delivered and _cleared_since(record, attempt, log):
+    if (
+        record is not None
+        and record.regenerate_after_clear
+        and _cleared_since(record, attempt, log)
+    ):
         record = None  # a clear after delivering asks for a new video
     if record is not None:
         if record.fingerprint != request_fingerprint:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 
     from airflow_provider_nanogpt.api.responses import Submission
     from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
-    from airflow_provider_nanogpt.submission import TaskAttempt
+    from airflow_provider_nanogpt.resume import SubmitState
+    from airflow_provider_nanogpt.submission import Decision, LookUpLater, RunRecords, TaskAttempt
 
 # A 429 whose Retry-After is at most this is slept on the worker; longer waits are deferred to the
 # triggerer so rate-limited batches hold no worker slots. A deferral costs a task start on the
@@ -225,46 +227,69 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
 
     def execute(self, context: Context) -> Any:
         from airflow_provider_nanogpt.deadline import execution_deadline
+        from airflow_provider_nanogpt.resume import SubmitState
 
         started_at = time.time()
         return self._submit_and_wait(
             context,
-            started_at=started_at,
-            execution_deadline=execution_deadline(self, context, started_at=started_at),
+            SubmitState(
+                started_at=started_at,
+                execution_deadline=execution_deadline(self, context, started_at=started_at),
+            ),
         )
 
-    def execute_after_wait(self, context: Context, event: Any = None, **kwargs: Any) -> Any:
-        """Carry on after waiting in the triggerer (a rate-limit window or a settle time)."""
-        from airflow_provider_nanogpt.deadline import execution_deadline
-
-        carried = event.get("carry") if isinstance(event, Mapping) else None
-        state = carried if isinstance(carried, Mapping) else kwargs
-        started_at = state.get("started_at")
-        return self._submit_and_wait(
-            context,
-            started_at=started_at if isinstance(started_at, int | float) else time.time(),
-            rate_limited_since=state.get("rate_limited_since"),
-            rate_limit_deferrals=int(state.get("rate_limit_deferrals") or 0),
-            # The try's original deadline: a resume must not restart execution_timeout.
-            execution_deadline=execution_deadline(self, context, state.get("execution_deadline")),
-        )
-
-    def _submit_and_wait(
-        self,
-        context: Context,
-        *,
-        started_at: float,
-        rate_limited_since: float | None = None,
-        rate_limit_deferrals: int = 0,
-        execution_deadline: float | None = None,
+    def execute_after_wait(
+        self, context: Context, event: Any = None, **deferral_kwargs: Any
     ) -> Any:
-        from airflow_provider_nanogpt.deadline import earliest
-        from airflow_provider_nanogpt.exceptions import (
-            NanoGPTDeadlinePassedError,
-            NanoGPTRateLimitError,
-        )
-        from airflow_provider_nanogpt.submission import LookUpLater, RunRecords, find_or_submit
+        """Carry on after waiting in the triggerer (a rate-limit window or a settle time).
 
+        The try's state comes from the event's ``carry`` only (see ``airflow_provider_nanogpt.
+        resume``); missing or unreadable, it raises ``NanoGPTResumeStateError``. Its deadline is
+        the try's original one: a resume must not restart execution_timeout.
+        """
+        from airflow_provider_nanogpt.resume import SubmitState, ignore_deferral_kwargs
+
+        ignore_deferral_kwargs(deferral_kwargs, self.log)
+        state = SubmitState.from_event(event, task=self, context=context, log=self.log)
+        return self._submit_and_wait(context, state)
+
+    def _submit_and_wait(self, context: Context, state: SubmitState) -> Any:
+        """Find or submit this task's run (waiting out rate limits and settle times), then wait
+        for it and deliver it."""
+        from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
+        from airflow_provider_nanogpt.submission import LookUpLater, RunRecords
+
+        payload = self._payload_to_send()
+        records = RunRecords(context.get("task_state_store"))
+        attempt = self._attempt(context, state.started_at)
+        while True:
+            try:
+                decision = self._find_or_submit(records, attempt, payload, state)
+            except NanoGPTRateLimitError as exc:
+                state = self._wait_out_rate_limit(exc, state)
+                continue
+            if not isinstance(decision, LookUpLater):
+                break
+            self._wait_to_look_again(decision, state)
+
+        submission = decision.submission
+        if not decision.reattached:
+            self._log_submission(submission)
+        self._publish(context, submission)
+        if not self.wait_for_completion:
+            records.mark_regenerate_after_clear()
+            return submission.run_id
+        return self.wait_and_deliver(
+            context,
+            submission.run_id,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+            just_submitted=not decision.reattached,
+            execution_deadline=state.execution_deadline,
+        )
+
+    def _payload_to_send(self) -> dict[str, Any]:
+        """The request body, once every check that needs no send has passed."""
         # Before anything is sent (even a lookup): a guard that renders to nothing fails here.
         self._limit("min_balance_usd")
         self._limit("max_cost_usd")
@@ -274,80 +299,81 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
 
             # Before paying: a video that cannot be saved must not be bought.
             check_destination(self.output_path, self.hook.settings().output_base_dir)
-        records = RunRecords(context.get("task_state_store"))
-        attempt = self._attempt(context, started_at)
-        resume = {
-            "started_at": started_at,
-            "rate_limited_since": rate_limited_since,
-            "rate_limit_deferrals": rate_limit_deferrals,
-            "execution_deadline": execution_deadline,
-        }
-        while True:
-            # In-call retry waits (a 429's Retry-After, a backoff) end by the task's deadline too.
-            deadline = earliest(
-                execution_deadline, (rate_limited_since or started_at) + self.timeout
-            )
-            try:
-                decision = find_or_submit(
-                    self.hook,
-                    records,
-                    attempt,
-                    payload,
-                    log=self.log,
-                    settle_seconds=self.settle_seconds,
-                    before_send=lambda: self._check_budget(payload),
-                    max_rate_limit_sleep=RATE_LIMIT_SLEEP_ON_WORKER_SECONDS
-                    if self.deferrable
-                    else None,
-                    deadline=deadline,
-                )
-            except NanoGPTDeadlinePassedError as exc:
-                if rate_limited_since is None:
-                    raise
-                # Waiting out the 429 (and resuming from it) used up what was left: nothing sent.
-                raise self._rate_limited_too_long(rate_limited_since, 0.0, "HTTP 429") from exc
-            except NanoGPTRateLimitError as exc:
-                # A 429 on the submit or on the lookup of an earlier send: nothing was sent.
-                rate_limited_since = rate_limited_since or time.time()
-                wait = self._rate_limit_wait(
-                    exc, rate_limited_since, rate_limit_deferrals, execution_deadline
-                )
-                rate_limit_deferrals += 1
-                resume.update(
-                    rate_limited_since=rate_limited_since,
-                    rate_limit_deferrals=rate_limit_deferrals,
-                )
-                if self.deferrable:
-                    self.log.info(
-                        "NanoGPT is rate limiting; waiting %.1f s in the triggerer.", wait
-                    )
-                    self._resume_at(time.time() + wait, resume)
-                self.log.info("NanoGPT is rate limiting; waiting %.1f s on the worker.", wait)
-                time.sleep(wait)
-                continue
-            if not isinstance(decision, LookUpLater):
-                break
-            self._check_settle_wait(decision.at, decision.reason, execution_deadline)
-            self.log.info("%s; looking again at %s.", decision.reason, _clock(decision.at))
-            if self.deferrable and decision.at - time.time() > SHORT_WAIT_ON_WORKER_SECONDS:
-                self._resume_at(decision.at, resume)
-            time.sleep(max(0.0, decision.at - time.time()))
+        return payload
 
-        submission = decision.submission
-        if not decision.reattached:
-            self._log_submission(submission)
-        self._publish(context, submission)
-        if not self.wait_for_completion:
-            records.mark_delivered()
-            return submission.run_id
-        return self.wait_and_deliver(
-            context,
-            submission.run_id,
-            poll_interval=self.poll_interval,
-            timeout=self.timeout,
-            just_submitted=not decision.reattached,
-            execution_deadline=execution_deadline,
+    def _find_or_submit(
+        self,
+        records: RunRecords,
+        attempt: TaskAttempt,
+        payload: Mapping[str, Any],
+        state: SubmitState,
+    ) -> Decision:
+        """One pass of ``submission.find_or_submit``, its waits bounded by the task's limits."""
+        from airflow_provider_nanogpt.deadline import earliest
+        from airflow_provider_nanogpt.exceptions import NanoGPTDeadlinePassedError
+        from airflow_provider_nanogpt.submission import find_or_submit
+
+        # In-call retry waits (a 429's Retry-After, a backoff) end by the task's deadline too.
+        since = state.rate_limited_since
+        deadline = earliest(state.execution_deadline, (since or state.started_at) + self.timeout)
+        try:
+            return find_or_submit(
+                self.hook,
+                records,
+                attempt,
+                payload,
+                log=self.log,
+                settle_seconds=self.settle_seconds,
+                before_send=lambda: self._check_budget(payload),
+                max_rate_limit_sleep=RATE_LIMIT_SLEEP_ON_WORKER_SECONDS
+                if self.deferrable
+                else None,
+                deadline=deadline,
+            )
+        except NanoGPTDeadlinePassedError as exc:
+            if since is None:
+                raise
+            # Waiting out the 429 (and resuming from it) used up what was left: nothing sent.
+            raise self._rate_limited_too_long(since, 0.0, "HTTP 429") from exc
+
+    def _wait_out_rate_limit(self, exc: NanoGPTRateLimitError, state: SubmitState) -> SubmitState:
+        """Wait out a 429 (the submit's, or the lookup's of an earlier send: nothing was sent),
+        and return the state to ask again with."""
+        since = state.rate_limited_since or time.time()
+        wait = self._rate_limit_wait(
+            exc, since, state.rate_limit_deferrals, state.execution_deadline
         )
+        state = replace(
+            state, rate_limited_since=since, rate_limit_deferrals=state.rate_limit_deferrals + 1
+        )
+        # Short Retry-Afters were slept inside the call: whatever is left here is deferred.
+        self._wait_until(time.time() + wait, state, "NanoGPT is rate limiting", on_worker_up_to=0)
+        return state
+
+    def _wait_to_look_again(self, decision: LookUpLater, state: SubmitState) -> None:
+        """Wait until an earlier send may be listed, unless that passes the try's deadline."""
+        self._check_settle_wait(decision.at, decision.reason, state.execution_deadline)
+        self._wait_until(
+            decision.at,
+            state,
+            f"{decision.reason}; looking again at {_clock(decision.at)}",
+            on_worker_up_to=SHORT_WAIT_ON_WORKER_SECONDS,
+        )
+
+    def _wait_until(
+        self, moment: float, state: SubmitState, why: str, *, on_worker_up_to: float
+    ) -> None:
+        """Wait until ``moment`` (epoch seconds; the caller has checked it is within the try's
+        deadline): in the triggerer when deferrable and the wait is longer than
+        ``on_worker_up_to`` seconds (the task resumes in ``execute_after_wait`` with ``state``),
+        else asleep on the worker."""
+        wait = max(0.0, moment - time.time())
+        deferred = self.deferrable and wait > on_worker_up_to
+        where = "in the triggerer" if deferred else "on the worker"
+        self.log.info("%s; waiting %.1f s %s.", why, wait, where)
+        if deferred:
+            self._resume_at(moment, state)
+        time.sleep(wait)
 
     def _attempt(self, context: Context, started_at: float) -> TaskAttempt:
         from airflow_provider_nanogpt.submission import TaskAttempt
@@ -451,16 +477,16 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             "try looks the earlier submission up again and reattaches to it if it exists."
         )
 
-    def _resume_at(self, moment: float, carry: dict[str, Any]) -> NoReturn:
+    def _resume_at(self, moment: float, state: SubmitState) -> NoReturn:
         from airflow_provider_nanogpt.triggers.wait import WaitUntilTrigger
 
         self.defer(
-            trigger=WaitUntilTrigger(moment=moment, carry=carry),
+            trigger=WaitUntilTrigger(moment=moment, carry=state.to_carry()),
             method_name="execute_after_wait",
         )
 
     def _publish(self, context: Context, submission: Submission) -> None:
-        self._lineage_facts.update(
+        self.remember_for_lineage(
             run_id=submission.run_id,
             model=submission.model or self.model,
             cost=submission.cost,
@@ -491,7 +517,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             store.set(CHARGE_KEY_PREFIX + submission.run_id, charge_record(card))
 
     def _log_submission(self, submission: Submission) -> None:
-        from airflow_provider_nanogpt.completion import format_money
+        from airflow_provider_nanogpt.delivery import format_money
 
         currency = submission.currency
         self.log.info(
@@ -538,7 +564,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     def on_delivered(self, context: Context) -> None:
         from airflow_provider_nanogpt.submission import RunRecords
 
-        RunRecords(context.get("task_state_store")).mark_delivered()
+        RunRecords(context.get("task_state_store")).mark_regenerate_after_clear()
 
     def on_kill(self) -> None:
         # Only reachable while waiting on the worker (deferrable=False); the trigger has its own.

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_nanogpt.polling import DEFAULT_MAX_CONSECUTIVE_ERRORS, next_poll_delay
+from airflow_provider_nanogpt.resume import EXECUTION_DEADLINE
 
 __all__ = ["VideoStatusTrigger", "next_poll_delay"]
 
@@ -76,10 +77,9 @@ class VideoStatusTrigger(BaseTrigger):
         from airflow_provider_nanogpt.polling import wait_for_video
 
         event = await wait_for_video(self.run_id, log=self.log, **self.wait_kwargs())
-        payload = event.to_payload()
-        if self.execution_deadline is not None:
-            # dag.test() resumes with the event alone: the try's deadline travels in it too.
-            payload["execution_deadline"] = self.execution_deadline
+        # The try's deadline travels in the event, the one channel to the resume (dag.test()
+        # resumes with the event alone); None says the try has no execution_timeout.
+        payload = {**event.to_payload(), EXECUTION_DEADLINE: self.execution_deadline}
         yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
 
     def wait_kwargs(self) -> dict[str, Any]:

@@ -207,9 +207,9 @@ def test_clearing_a_succeeded_task_generates_a_new_video(
     records = [row for row in rows if not row["key"].startswith(CHARGE_KEY_PREFIX)]
     charges = [row["value"]["run_id"] for row in rows if row["key"].startswith(CHARGE_KEY_PREFIX)]
     if HAS_STATE_STORE and clear_on_success == "True":
-        assert rows == []  # Airflow wiped the record, delivered marker and all
+        assert rows == []  # Airflow wiped the record, regenerate_after_clear and all
     elif HAS_STATE_STORE:
-        assert [row["value"]["delivered"] for row in records] == [True]
+        assert [row["value"]["regenerate_after_clear"] for row in records] == [True]
         assert charges == [result(first)["run_id"]]  # the NanoGPT page's spend record
     again = clear_and_rerun("nanogpt_deferrable", first.run_id)
     assert again.state == "success"
@@ -239,7 +239,7 @@ def test_a_retry_after_the_video_was_delivered_delivers_it_again_unpaid(
     if HAS_STATE_STORE:
         rows = task_state_store_rows(dag_id, outcome.run_id)
         records = [row for row in rows if not row["key"].startswith(CHARGE_KEY_PREFIX)]
-        assert [row["value"]["delivered"] for row in records] == [True]
+        assert [row["value"]["regenerate_after_clear"] for row in records] == [True]
     # ... and a clear after that still makes a new video, once.
     again = clear_and_rerun(dag_id, outcome.run_id)
     assert again.state == "success"

@@ -223,7 +223,7 @@ def test_worker_lost_after_submit_reattaches_on_retry(e2e: E2E) -> None:
     store = e2e.rest.get(f"{ti_path}/state-store")
     records = {entry["key"]: entry["value"] for entry in store["task_state_store"]}
     assert records["nanogpt_video_run"]["run_id"] == job["runId"]
-    assert records["nanogpt_video_run"]["delivered"] is True
+    assert records["nanogpt_video_run"]["regenerate_after_clear"] is True
 
     result = e2e.rest.xcom(dag_id, run_id, TASK, "return_value")
     assert result["run_id"] == job["runId"] and result["output_path"] == str(video)

@@ -271,18 +271,44 @@ def test_a_recorded_run_that_ended_refunded_is_replaced(
     assert accepted(simulator) == (2, 2)
 
 
-def test_a_delivered_run_is_replaced_with_a_new_tag_after_a_clear(
-    hook: NanoGPTHook, simulator: NanoGPTSimulator
-) -> None:
+STORED_AS = ["regenerate_after_clear", "delivered (0.1.0)"]
+
+
+def _delivered_then(
+    hook: NanoGPTHook, stored_as: str, generation: int
+) -> tuple[Attached, Attached]:
+    """A run sent and delivered (marked as this release stores it, or as 0.1.0 did), then the
+    next try in clear ``generation``: the first run's decision and the next one's."""
     store = Store()
     first = run(hook, store)
-    RunRecords(store).mark_delivered()
+    if stored_as == "regenerate_after_clear":
+        RunRecords(store).mark_regenerate_after_clear()
+        assert store[STATE_KEY]["regenerate_after_clear"] is True
+    else:
+        record = {k: v for k, v in store[STATE_KEY].items() if k != "regenerate_after_clear"}
+        store[STATE_KEY] = {**record, "delivered": True}
+    return first, run(hook, store, try_number=2, generation=generation)
+
+
+@pytest.mark.parametrize("stored_as", STORED_AS)
+def test_a_delivered_run_is_replaced_with_a_new_tag_after_a_clear(
+    hook: NanoGPTHook, simulator: NanoGPTSimulator, stored_as: str
+) -> None:
     # A clear starts a new generation (Airflow raises max_tries): the first try after it is 2.
-    again = run(hook, store, try_number=2, generation=2)
+    first, again = _delivered_then(hook, stored_as, generation=2)
     assert not again.reattached
     jobs = simulator.state()["jobs"]
     assert [job["runId"] for job in jobs] == [first.submission.run_id, again.submission.run_id]
     assert jobs[0]["conversationUUID"] != jobs[1]["conversationUUID"]
+
+
+@pytest.mark.parametrize("stored_as", STORED_AS)
+def test_a_retry_after_delivery_reattaches_to_the_delivered_run(
+    hook: NanoGPTHook, simulator: NanoGPTSimulator, stored_as: str
+) -> None:
+    first, again = _delivered_then(hook, stored_as, generation=1)  # a retry: the same generation
+    assert again.reattached and again.submission.run_id == first.submission.run_id
+    assert accepted(simulator) == (1, 1)
 
 
 def test_a_changed_request_is_a_new_video(hook: NanoGPTHook, simulator: NanoGPTSimulator) -> None:

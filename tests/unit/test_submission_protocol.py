@@ -389,7 +389,7 @@ def one_try(world: World, step: Try) -> bool:
         # The whole video of this run, and nothing a killed download left behind.
         assert video_sha256_of(world.output) == video_sha256(run_id, VIDEO_BYTES)
         assert not list(world.output.parent.glob("*.part"))
-        records.mark_delivered()
+        records.mark_regenerate_after_clear()
         if generation not in world.delivered:
             # Promise 3: after a clear, a delivery is a new video, charged once to this clear.
             assert run_id not in world.delivered_before_clear, (
