@@ -437,7 +437,7 @@ class Filler:
                     }
                     xcoms.append(("video_url", video_url, finished))
                     xcoms.append(("return_value", result, finished + timedelta(seconds=2)))
-                    record = replace(record, delivered=True)
+                    record = replace(record, regenerate_after_clear=True)
                 else:
                     ti_state = "failed"
                     error = ERRORS[state].format(run=nano_run)[:500]
