@@ -90,7 +90,7 @@ class VideoTaskMixin(JobCardMixin, LineageMixin):
             if event is not None:
                 return self.finish(context, event, status, deadline=execution_deadline)
         # The video link reads this key at every deferral; empty means "not ready yet".
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
+        self.push_xcom(context, VIDEO_URL_XCOM_KEY, "")
         now = time.time()
         trigger = VideoStatusTrigger(
             run_id=run_id,
@@ -163,15 +163,13 @@ class VideoTaskMixin(JobCardMixin, LineageMixin):
                 run_id=event.run_id,
                 model=self.model,
                 currency=currency,
+                precharge=precharge,
                 output_path=self.output_path,
                 log=self.log,
             )
         except Exception as exc:
             self.end_card(context, card, event.run_id, job_state_for(event), error=str(exc)[:500])
             raise
-        if result["cost"] is None:
-            # The flat status shape carries no final cost; the pre-charge is the best known figure.
-            result["cost"] = precharge
         self.end_card(
             context,
             card,
@@ -180,7 +178,7 @@ class VideoTaskMixin(JobCardMixin, LineageMixin):
             **{key: result[key] for key in ("cost", "currency", "video_url", "output_path")},
             model=result["model"],
         )
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=status.video_url)
+        self.push_xcom(context, VIDEO_URL_XCOM_KEY, status.video_url)
         self.remember_for_lineage(**result)
         record_outlet_events(context, self.outlets, result, self.log)
         self.on_delivered(context)

@@ -20,10 +20,15 @@ def deliver(
     run_id: str,
     model: str | None,
     currency: str | None,
+    precharge: float | None,
     output_path: Any,
     log: Any,
 ) -> dict[str, Any]:
-    """Download (if asked) and build the task's small return value for a finished job."""
+    """Download (if asked) and build the task's small return value for a finished job.
+
+    ``cost`` is NanoGPT's final cost, or else (the flat status shape carries none) what it
+    pre-charged, the best figure known; ``currency`` is the one the job was paid in.
+    """
     from airflow_provider_nanogpt.hooks.video_hosts import redact_url
     from airflow_provider_nanogpt.polling import nothing_to_deliver
 
@@ -32,18 +37,22 @@ def deliver(
     saved_to = None
     if output_path:
         saved_to = hook.download_video(status.video_url, output_path).path
-    log.info(
-        "NanoGPT video %s is ready: %s (final cost %s)",
-        run_id,
-        redact_url(status.video_url),
-        format_money(status.cost, currency),
-    )
+    cost = status.cost if status.cost is not None else precharge
+    if status.cost is not None:
+        cost_note = f" (final cost {format_money(cost, currency)})"
+    elif cost is not None:
+        cost_note = (
+            f" (cost {format_money(cost, currency)}, the pre-charge: NanoGPT gave no final cost)"
+        )
+    else:  # a sensor watching a flat-shape run: no figure at all, so none is claimed
+        cost_note = ""
+    log.info("NanoGPT video %s is ready: %s%s", run_id, redact_url(status.video_url), cost_note)
     return {
         "run_id": run_id,
         "model": model or status.model,
         "status": "success",
         "video_url": status.video_url,
-        "cost": status.cost,
+        "cost": cost,
         "currency": currency,
         "output_path": saved_to,
     }
@@ -90,9 +99,13 @@ def asset_uri(output_path: object) -> str | None:
 
 
 def format_money(value: float | None, currency: str | None) -> str:
-    """An amount with its currency, never a dollar sign on something that is not dollars."""
+    """An amount with its currency, never a dollar sign on something that is not dollars.
+
+    NanoGPT names no currency for a final cost, nor for a charge whose ``paymentSource`` it left
+    out: those amounts are in whatever the run was paid with, and are shown as such.
+    """
     if value is None:
         return "unknown"
     if currency == "USD":
         return f"${value:.4f}"
-    return f"{value:.4f} {currency}" if currency else f"{value:.4f} (currency unknown)"
+    return f"{value:.4f} {currency}" if currency else f"{value:.4f} in the run's payment currency"

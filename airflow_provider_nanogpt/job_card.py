@@ -126,19 +126,53 @@ def job_state_for(event: VideoEvent) -> JobState:
     }.get(event.status, JobState.ERROR)
 
 
+def attempt_of(ti: Any) -> tuple[Any, ...]:
+    """Which attempt of which task instance ``ti`` (a task instance or its key) is."""
+    return tuple(
+        getattr(ti, name, None)
+        for name in ("dag_id", "task_id", "run_id", "map_index", "try_number")
+    )
+
+
 class JobCardMixin:
     """Reading and ending a task's job card; mixed into the operator and the sensor."""
 
     nanogpt_conn_id: str
     # The XCom key of this task's job card (a sensor's says it only watched: WATCH_KEY).
     job_card_key: str = JOB_KEY
+    # Whether the card is pushed at submission, before the wait (a sensor's only when it ends).
+    card_pushed_at_submission: bool = True
+
+    def push_xcom(self, context: Context, key: str, value: Any) -> None:
+        """Push an XCom and remember it for this attempt, so that the attempt's own reads (the
+        extra links at its end) need not ask Airflow, which logs every missing key as an error."""
+        ti = context["ti"]
+        ti.xcom_push(key=key, value=value)
+        attempt = attempt_of(ti)
+        if getattr(self, "_pushed_attempt", None) != attempt:
+            # dag.test() runs every try (and map index) on one operator object: start afresh.
+            self._pushed_attempt, self._pushed_xcoms = attempt, {}
+        self._pushed_xcoms[key] = value
+
+    def pushed_this_attempt(self, ti: Any, key: str) -> tuple[bool, Any]:
+        """(True, value) when this process pushed ``key`` in the attempt of ``ti``."""
+        if getattr(self, "_pushed_attempt", None) != attempt_of(ti):
+            return False, None
+        pushed: dict[str, Any] = self._pushed_xcoms
+        return key in pushed, pushed.get(key)
 
     def job_card(self, context: Context) -> dict[str, Any]:
-        """This task's job card as pushed at submission (empty for a sensor, which pushes none)."""
+        """This task's job card as pushed at submission (empty for a sensor, which pushes none
+        until it ends: nothing is read then, so Airflow logs no missing XCom)."""
         ti = context["ti"]
-        card = ti.xcom_pull(
-            task_ids=ti.task_id, key=self.job_card_key, map_indexes=getattr(ti, "map_index", -1)
-        )
+        known, card = self.pushed_this_attempt(ti, self.job_card_key)
+        if not known and self.card_pushed_at_submission:
+            # Pushed before a deferral, by the process that submitted.
+            card = ti.xcom_pull(
+                task_ids=ti.task_id,
+                key=self.job_card_key,
+                map_indexes=getattr(ti, "map_index", -1),
+            )
         return dict(card) if isinstance(card, Mapping) else {}
 
     def end_card(
@@ -154,7 +188,7 @@ class JobCardMixin:
         base.setdefault("run_id", run_id)
         base.setdefault("conn_id", self.nanogpt_conn_id)
         final = ended(base, state, **fields)
-        context["ti"].xcom_push(key=self.job_card_key, value=final)
+        self.push_xcom(context, self.job_card_key, final)
         store = context.get("task_state_store")
         if state in REFUNDED and final.get("charged_here") and store is not None:
             # A retry clears this card; the charge record outlives it and must say "refunded".

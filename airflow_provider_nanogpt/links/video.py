@@ -11,7 +11,7 @@ from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseOperatorLink
 
-from airflow_provider_nanogpt.job_card import JOB_KEY
+from airflow_provider_nanogpt.job_card import JOB_KEY, JobCardMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -21,7 +21,12 @@ VIDEO_URL_XCOM_KEY = "video_url"
 DEFAULT_JOB_CARD_KEY = JOB_KEY
 
 
-def _xcom(key: str, ti_key: TaskInstanceKey) -> Any:
+def _xcom(operator: BaseOperator, key: str, ti_key: TaskInstanceKey) -> Any:
+    """An XCom of the attempt that just ran. Airflow evaluates links at the end of the attempt,
+    on the operator that ran it, which knows what it pushed: asking Airflow for a key never
+    pushed (a task that failed before submitting) would log "XCom not found" as an error."""
+    if isinstance(operator, JobCardMixin):
+        return operator.pushed_this_attempt(ti_key, key)[1]
     from airflow.providers.common.compat.sdk import XCom
 
     return XCom.get_value(key=key, ti_key=ti_key)
@@ -36,7 +41,7 @@ class NanoGPTVideoLink(BaseOperatorLink):
     name = "NanoGPT Video"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        value = _xcom(VIDEO_URL_XCOM_KEY, ti_key)
+        value = _xcom(operator, VIDEO_URL_XCOM_KEY, ti_key)
         return value if isinstance(value, str) else ""
 
 
@@ -48,7 +53,7 @@ class NanoGPTSavedVideoLink(BaseOperatorLink):
     name = "Saved video"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        card = _xcom(getattr(operator, "job_card_key", DEFAULT_JOB_CARD_KEY), ti_key)
+        card = _xcom(operator, getattr(operator, "job_card_key", DEFAULT_JOB_CARD_KEY), ti_key)
         path = card.get("output_path") if isinstance(card, dict) else None
         return browsable_url(path) if isinstance(path, str) else ""
 

@@ -510,7 +510,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             cost=submission.cost,
             currency=submission.currency,
         )
-        ti.xcom_push(key=JOB_KEY, value=card)
+        self.push_xcom(context, JOB_KEY, card)
         store = context.get("task_state_store")
         if store is not None and not submission.recovered and submission.cost is not None:
             # Kept past retries (which clear XComs), so spend totals include earlier tries.

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from airflow_provider_nanogpt.byte_ranges import byte_range
+
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
@@ -203,26 +205,6 @@ def stream_saved_video(
                 yield data
 
     return VideoStream(206 if span is not None else 200, headers, chunks())
-
-
-def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(first, last) byte of a single ``bytes=`` Range; None for the whole file (no header, or
-    one not served: several ranges, another unit, bad syntax); ValueError when unsatisfiable."""
-    unit, _, spec = (header or "").partition("=")
-    first_text, dash, last_text = spec.strip().partition("-")
-    if unit.strip().lower() != "bytes" or not dash or "," in spec:
-        return None
-    if not all(part == "" or part.isdigit() for part in (first_text, last_text)):
-        return None
-    if first_text == "":  # the last N bytes
-        if last_text == "" or int(last_text) == 0 or size == 0:
-            raise ValueError("unsatisfiable range")
-        return max(0, size - int(last_text)), size - 1
-    first = int(first_text)
-    last = min(int(last_text), size - 1) if last_text else size - 1
-    if first >= size or last < first:
-        raise ValueError("unsatisfiable range")
-    return first, last
 
 
 def _video_type(content_type: str | None) -> dict[str, str]:

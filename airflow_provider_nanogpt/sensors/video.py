@@ -37,6 +37,7 @@ class VideoStatusSensor(VideoTaskMixin, BaseSensorOperator):
     template_fields: Sequence[str] = ("run_id", "output_path", "nanogpt_conn_id")
     # The run was submitted (and paid) elsewhere: this task's card only says how it ended.
     job_card_key = WATCH_KEY
+    card_pushed_at_submission = False
     operator_extra_links = (NanoGPTVideoLink(), NanoGPTSavedVideoLink())
     ui_color = "#f2e3ff"
 

@@ -14,6 +14,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_nanogpt.byte_ranges import byte_range
+
 from . import catalog
 from .clock import format_retry_after, iso_utc, seconds_until_utc_midnight
 from .errors import (
@@ -30,7 +32,7 @@ from .markers import MarkerError, Markers, parse_markers
 from .messages import JsonResponse, RawResponse, Request, ResetResponse, Response, StreamResponse
 from .shapes import flat_status, legacy_status, nested_status, status_word
 from .state import SAMPLE_VIDEO_TYPES, SimState, money
-from .video import video_chunks
+from .video import default_video, video_chunks
 
 VIDEO_PATH_RE = re.compile(r"^/files/videos/([A-Za-z0-9_-]{1,100})\.mp4$")
 DATA_URL_RE = re.compile(r"^data:([a-z]+)/([A-Za-z0-9.+-]+);base64,(.*)$", re.DOTALL)
@@ -447,32 +449,49 @@ def recover(state: SimState, request: Request) -> Response:
 
 
 def download(state: SimState, request: Request) -> Response:
-    """``GET|HEAD /files/videos/<runId>.mp4``: no auth, like a storage URL."""
+    """``GET|HEAD /files/videos/<runId>.mp4``: no auth, like a storage URL; one ``Range`` is
+    answered with ``206`` (or ``416``) so a player can seek."""
     match = VIDEO_PATH_RE.match(request.path)
     with state.lock:
         state.settle()
         job = state.jobs.get(match.group(1)) if match else None
         if job is None or not job.has_video:
             raise simple_error(404, "Not found")
-        size = job.video_size
+        fake_size = job.markers.size
         truncate = job.markers.truncate
         run_id = job.run_id
         sample = state.config.sample_video
     content_type = "video/mp4"
+    data: bytes | None = None  # None: fake bytes of fake_size, generated as they are sent
     if sample is not None:
         data = Path(sample).read_bytes()
-        size, content_type = len(data), SAMPLE_VIDEO_TYPES[Path(sample).suffix.lower()]
-        sent = size // 2 if truncate else size
-        chunks: Iterable[bytes] = [] if request.method == "HEAD" else [data[:sent]]
-    else:
-        sent = size // 2 if truncate else size
-        chunks = [] if request.method == "HEAD" else video_chunks(run_id, size, sent)
+        content_type = SAMPLE_VIDEO_TYPES[Path(sample).suffix.lower()]
+    elif fake_size is None:
+        data = default_video(run_id)
+    size = len(data) if data is not None else fake_size or 0
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private"}
+    try:
+        span = byte_range(request.headers.get("Range"), size)
+    except ValueError:
+        headers["Content-Range"] = f"bytes */{size}"
+        return StreamResponse(416, 0, [], content_type=content_type, headers=headers)
+    first, last = span if span is not None else (0, size - 1)
+    if span is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    # [sim:truncate]: the connection drops halfway through the file.
+    stop = min(last + 1, size // 2 if truncate else size)
+    chunks: Iterable[bytes] = []
+    if request.method != "HEAD" and stop > first:
+        if data is not None:
+            chunks = [data[first:stop]]
+        else:
+            chunks = video_chunks(run_id, size, limit=stop, start=first)
     return StreamResponse(
-        200,
-        size,
+        206 if span is not None else 200,
+        last - first + 1,
         chunks,
         content_type=content_type,
-        headers={"Accept-Ranges": "none", "Cache-Control": "private"},
+        headers=headers,
     )
 
 

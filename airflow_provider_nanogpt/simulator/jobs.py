@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 from .markers import Markers
-from .video import DEFAULT_VIDEO_SIZE
 
 QUEUED = "queued"
 PROCESSING = "processing"
@@ -99,11 +98,6 @@ class Job:
     def end_sim(self) -> float:
         """Simulated instant the job leaves the in-progress phase."""
         return self.created_sim + self.queue_seconds + self.render_seconds
-
-    @property
-    def video_size(self) -> int:
-        """Bytes served for this job's video."""
-        return DEFAULT_VIDEO_SIZE if self.markers.size is None else self.markers.size
 
     @property
     def has_video(self) -> bool:

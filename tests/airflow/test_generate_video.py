@@ -27,6 +27,11 @@ def _result(outcome, task: str = "generate") -> dict:
     return outcome.xcoms[(task, "return_value")]
 
 
+def log_lines(capfd: pytest.CaptureFixture[str]) -> list[str]:
+    """The task log lines dag.test() printed."""
+    return capfd.readouterr().out.splitlines()
+
+
 def test_deferrable_generation_defers_and_delivers(sim: NanoGPTSimulator, tmp_path: Path) -> None:
     out = tmp_path / "videos" / "v.mp4"
     outcome = run_dag(
@@ -81,10 +86,21 @@ def test_sync_mode_gives_the_same_result(sim: NanoGPTSimulator, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("shape", ["nested", "flat"])
-def test_both_status_shapes_through_airflow(sim: NanoGPTSimulator, shape: str) -> None:
+def test_both_status_shapes_through_airflow(
+    sim: NanoGPTSimulator, shape: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     outcome = run_dag("nanogpt_deferrable", {"prompt": f"{PROMPT} [sim:shape={shape}]"})
     assert outcome.state == "success"
-    assert _result(outcome)["output_path"] is None
+    result = _result(outcome)
+    assert result["output_path"] is None
+    # The log says what was paid: the final cost, or (flat shape: none given) the pre-charge.
+    run_id, cost = result["run_id"], f"${result['cost']:.4f}"
+    ready = next(line for line in log_lines(capfd) if f"NanoGPT video {run_id} is ready" in line)
+    if shape == "nested":
+        assert f"(final cost {cost})" in ready
+    else:
+        assert f"(cost {cost}, the pre-charge: NanoGPT gave no final cost)" in ready
+    assert "unknown" not in ready
 
 
 @pytest.mark.parametrize(
@@ -132,7 +148,11 @@ def test_validation_errors_make_zero_requests(
     )
     assert outcome.state == "failed"
     assert outcome.try_numbers["generate"] == 1  # AirflowFailException: no retry
-    assert "duration='7' is not allowed" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert "duration='7' is not allowed" in out
+    # The extra links found no card or URL to show, and asked Airflow for none (it logs a
+    # missing XCom as an error).
+    assert "XCom not found" not in out
     assert sim.state()["requests"] == {}
 
 
@@ -159,7 +179,9 @@ def test_wait_for_completion_false_returns_run_id(sim: NanoGPTSimulator) -> None
     assert sim.state()["submits_accepted"] == 1
 
 
-def test_split_submit_then_sensors(sim: NanoGPTSimulator, tmp_path: Path) -> None:
+def test_split_submit_then_sensors(
+    sim: NanoGPTSimulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     outcome = run_dag(
         "nanogpt_split",
         {"prompt": PROMPT, "output_path": str(tmp_path / "s.mp4")},
@@ -171,6 +193,12 @@ def test_split_submit_then_sensors(sim: NanoGPTSimulator, tmp_path: Path) -> Non
         assert outcome.xcoms[(task, "return_value")]["run_id"] == run_id
     assert outcome.xcoms[("wait_poke", "return_value")]["output_path"] == str(tmp_path / "s.mp4")
     assert sim.state()["submits_accepted"] == 1
+    # A sensor never saw the submission, so NanoGPT's final cost comes without a currency; it
+    # has no card of its own to read before it ends, and reads none.
+    cost = outcome.xcoms[("wait_poke", "return_value")]["cost"]
+    out = "\n".join(log_lines(capfd))
+    assert out.count(f"(final cost {cost:.4f} in the run's payment currency)") == 2
+    assert "XCom not found" not in out and "currency unknown" not in out
 
 
 def test_mapped_tasks_are_labelled_with_their_prompt(sim: NanoGPTSimulator) -> None:

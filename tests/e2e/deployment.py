@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from tests.conftest import REPO
 from tests.e2e.ports import free_port
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -204,8 +205,11 @@ class Simulator:
                 ],
                 output_dir=self.output_dir,
             )
-            # The key goes through the environment, not argv, so `ps` never shows it.
-            self.process.start({**os.environ, "NANOGPT_SIM_API_KEY": self.api_key}, cwd)
+            # The key goes through the environment, not argv, so `ps` never shows it. The
+            # checkout's simulator runs, whatever copy of the package the virtualenv installed.
+            pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+            env = {**os.environ, "PYTHONPATH": pythonpath, "NANOGPT_SIM_API_KEY": self.api_key}
+            self.process.start(env, cwd)
             self.url = f"http://127.0.0.1:{port}"
             try:
                 wait_for(self._ready, 20, "the simulator", check=self._check_alive)

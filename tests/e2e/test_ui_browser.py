@@ -26,7 +26,6 @@ from tests.e2e.chromium import (
     LAUNCH_ARGS,
     ChromiumUnavailable,
     ensure_chromium,
-    record_sample_video,
 )
 from tests.e2e.conftest import E2E_DAGS
 from tests.e2e.deployment import Deployment, Rest, wait_for
@@ -128,7 +127,6 @@ def ui() -> Iterator[UiWorld]:
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(chromium), args=LAUNCH_ARGS)
-            sample = record_sample_video(browser, root / "sample.webm")
             cluster.start()
             deployment = Deployment(
                 root,
@@ -140,7 +138,6 @@ def ui() -> Iterator[UiWorld]:
             )
             deployment.start()
             deployment.wait_for_dags([DAG, SECRET_DAG], timeout=120)
-            deployment.simulator.configure(sample_video=str(sample))
             world = UiWorld(deployment, browser, canary, _run_jobs(deployment, root))
             yield world
             browser.close()
@@ -239,10 +236,20 @@ def test_the_video_tab_plays_the_rendered_video(ui: UiWorld) -> None:
     page.goto(ui.ti_page("completed"))
     frame = ui.plugin_frame(page, "/nanogpt/ui/video")
     frame.wait_for_selector("#player")
-    # The browser fetched the video through Airflow and decoded its first frame.
-    frame.wait_for_function("document.querySelector('#player').readyState >= 2", timeout=30_000)
-    size = frame.eval_on_selector("#player", "video => [video.videoWidth, video.videoHeight]")
-    assert size == [320, 180]
+    # The browser fetched the simulator's default video (its shipped H.264 clip, as `make demo`
+    # saves it) through Airflow and decoded its first frame.
+    frame.wait_for_function(
+        "(p => p.error !== null || p.readyState >= 2)(document.querySelector('#player'))",
+        timeout=30_000,
+    )
+    player = frame.eval_on_selector(
+        "#player",
+        """video => ({error: video.error && video.error.code, ready: video.readyState,
+                     duration: video.duration, size: [video.videoWidth, video.videoHeight]})""",
+    )
+    assert player["error"] is None, player
+    assert player["ready"] >= 2 and player["duration"] > 0, player
+    assert player["size"] == [320, 180]
     assert "/nanogpt/video?" in frame.evaluate("document.querySelector('#player').currentSrc")
     assert frame.inner_text("#state") == "completed"
     ui.keep(page, "video-tab-completed")

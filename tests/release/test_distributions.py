@@ -87,11 +87,12 @@ def test_the_wheel_holds_the_package_and_nothing_else(dists: Dists) -> None:
         "get_provider_info.py",
         "py.typed",
         "simulator/__main__.py",
+        "simulator/media/sample.mp4",  # the simulator's default video
         "plugin/templates/jobs.html",
         "plugin/templates/video.html",
     ):
         assert f"{PACKAGE}/{needed}" in names
-    # Package data: py.typed and the UI plugin's templates.
+    # Package data: py.typed, the UI plugin's templates and the simulator's video.
     assert package_data(files) <= names
     assert not [n for n in names if n.startswith(NOT_IN_THE_WHEEL) or is_cache_or_build_junk(n)]
 

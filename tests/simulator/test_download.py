@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from airflow_provider_nanogpt.simulator.video import DEFAULT_VIDEO_SIZE, video_sha256
+from airflow_provider_nanogpt.simulator.video import default_video, video_sha256
 
 from ._helpers import call, poll, submit_ok
 
@@ -24,20 +24,41 @@ def _video_url(sim: NanoGPTSimulator, run_id: str) -> str:
     return url
 
 
-def test_download_default_video(sim: NanoGPTSimulator) -> None:
+def _boxes(data: bytes) -> dict[bytes, bytes]:
+    """The ISO-BMFF boxes in ``data``, by type (the last of each type), with their bodies."""
+    boxes, offset = {}, 0
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        assert size >= 8, (kind, size)  # the shipped clip uses no 64-bit or to-the-end sizes
+        boxes[kind] = data[offset + 8 : offset + size]
+        offset += size
+    return boxes
+
+
+def assert_playable_h264_mp4(data: bytes) -> None:
+    """An MP4 a player can open: ftyp, a moov whose mvhd has a duration, an H.264 (avc1) track."""
+    top = _boxes(data)
+    assert {b"ftyp", b"moov", b"mdat"} <= top.keys(), top.keys()
+    moov = _boxes(top[b"moov"])
+    mvhd = moov[b"mvhd"]
+    timescale, duration = struct.unpack(">II", mvhd[12:20])  # version 0: 32-bit times
+    assert mvhd[0] == 0 and timescale > 0 and duration / timescale >= 1.0
+    stbl = _boxes(_boxes(_boxes(_boxes(moov[b"trak"])[b"mdia"])[b"minf"])[b"stbl"])
+    assert stbl[b"stsd"][12:16] == b"avc1"  # version/flags, entry count, then the first entry
+
+
+def test_the_default_video_is_a_playable_h264_mp4(sim: NanoGPTSimulator) -> None:
     run_id = submit_ok(sim, INSTANT)
     url = _video_url(sim, run_id)
     path = url.removeprefix(sim.url)
     resp = call(sim, "GET", path, key=None)  # a storage URL: no key needed
     assert resp.status == 200
     assert resp.headers["Content-Type"] == "video/mp4"
-    assert int(resp.headers["Content-Length"]) == DEFAULT_VIDEO_SIZE == len(resp.body)
+    assert resp.headers["Accept-Ranges"] == "bytes"
+    assert int(resp.headers["Content-Length"]) == len(resp.body) < 100_000
     assert resp.headers["X-Request-ID"]
-    # a minimal ISO-BMFF ftyp box, then an mdat box covering the rest
-    (ftyp_size,) = struct.unpack(">I", resp.body[:4])
-    assert resp.body[4:8] == b"ftyp"
-    assert resp.body[ftyp_size + 4 : ftyp_size + 8] == b"mdat"
-    assert hashlib.sha256(resp.body).hexdigest() == video_sha256(run_id, DEFAULT_VIDEO_SIZE)
+    assert resp.body == default_video(run_id)
+    assert_playable_h264_mp4(resp.body)
     again = call(sim, "GET", path, key=None)
     assert again.body == resp.body  # deterministic
 
@@ -48,6 +69,49 @@ def test_different_runs_have_different_bytes(sim: NanoGPTSimulator) -> None:
     body_b = call(sim, "GET", f"/files/videos/{b}.mp4", key=None).body
     assert body_a[:24] == body_b[:24]
     assert body_a != body_b
+    assert_playable_h264_mp4(body_a)
+    assert_playable_h264_mp4(body_b)
+
+
+@pytest.mark.parametrize("marker", ["", "[sim:size=200000]"], ids=["clip", "fake"])
+@pytest.mark.parametrize(
+    ("header", "span"),
+    [
+        ("bytes=0-99", (0, 99)),
+        ("bytes=70000-", (70_000, None)),  # within the fake file, past the clip: 416 there
+        ("bytes=-50", (-50, None)),
+        ("bytes=10-999999999", (10, None)),  # the last byte is capped at the end of the file
+        ("bytes=5-4", None),
+        ("bytes=999999999-", None),
+        ("bytes=-0", None),
+        ("bytes=0-1,5-6", "whole"),  # several ranges: the whole file, as RFC 9110 allows
+        ("items=0-1", "whole"),
+    ],
+)
+def test_range_requests(
+    sim: NanoGPTSimulator, marker: str, header: str, span: tuple[int, int | None] | str | None
+) -> None:
+    run_id = submit_ok(sim, INSTANT + marker)
+    path = f"/files/videos/{run_id}.mp4"
+    whole = call(sim, "GET", path, key=None).body
+    size = len(whole)
+    resp = call(sim, "GET", path, key=None, headers={"Range": header})
+    if span == "whole":
+        assert resp.status == 200 and resp.body == whole
+        return
+    if isinstance(span, tuple) and span[0] < size:
+        first = span[0] % size  # a negative start counts from the end
+        last = size - 1 if span[1] is None else span[1]
+        assert resp.status == 206, resp.status
+        assert resp.headers["Content-Range"] == f"bytes {first}-{last}/{size}"
+        assert int(resp.headers["Content-Length"]) == last - first + 1
+        assert resp.body == whole[first : last + 1]
+        head = call(sim, "HEAD", path, key=None, headers={"Range": header})
+        assert head.status == 206 and head.headers["Content-Length"] == str(last - first + 1)
+    else:
+        assert resp.status == 416, resp.status
+        assert resp.headers["Content-Range"] == f"bytes */{size}"
+        assert resp.body == b""
 
 
 def test_head_request(sim: NanoGPTSimulator) -> None:
