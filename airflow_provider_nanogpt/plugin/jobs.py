@@ -269,7 +269,7 @@ def _job_rows(dag_ids: set[str], filters: Filters) -> Any:
         query = query.where(XComModel.dag_id == filters.dag_id)
     if filters.since:
         query = query.where(XComModel.timestamp >= _midnight(filters.since))
-    if filters.until:
+    if filters.until and filters.until < date.max:  # no day follows date.max: no bound
         query = query.where(XComModel.timestamp < _midnight(filters.until, next_day=True))
     return query
 

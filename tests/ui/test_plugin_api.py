@@ -23,7 +23,7 @@ from airflow_provider_nanogpt.job_card import JOB_KEY
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import DagOutcome, run_dag
 from tests.conftest import CANARY_KEY, connection_json
-from tests.ui.apiserver import ApiServer, api_server
+from tests.ui.apiserver import JWT_SECRET, ApiServer, api_server
 from tests.ui.restricted_auth import RETRIED_DAG, SECRET_DAG
 
 pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.integration]
@@ -32,6 +32,14 @@ HAS_STATE_STORE = importlib.util.find_spec("airflow.models.task_state_store") is
 ONE_JOB_RUNS = ("completed", "failed", "rendering", "secret")
 
 ENDPOINTS = ["/nanogpt/api/jobs", "/nanogpt/api/spend", "/nanogpt/api/balances", "/nanogpt/ui/jobs"]
+JSON_ENDPOINTS = [
+    "/nanogpt/api/jobs",
+    "/nanogpt/api/spend",
+    "/nanogpt/api/balances",
+    "/nanogpt/api/job",
+    "/nanogpt/video",
+]
+PAGES = ["/nanogpt/ui/jobs", "/nanogpt/ui/video"]
 
 
 class World:
@@ -149,11 +157,89 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             yield World(sim, server, runs, workdir)
 
 
-def test_every_endpoint_needs_a_user(world: World) -> None:
+def _token_that_does_not_sign_in(world: World, kind: str) -> str | None:
+    """No token, or one Airflow refuses: expired, signed with another key, or not a JWT."""
+    import time
+
+    import jwt
+
+    if kind == "none":
+        return None
+    if kind == "garbage":
+        return "not-a-token"
+    token = world.server.token("viewer")
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    secret = JWT_SECRET
+    if kind == "expired":
+        claims.update(iat=int(time.time()) - 7200, nbf=int(time.time()) - 7200)
+        claims["exp"] = int(time.time()) - 3600
+    else:  # forged
+        secret = "another-secret-" + "0123456789abcdef" * 4
+    extra = {k: v for k, v in header.items() if k not in ("alg", "typ")}
+    return jwt.encode(claims, secret, algorithm=header["alg"], headers=extra)
+
+
+@pytest.mark.parametrize("kind", ["none", "expired", "forged", "garbage"])
+def test_without_a_valid_token_json_is_401_and_pages_go_to_the_login(
+    world: World, kind: str
+) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
     ti = world.ti("completed")
-    for path in [*ENDPOINTS, "/nanogpt/ui/video", "/nanogpt/api/job", "/nanogpt/video"]:
-        assert world.server.get(path, **ti).status_code == 401, path
-        assert world.server.get(path, token="not-a-token", **ti).status_code in (401, 403), path
+    token = _token_that_does_not_sign_in(world, kind)
+    for path in JSON_ENDPOINTS:
+        answer = world.server.get(path, token=token, **ti)
+        assert answer.status_code == 401, (path, answer.text)
+        assert "detail" in answer.json()
+    for path in PAGES:
+        answer = world.server.get(path, token=token, follow=False, **ti)
+        assert answer.status_code == 303, (path, answer.status_code, answer.text[:200])
+        login = urlsplit(answer.headers["Location"])
+        assert login.path.endswith("/auth/login")
+        back = urlsplit(parse_qs(login.query)["next"][0])
+        assert back.path == path and parse_qs(back.query)["run_id"] == [ti["run_id"]]
+
+
+BAD_PARAMETERS = [
+    ({"page": "0"}, "page"),
+    ({"page": "-1"}, "page"),
+    ({"page": "two"}, "page"),
+    ({"state": "bogus"}, "state must be one of"),
+    ({"since": "yesterday"}, "since must be a date"),
+    ({"until": "2026-13-01"}, "until must be a date"),
+]
+
+
+@pytest.mark.parametrize(("params", "says"), BAD_PARAMETERS)
+def test_a_bad_parameter_is_a_readable_4xx(world: World, params: dict[str, str], says: str) -> None:
+    page = world.server.get("/nanogpt/ui/jobs", "viewer", **params)
+    assert page.status_code == 400 and page.headers["Content-Type"].startswith("text/html")
+    assert says in page.text and '{"detail"' not in page.text
+    assert "<title>NanoGPT" in page.text  # the page's own layout, not FastAPI's JSON
+    answer = world.server.get("/nanogpt/api/jobs", "viewer", **params)
+    assert answer.status_code == 400 and says in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/nanogpt/ui/jobs", "/nanogpt/api/jobs", "/nanogpt/api/spend"])
+def test_the_last_possible_day_is_a_date_like_any_other(world: World, path: str) -> None:
+    answer = world.server.get(path, "admin", since="2000-01-01", until="9999-12-31")
+    assert answer.status_code == 200, answer.text[:300]
+    everything = world.server.get(path, "admin")
+    if path == "/nanogpt/api/jobs":
+        assert answer.json()["total"] == everything.json()["total"] > 0
+    elif path == "/nanogpt/api/spend":
+        assert answer.json()["jobs"] == everything.json()["jobs"] > 0
+
+
+def test_the_video_view_explains_what_it_cannot_show_in_its_layout(world: World) -> None:
+    missing = world.server.get("/nanogpt/ui/video", "viewer", dag_id="nanogpt_deferrable")
+    assert missing.status_code == 400 and "run_id is missing" in missing.text
+    assert "<title>NanoGPT" in missing.text
+    refused = world.server.get("/nanogpt/ui/video", "limited", **world.ti("secret"))
+    assert refused.status_code == 403 and "may not read" in refused.text
+    assert "<title>NanoGPT" in refused.text and '{"detail"' not in refused.text
+    assert world.server.get("/nanogpt/api/job", "viewer", dag_id="x").status_code == 400
 
 
 def test_the_page_lists_every_job_with_state_and_cost(world: World) -> None:
