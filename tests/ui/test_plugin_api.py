@@ -343,6 +343,12 @@ def test_no_response_carries_the_key_or_a_header(world: World) -> None:
     assert json.dumps(world.job_rows("admin")).count("video_url") == 0
 
 
+def _row_run_id(world: World, name: str) -> str:
+    """NanoGPT's run id of the job of one of the world's DAG runs."""
+    run_id = world.server.get("/nanogpt/api/job", "admin", **world.ti(name)).json()["run_id"]
+    return str(run_id)
+
+
 def _rows_of(world: World, user: str, name: str, **params: Any) -> list[dict[str, Any]]:
     run_id = world.runs[name].run_id
     rows = world.job_rows(user, dag_id=world.runs[name].dag_id, **params)
@@ -459,3 +465,27 @@ def test_a_saved_path_outside_the_base_dir_streams_the_url_instead(
         answer = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
     assert answer.status_code == 200 and answer.content == url_video
     assert b"never served" not in answer.content and b"root:" not in answer.content
+
+
+def test_submission_time_drives_the_order_the_date_filter_and_the_spend(world: World) -> None:
+    """A job's card is rewritten when the job ends; the page goes by when it was submitted."""
+    from datetime import UTC, datetime
+
+    # Submitted a second before midnight (UTC) on 2001-01-01, its card written today.
+    late_evening = datetime(2001, 1, 1, 23, 59, 59, tzinfo=UTC).timestamp()
+    far_future = datetime(2099, 6, 1, tzinfo=UTC).timestamp()
+    completed, failed = world.runs["completed"], world.runs["failed"]
+    with (
+        _card_changed(completed, submitted_at=late_evening),
+        _card_changed(failed, submitted_at=far_future),
+    ):
+        order = [row["dag_run_id"] for row in world.job_rows("admin")]
+        assert order[0] == failed.run_id and order[-1] == completed.run_id
+        that_day = {"since": "2001-01-01", "until": "2001-01-01"}
+        assert [r["dag_run_id"] for r in world.job_rows("admin", **that_day)] == [completed.run_id]
+        assert world.job_rows("admin", since="2001-01-02", until="2001-01-02") == []
+        spend = world.server.get("/nanogpt/api/spend", "admin", **that_day).json()
+        assert spend["jobs"] == 1 and list(spend["by_day"]) == ["2001-01-01"]
+        page = world.server.get("/nanogpt/ui/jobs", "admin", **that_day).text
+        assert f'data-run-id="{_row_run_id(world, "completed")}"' in page
+        assert "2001-01-01 23:59:59 UTC" in page
