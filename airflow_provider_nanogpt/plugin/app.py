@@ -354,7 +354,8 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
     )
     submitted, finished = job.submitted_at, job.finished_at
     output = card.get("output_path")
-    refunded = job.state in REFUNDED
+    # A refused submission (no run id) was never charged, so nothing was given back either.
+    refunded = job.state in REFUNDED and job.run_id is not None
     return {
         "dag_id": job.dag_id,
         "dag_run_id": job.dag_run_id,

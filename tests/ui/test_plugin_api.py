@@ -146,6 +146,9 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "rendering": run_dag("nanogpt_short_timeout", {"prompt": "a slow one [sim:never]"}),
             "secret": run_dag(SECRET_DAG, {"prompt": "the secret launch"}),
             "retried": run_dag(RETRIED_DAG, {"prompt": "a second chance"}),
+            # Refused by NanoGPT at the submit: no job exists, the card says why.
+            "blocked": run_dag("nanogpt_deferrable", {"prompt": "a riot [sim:blocked]"}),
+            "rejected": run_dag("nanogpt_short_timeout", {"prompt": "a typo [sim:render=soon]"}),
         }
         _pretend_still_rendering(runs["rendering"])
         connections = {
@@ -282,7 +285,7 @@ def test_filters_and_paging(world: World) -> None:
 
 def test_a_user_sees_only_the_dags_they_may_read(world: World) -> None:
     assert SECRET_DAG not in {row["dag_id"] for row in world.job_rows("limited")}
-    assert len(world.job_rows("limited")) == 3
+    assert len(world.job_rows("limited")) == 5  # 3 jobs, and the 2 refused submissions
     secret = world.ti("secret")
     for path in ("/nanogpt/api/job", "/nanogpt/ui/video", "/nanogpt/video"):
         assert world.server.get(path, "limited", **secret).status_code == 403, path
@@ -413,10 +416,11 @@ def test_every_job_is_on_exactly_one_page(world: World, monkeypatch: pytest.Monk
             job_store.list_jobs(session, dags, job_store.Filters(page=n))
             for n in range(1, everything.total + 1)
         ]
+    refused = 2  # the blocked and the rejected submission: listed, though NanoGPT has no job
     assert (
         everything.total
         == len(everything.jobs)
-        == len(world.sim.state()["jobs"]) - (0 if HAS_STATE_STORE else 1)
+        == len(world.sim.state()["jobs"]) - (0 if HAS_STATE_STORE else 1) + refused
     )
     assert {p.pages for p in paged} == {everything.total}
     assert [(j.run_id, j.state) for p in paged for j in p.jobs] == [
@@ -489,3 +493,26 @@ def test_submission_time_drives_the_order_the_date_filter_and_the_spend(world: W
         page = world.server.get("/nanogpt/ui/jobs", "admin", **that_day).text
         assert f'data-run-id="{_row_run_id(world, "completed")}"' in page
         assert "2001-01-01 23:59:59 UTC" in page
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("blocked", "blocked due to safety concerns"), ("rejected", "needs a number")],
+)
+def test_a_refused_submission_is_listed_and_has_a_video_tab(
+    world: World, name: str, reason: str
+) -> None:
+    (row,) = _rows_of(world, "admin", name)
+    assert (row["state"], row["run_id"], row["charged"], row["refunded"]) == (name, None, 0, False)
+    assert reason in row["error"] and row["video_link"] is None
+    assert [r["dag_run_id"] for r in _rows_of(world, "admin", name, state=name)] == [
+        world.runs[name].run_id
+    ]
+    page = world.server.get("/nanogpt/ui/jobs", "admin", state=name).text
+    assert f'data-state="{name}"' in page and reason in page
+    tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti(name)).text
+    assert "not a NanoGPT task" not in tab and reason in tab
+    assert f'data-state="{name}"' in tab
+    # Nothing was charged: the DAG's spend is its one job NanoGPT did not refund.
+    spend = world.server.get("/nanogpt/api/spend", "admin", dag_id=world.runs[name].dag_id).json()
+    assert spend["jobs"] == 1
