@@ -17,6 +17,9 @@ class NanoGPTError(AirflowException):
     """Base class for every error raised by this provider."""
 
     retryable: bool = True
+    # Set on an error of the submit endpoint that refused the request (a 4xx that no retry
+    # changes: content policy, validation, balance, key): NanoGPT created no job.
+    refused_submission: bool = False
 
     def __init__(
         self,

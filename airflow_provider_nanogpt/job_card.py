@@ -36,6 +36,7 @@ class JobState(enum.StrEnum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
     ERROR = "error"  # the wait ended abnormally
+    REJECTED = "rejected"  # NanoGPT refused the submission (4xx): no job, nothing charged
 
 
 # NanoGPT refunds a job that ends so: it is not a charge.
@@ -44,7 +45,7 @@ REFUNDED = frozenset({JobState.FAILED, JobState.BLOCKED, JobState.CANCELLED})
 
 def new_card(
     *,
-    run_id: str,
+    run_id: str | None,
     conn_id: str,
     model: str | None,
     prompt: object,
@@ -76,6 +77,22 @@ def new_card(
 def ended(card: Mapping[str, Any] | None, state: JobState, **fields: Any) -> dict[str, Any]:
     """``card`` (or a bare one) moved to a final ``state``."""
     return {**(card or {}), **fields, "state": state.value, "finished_at": time.time()}
+
+
+def refused_card(
+    *, conn_id: str, model: str | None, prompt: object, error: BaseException
+) -> dict[str, Any]:
+    """The card of a submission NanoGPT refused (``error.refused_submission``): blocked by its
+    content policy or rejected, with its reason; no run id, and nothing charged."""
+    from airflow_provider_nanogpt.exceptions import NanoGPTContentPolicyError
+
+    card = new_card(
+        run_id=None, conn_id=conn_id, model=model, prompt=prompt, cost=0.0, currency=None
+    )
+    card["charged_here"] = False
+    blocked = isinstance(error, NanoGPTContentPolicyError)
+    # The error's text is built from NanoGPT's answer and our own words: never the key.
+    return ended(card, JobState.BLOCKED if blocked else JobState.REJECTED, error=str(error)[:500])
 
 
 # What a charge record keeps of the card: enough for the spend, and for the NanoGPT page to list

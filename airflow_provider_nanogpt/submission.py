@@ -525,6 +525,10 @@ def _send(
     except NanoGPTError as exc:
         if proves_nothing_created(exc):
             records.forget()
+            # NanoGPT's own refusal (an HTTP answer), not a connection never made.
+            exc.refused_submission = (
+                isinstance(exc, NanoGPTPermanentError) and exc.http_status is not None
+            )
             raise
         if isinstance(exc, NanoGPTPermanentError):
             # Uncertain, and a retry would meet the same answer (a redirect, say): a person

@@ -256,7 +256,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     def _submit_and_wait(self, context: Context, state: SubmitState) -> Any:
         """Find or submit this task's run (waiting out rate limits and settle times), then wait
         for it and deliver it."""
-        from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
+        from airflow_provider_nanogpt.exceptions import NanoGPTError, NanoGPTRateLimitError
         from airflow_provider_nanogpt.submission import LookUpLater, RunRecords
 
         payload = self._payload_to_send()
@@ -268,6 +268,10 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             except NanoGPTRateLimitError as exc:
                 state = self._wait_out_rate_limit(exc, state)
                 continue
+            except NanoGPTError as exc:
+                if exc.refused_submission:
+                    self._publish_refusal(context, exc)
+                raise
             if not isinstance(decision, LookUpLater):
                 break
             self._wait_to_look_again(decision, state)
@@ -515,6 +519,18 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         if store is not None and not submission.recovered and submission.cost is not None:
             # Kept past retries (which clear XComs), so spend totals include earlier tries.
             store.set(CHARGE_KEY_PREFIX + submission.run_id, charge_record(card))
+
+    def _publish_refusal(self, context: Context, error: BaseException) -> None:
+        """A job card for a submission NanoGPT refused, so the NanoGPT page lists it."""
+        from airflow_provider_nanogpt.job_card import JOB_KEY, refused_card
+
+        card = refused_card(
+            conn_id=self.nanogpt_conn_id,
+            model=self.model,
+            prompt=getattr(self, "prompt", None),
+            error=error,
+        )
+        context["ti"].xcom_push(key=JOB_KEY, value=card)
 
     def _log_submission(self, submission: Submission) -> None:
         from airflow_provider_nanogpt.delivery import format_money

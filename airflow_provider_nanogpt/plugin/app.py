@@ -1,7 +1,10 @@
 """The NanoGPT page and the task-instance Video view: a FastAPI app mounted by the api-server.
 
 Airflow protects none of a plugin's routes: every route here takes the user from the token the
-Airflow UI uses (the ``_token`` cookie, or a Bearer header) and answers 401 without one. Lists
+Airflow UI uses (the ``_token`` cookie, or a Bearer header). Without a valid one (none, expired,
+revoked, forged) the JSON endpoints answer 401 and the pages send the browser to Airflow's login,
+which comes back to the page. A bad parameter is a 4xx: a JSON error for the JSON endpoints, a
+readable message in the page's layout for the pages (``/ui/...``). Lists
 show only jobs of DAGs the user may read, a job's view and video need read access to that task
 instance, and a balance needs read access to that connection (403 otherwise). Responses carry
 figures only: never the API key, a header, or a video URL's query string (videos are streamed
@@ -10,6 +13,7 @@ through this app).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -18,9 +22,17 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from airflow.api_fastapi.common.db.common import SessionDep
-from airflow.api_fastapi.core_api.security import GetUserDep
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 
 from airflow_provider_nanogpt.job_card import REFUNDED
@@ -37,6 +49,14 @@ def create_app(base_path: str) -> FastAPI:
     """The app; ``base_path`` is the path part of Airflow's ``[api] base_url`` ("" at the root)."""
     app = FastAPI(title="NanoGPT for Airflow", docs_url=None, redoc_url=None, openapi_url=None)
     here = base_path + URL_PREFIX
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return _error_response(request, exc.status_code, str(exc.detail), here, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def parameter_error(request: Request, exc: RequestValidationError) -> Response:
+        return _error_response(request, 400, _explain(exc), here)
 
     @app.get("/ui/jobs", response_class=HTMLResponse)
     def jobs_page(
@@ -171,6 +191,78 @@ def create_app(base_path: str) -> FastAPI:
 
 # --- helpers ------------------------------------------------------------------------------------
 
+NOT_SIGNED_IN = "Not signed in to Airflow (no token, or it expired or is not valid)."
+
+
+async def _signed_in_user(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Any:
+    """The user, read by Airflow's own ``get_user`` (Bearer header, else the ``_token`` cookie).
+
+    Airflow answers 403 for a token it cannot use (revoked, forged, unreadable) and 401 for a
+    missing or expired one; to this app all of them mean "not signed in": 401, or the login page.
+    """
+    try:
+        # Positional: the second parameter is the OAuth2 form's copy of the Bearer header.
+        return await get_user(request, None, bearer)
+    except HTTPException as exc:
+        if exc.status_code in (401, 403):
+            raise HTTPException(
+                401, NOT_SIGNED_IN, headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        raise
+
+
+GetUserDep = Annotated[Any, Depends(_signed_in_user)]
+
+
+def _is_page(request: Request) -> bool:
+    """Whether the request is for one of the HTML pages (``/ui/...``) rather than JSON."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "")).startswith("/ui/")
+
+
+def _error_response(
+    request: Request,
+    status: int,
+    message: str,
+    here: str,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """An error: JSON for the JSON endpoints; for a page, the login (401) or a readable page."""
+    if not _is_page(request):
+        return JSONResponse({"detail": message}, status_code=status, headers=dict(headers or {}))
+    if status == 401:
+        return RedirectResponse(_login_url(request), status_code=303)
+    return _templates.TemplateResponse(
+        request, "error.html", {"here": here, "message": message}, status_code=status
+    )
+
+
+def _login_url(request: Request) -> str:
+    """Airflow's login page, coming back to ``request``'s page once signed in."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    login = get_auth_manager().get_url_login(next_url=back)
+    if "next=" in login:
+        return login
+    # Auth managers that ignore next_url (the simple one before 3.3): what Airflow's own
+    # /auth/login route does.
+    return f"{login}{'&' if '?' in login else '?'}{urlencode({'next': back})}"
+
+
+def _explain(exc: RequestValidationError) -> str:
+    """A validation error as one readable sentence (parameter names, not FastAPI's JSON)."""
+    problems = []
+    for error in exc.errors():
+        name = str(error.get("loc", ("", "?"))[-1])
+        problems.append(
+            f"{name} is missing" if error.get("type") == "missing" else f"{name} is not valid"
+        )
+    return "Bad request: " + "; ".join(problems or ["the parameters are not valid"]) + "."
+
 
 def _readable_dags(user: Any, session: Any) -> set[str]:
     from airflow.api_fastapi.app import get_auth_manager
@@ -262,7 +354,8 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
     )
     submitted, finished = job.submitted_at, job.finished_at
     output = card.get("output_path")
-    refunded = job.state in REFUNDED
+    # A refused submission (no run id) was never charged, so nothing was given back either.
+    refunded = job.state in REFUNDED and job.run_id is not None
     return {
         "dag_id": job.dag_id,
         "dag_run_id": job.dag_run_id,
@@ -297,17 +390,21 @@ def _filters(
     state: str | None = None,
     since: str | None = None,
     until: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: str | None = None,
 ) -> job_store.Filters:
-    """The job list's filters, from the query string (400 for an unknown state or a bad date)."""
+    """The job list's filters, from the query string (400 for an unknown state, a bad date or
+    page)."""
     if state and state not in job_store.STATES:
         raise HTTPException(400, f"state must be one of {', '.join(job_store.STATES)}")
+    number = int(page) if page and page.isdecimal() and len(page) <= 100 else None
+    if page and not number:  # past the last page is the last page (list_jobs); 0 is no page
+        raise HTTPException(400, "page must be a whole number from 1")
     return job_store.Filters(
         dag_id=dag_id or None,
         state=state or None,
         since=_day(since, "since"),
         until=_day(until, "until"),
-        page=page,
+        page=number or 1,
     )
 
 

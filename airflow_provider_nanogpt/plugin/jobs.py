@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from airflow_provider_nanogpt.plugin.models import ChargeRow
 
 PAGE_SIZE = 50
+SECONDS_A_DAY = 86_400
 # Task instance states in which a submitted job is still being waited for.
 WAITING_TI_STATES = frozenset(
     {
@@ -116,7 +117,7 @@ class Spend:
 
 
 def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
-    """One page of jobs, newest first, of the readable DAGs.
+    """One page of jobs, newest submission first, of the readable DAGs.
 
     Besides the job cards, the refunded jobs whose card a retry cleared: their charge record
     (task state store, Airflow 3.3+) is all that is left of them, and each is a row of its own.
@@ -136,7 +137,13 @@ def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
         pages = max(1, -(-total // PAGE_SIZE))
         page = min(max(1, filters.page), pages)
         rows = session.execute(
-            query.order_by(XComModel.timestamp.desc(), XComModel.dag_id, XComModel.task_id)
+            query.order_by(
+                _card_submitted().desc(),
+                XComModel.dag_id,
+                XComModel.run_id,
+                XComModel.task_id,
+                XComModel.map_index,
+            )
             .limit(PAGE_SIZE)
             .offset((page - 1) * PAGE_SIZE)
         ).all()
@@ -267,11 +274,24 @@ def _job_rows(dag_ids: set[str], filters: Filters) -> Any:
     )
     if filters.dag_id:
         query = query.where(XComModel.dag_id == filters.dag_id)
+    # The submission day, as the spend counts it: not when the card was last written.
     if filters.since:
-        query = query.where(XComModel.timestamp >= _midnight(filters.since))
+        query = query.where(_card_submitted() >= _day_start(filters.since))
     if filters.until:
-        query = query.where(XComModel.timestamp < _midnight(filters.until, next_day=True))
+        query = query.where(_card_submitted() < _day_start(filters.until) + SECONDS_A_DAY)
     return query
+
+
+def _card_submitted() -> Any:
+    """A job card's submission time (epoch seconds) in SQL: what the page sorts and filters by.
+
+    0 for a card without one, so that every database sorts it last (not all support NULLS LAST).
+    """
+    from sqlalchemy import func
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    return func.coalesce(XComModel.value["submitted_at"].as_float(), 0.0)
 
 
 def _with_state(query: Any, state: str) -> Any:
@@ -329,7 +349,7 @@ def _refunded_without_card(
             and isinstance(run_id, str)
             and (not filters.dag_id or charge.dag_id == filters.dag_id)
             and (not filters.state or _charge_state(charge.record) == filters.state)
-            and _in_range(charge.updated.date(), filters.since, filters.until)
+            and _submitted_in_range(charge.record, filters.since, filters.until)
         ):
             found[run_id] = charge
     if found:
@@ -348,20 +368,37 @@ def _refunded_without_card(
 def _page_with_orphans(
     session: Session, cards: Any, orphans: dict[int, ChargeRow], page_number: int
 ) -> Page:
-    """Cards and card-less refunded jobs in one order (the time each was last written), paged
-    in the database: a union of the two, then the page's cards read."""
-    from sqlalchemy import Integer, and_, cast, func, null, or_, select, union_all
+    """Cards and card-less refunded jobs in one order (submission time), paged in the database:
+    a union of the two, then the page's cards read."""
+    from sqlalchemy import (
+        Float,
+        Integer,
+        and_,
+        case,
+        cast,
+        func,
+        literal,
+        null,
+        or_,
+        select,
+        union_all,
+    )
 
     from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel, charge_table
 
     store = charge_table()
+    # The records' submission times are known here (few rows): handed to the database as values.
+    submitted = {
+        charge_id: _seconds(charge.record.get("submitted_at"))
+        for charge_id, charge in orphans.items()
+    }
     card_keys = cards.with_only_columns(
         cast(null(), Integer).label("charge_id"),
         XComModel.dag_id.label("dag_id"),
         XComModel.run_id.label("run_id"),
         XComModel.task_id.label("task_id"),
         XComModel.map_index.label("map_index"),
-        XComModel.timestamp.label("at"),
+        _card_submitted().label("at"),
         TaskInstance.state.label("ti_state"),
     )
     charge_keys = _joined(
@@ -371,7 +408,11 @@ def _page_with_orphans(
             store.run_id,
             store.task_id,
             store.map_index,
-            store.updated_at,
+            case(
+                {k: literal(v, Float) for k, v in submitted.items()},
+                value=store.id,
+                else_=literal(0.0, Float),
+            ),
             TaskInstance.state,
         ),
         store,
@@ -382,7 +423,14 @@ def _page_with_orphans(
     page = min(max(1, page_number), pages)
     keys = session.execute(
         select(both)
-        .order_by(both.c.at.desc(), both.c.dag_id, both.c.task_id, both.c.charge_id)
+        .order_by(
+            both.c.at.desc(),
+            both.c.dag_id,
+            both.c.run_id,
+            both.c.task_id,
+            both.c.map_index,
+            both.c.charge_id,
+        )
         .limit(PAGE_SIZE)
         .offset((page - 1) * PAGE_SIZE)
     ).all()
@@ -473,21 +521,35 @@ def _card(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
+def _seconds(value: object) -> float:
+    """A card's time (epoch seconds) as the page sorts by it: 0 when there is none."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 def _when(value: object) -> datetime | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):  # an edited card: no time
+            return None
     return None
 
 
-def _midnight(day: date, *, next_day: bool = False) -> datetime:
-    from datetime import timedelta
-
-    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return moment + timedelta(days=1) if next_day else moment
+def _day_start(day: date) -> float:
+    """Midnight UTC starting ``day``, in epoch seconds (a float: no overflow after date.max)."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
 def _in_range(day: date, since: date | None, until: date | None) -> bool:
     return (since is None or day >= since) and (until is None or day <= until)
+
+
+def _submitted_in_range(card: Mapping[str, Any], since: date | None, until: date | None) -> bool:
+    """Whether the job was submitted in the date range (UTC days), as the spend counts it."""
+    if since is None and until is None:
+        return True
+    when = _when(card.get("submitted_at"))
+    return when is not None and _in_range(when.date(), since, until)
 
 
 __all__ = [

@@ -221,3 +221,29 @@ def test_mapped_tasks_are_labelled_with_their_prompt(sim: NanoGPTSimulator) -> N
         0: "A hummingbird hovering over a red flower, slow motion, gold…",
         1: "Neon-lit alley in the rain",
     }
+
+
+@pytest.mark.parametrize("dag_id", ["nanogpt_deferrable", "nanogpt_sync"])
+@pytest.mark.parametrize(
+    ("marker", "state", "reason"),
+    [
+        ("[sim:blocked]", "blocked", "blocked due to safety concerns"),
+        ("[sim:render=soon]", "rejected", "needs a number"),
+    ],
+)
+def test_a_refused_submission_leaves_a_job_card_with_nanogpts_reason(
+    sim: NanoGPTSimulator, dag_id: str, marker: str, state: str, reason: str
+) -> None:
+    """NanoGPT refused the submit (4xx): no job, no charge; the card says why, for the UI."""
+    from airflow_provider_nanogpt.job_card import JOB_KEY
+
+    outcome = run_dag(dag_id, {"prompt": f"{PROMPT} {marker}"})
+    assert outcome.state == "failed" and outcome.try_numbers["generate"] == 1
+    assert sim.state()["submits_accepted"] == 0
+    card = outcome.xcoms[("generate", JOB_KEY)]
+    assert (card["state"], card["run_id"], card["cost"]) == (state, None, 0)
+    assert reason in card["error"] and card["charged_here"] is False
+    assert card["prompt"] == f"{PROMPT} {marker}" and card["model"] == "kling-video-v2"
+    assert card["submitted_at"] <= card["finished_at"]
+    assert CANARY_KEY not in json.dumps(card)
+    assert ("generate", "run_id") not in outcome.xcoms

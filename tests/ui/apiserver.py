@@ -24,6 +24,10 @@ USERS = {
 }
 
 
+# Signs the api-server's tokens (tests forge expired ones with it).
+JWT_SECRET = "nanogpt-ui-tests-secret-" + "0123456789abcdef" * 3
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,14 +47,26 @@ class ApiServer:
         return str(answer.json()["access_token"])
 
     def get(
-        self, path: str, user: str | None = None, token: str | None = None, **params: Any
+        self,
+        path: str,
+        user: str | None = None,
+        token: str | None = None,
+        *,
+        follow: bool = True,
+        **params: Any,
     ) -> requests.Response:
         headers = {}
         if user is not None:
             token = self.token(user)
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return requests.get(f"{self.url}{path}", headers=headers, params=params, timeout=60)
+        return requests.get(
+            f"{self.url}{path}",
+            headers=headers,
+            params=params,
+            timeout=60,
+            allow_redirects=follow,
+        )
 
 
 @contextmanager
@@ -69,7 +85,7 @@ def api_server(workdir: Path, extra_env: dict[str, str]) -> Iterator[ApiServer]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "nanogpt-ui-tests-secret-0123456789abcdef",
+        "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
     }
     env.pop("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", None)
     log = (workdir / "api-server.log").open("w")

@@ -23,7 +23,7 @@ from airflow_provider_nanogpt.job_card import JOB_KEY
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import DagOutcome, run_dag
 from tests.conftest import CANARY_KEY, connection_json
-from tests.ui.apiserver import ApiServer, api_server
+from tests.ui.apiserver import JWT_SECRET, ApiServer, api_server
 from tests.ui.restricted_auth import RETRIED_DAG, SECRET_DAG
 
 pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.integration]
@@ -32,6 +32,14 @@ HAS_STATE_STORE = importlib.util.find_spec("airflow.models.task_state_store") is
 ONE_JOB_RUNS = ("completed", "failed", "rendering", "secret")
 
 ENDPOINTS = ["/nanogpt/api/jobs", "/nanogpt/api/spend", "/nanogpt/api/balances", "/nanogpt/ui/jobs"]
+JSON_ENDPOINTS = [
+    "/nanogpt/api/jobs",
+    "/nanogpt/api/spend",
+    "/nanogpt/api/balances",
+    "/nanogpt/api/job",
+    "/nanogpt/video",
+]
+PAGES = ["/nanogpt/ui/jobs", "/nanogpt/ui/video"]
 
 
 class World:
@@ -138,6 +146,9 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "rendering": run_dag("nanogpt_short_timeout", {"prompt": "a slow one [sim:never]"}),
             "secret": run_dag(SECRET_DAG, {"prompt": "the secret launch"}),
             "retried": run_dag(RETRIED_DAG, {"prompt": "a second chance"}),
+            # Refused by NanoGPT at the submit: no job exists, the card says why.
+            "blocked": run_dag("nanogpt_deferrable", {"prompt": "a riot [sim:blocked]"}),
+            "rejected": run_dag("nanogpt_short_timeout", {"prompt": "a typo [sim:render=soon]"}),
         }
         _pretend_still_rendering(runs["rendering"])
         connections = {
@@ -149,11 +160,89 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             yield World(sim, server, runs, workdir)
 
 
-def test_every_endpoint_needs_a_user(world: World) -> None:
+def _token_that_does_not_sign_in(world: World, kind: str) -> str | None:
+    """No token, or one Airflow refuses: expired, signed with another key, or not a JWT."""
+    import time
+
+    import jwt
+
+    if kind == "none":
+        return None
+    if kind == "garbage":
+        return "not-a-token"
+    token = world.server.token("viewer")
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    secret = JWT_SECRET
+    if kind == "expired":
+        claims.update(iat=int(time.time()) - 7200, nbf=int(time.time()) - 7200)
+        claims["exp"] = int(time.time()) - 3600
+    else:  # forged
+        secret = "another-secret-" + "0123456789abcdef" * 4
+    extra = {k: v for k, v in header.items() if k not in ("alg", "typ")}
+    return jwt.encode(claims, secret, algorithm=header["alg"], headers=extra)
+
+
+@pytest.mark.parametrize("kind", ["none", "expired", "forged", "garbage"])
+def test_without_a_valid_token_json_is_401_and_pages_go_to_the_login(
+    world: World, kind: str
+) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
     ti = world.ti("completed")
-    for path in [*ENDPOINTS, "/nanogpt/ui/video", "/nanogpt/api/job", "/nanogpt/video"]:
-        assert world.server.get(path, **ti).status_code == 401, path
-        assert world.server.get(path, token="not-a-token", **ti).status_code in (401, 403), path
+    token = _token_that_does_not_sign_in(world, kind)
+    for path in JSON_ENDPOINTS:
+        answer = world.server.get(path, token=token, **ti)
+        assert answer.status_code == 401, (path, answer.text)
+        assert "detail" in answer.json()
+    for path in PAGES:
+        answer = world.server.get(path, token=token, follow=False, **ti)
+        assert answer.status_code == 303, (path, answer.status_code, answer.text[:200])
+        login = urlsplit(answer.headers["Location"])
+        assert login.path.endswith("/auth/login")
+        back = urlsplit(parse_qs(login.query)["next"][0])
+        assert back.path == path and parse_qs(back.query)["run_id"] == [ti["run_id"]]
+
+
+BAD_PARAMETERS = [
+    ({"page": "0"}, "page"),
+    ({"page": "-1"}, "page"),
+    ({"page": "two"}, "page"),
+    ({"state": "bogus"}, "state must be one of"),
+    ({"since": "yesterday"}, "since must be a date"),
+    ({"until": "2026-13-01"}, "until must be a date"),
+]
+
+
+@pytest.mark.parametrize(("params", "says"), BAD_PARAMETERS)
+def test_a_bad_parameter_is_a_readable_4xx(world: World, params: dict[str, str], says: str) -> None:
+    page = world.server.get("/nanogpt/ui/jobs", "viewer", **params)
+    assert page.status_code == 400 and page.headers["Content-Type"].startswith("text/html")
+    assert says in page.text and '{"detail"' not in page.text
+    assert "<title>NanoGPT" in page.text  # the page's own layout, not FastAPI's JSON
+    answer = world.server.get("/nanogpt/api/jobs", "viewer", **params)
+    assert answer.status_code == 400 and says in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/nanogpt/ui/jobs", "/nanogpt/api/jobs", "/nanogpt/api/spend"])
+def test_the_last_possible_day_is_a_date_like_any_other(world: World, path: str) -> None:
+    answer = world.server.get(path, "admin", since="2000-01-01", until="9999-12-31")
+    assert answer.status_code == 200, answer.text[:300]
+    everything = world.server.get(path, "admin")
+    if path == "/nanogpt/api/jobs":
+        assert answer.json()["total"] == everything.json()["total"] > 0
+    elif path == "/nanogpt/api/spend":
+        assert answer.json()["jobs"] == everything.json()["jobs"] > 0
+
+
+def test_the_video_view_explains_what_it_cannot_show_in_its_layout(world: World) -> None:
+    missing = world.server.get("/nanogpt/ui/video", "viewer", dag_id="nanogpt_deferrable")
+    assert missing.status_code == 400 and "run_id is missing" in missing.text
+    assert "<title>NanoGPT" in missing.text
+    refused = world.server.get("/nanogpt/ui/video", "limited", **world.ti("secret"))
+    assert refused.status_code == 403 and "may not read" in refused.text
+    assert "<title>NanoGPT" in refused.text and '{"detail"' not in refused.text
+    assert world.server.get("/nanogpt/api/job", "viewer", dag_id="x").status_code == 400
 
 
 def test_the_page_lists_every_job_with_state_and_cost(world: World) -> None:
@@ -196,7 +285,7 @@ def test_filters_and_paging(world: World) -> None:
 
 def test_a_user_sees_only_the_dags_they_may_read(world: World) -> None:
     assert SECRET_DAG not in {row["dag_id"] for row in world.job_rows("limited")}
-    assert len(world.job_rows("limited")) == 3
+    assert len(world.job_rows("limited")) == 5  # 3 jobs, and the 2 refused submissions
     secret = world.ti("secret")
     for path in ("/nanogpt/api/job", "/nanogpt/ui/video", "/nanogpt/video"):
         assert world.server.get(path, "limited", **secret).status_code == 403, path
@@ -255,6 +344,12 @@ def test_no_response_carries_the_key_or_a_header(world: World) -> None:
     page = world.server.get("/nanogpt/ui/jobs", "admin").text
     assert "NanoGPT video jobs" in page and "a calm sea at dawn" in page
     assert json.dumps(world.job_rows("admin")).count("video_url") == 0
+
+
+def _row_run_id(world: World, name: str) -> str:
+    """NanoGPT's run id of the job of one of the world's DAG runs."""
+    run_id = world.server.get("/nanogpt/api/job", "admin", **world.ti(name)).json()["run_id"]
+    return str(run_id)
 
 
 def _rows_of(world: World, user: str, name: str, **params: Any) -> list[dict[str, Any]]:
@@ -321,10 +416,11 @@ def test_every_job_is_on_exactly_one_page(world: World, monkeypatch: pytest.Monk
             job_store.list_jobs(session, dags, job_store.Filters(page=n))
             for n in range(1, everything.total + 1)
         ]
+    refused = 2  # the blocked and the rejected submission: listed, though NanoGPT has no job
     assert (
         everything.total
         == len(everything.jobs)
-        == len(world.sim.state()["jobs"]) - (0 if HAS_STATE_STORE else 1)
+        == len(world.sim.state()["jobs"]) - (0 if HAS_STATE_STORE else 1) + refused
     )
     assert {p.pages for p in paged} == {everything.total}
     assert [(j.run_id, j.state) for p in paged for j in p.jobs] == [
@@ -373,3 +469,50 @@ def test_a_saved_path_outside_the_base_dir_streams_the_url_instead(
         answer = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
     assert answer.status_code == 200 and answer.content == url_video
     assert b"never served" not in answer.content and b"root:" not in answer.content
+
+
+def test_submission_time_drives_the_order_the_date_filter_and_the_spend(world: World) -> None:
+    """A job's card is rewritten when the job ends; the page goes by when it was submitted."""
+    from datetime import UTC, datetime
+
+    # Submitted a second before midnight (UTC) on 2001-01-01, its card written today.
+    late_evening = datetime(2001, 1, 1, 23, 59, 59, tzinfo=UTC).timestamp()
+    far_future = datetime(2099, 6, 1, tzinfo=UTC).timestamp()
+    completed, failed = world.runs["completed"], world.runs["failed"]
+    with (
+        _card_changed(completed, submitted_at=late_evening),
+        _card_changed(failed, submitted_at=far_future),
+    ):
+        order = [row["dag_run_id"] for row in world.job_rows("admin")]
+        assert order[0] == failed.run_id and order[-1] == completed.run_id
+        that_day = {"since": "2001-01-01", "until": "2001-01-01"}
+        assert [r["dag_run_id"] for r in world.job_rows("admin", **that_day)] == [completed.run_id]
+        assert world.job_rows("admin", since="2001-01-02", until="2001-01-02") == []
+        spend = world.server.get("/nanogpt/api/spend", "admin", **that_day).json()
+        assert spend["jobs"] == 1 and list(spend["by_day"]) == ["2001-01-01"]
+        page = world.server.get("/nanogpt/ui/jobs", "admin", **that_day).text
+        assert f'data-run-id="{_row_run_id(world, "completed")}"' in page
+        assert "2001-01-01 23:59:59 UTC" in page
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("blocked", "blocked due to safety concerns"), ("rejected", "needs a number")],
+)
+def test_a_refused_submission_is_listed_and_has_a_video_tab(
+    world: World, name: str, reason: str
+) -> None:
+    (row,) = _rows_of(world, "admin", name)
+    assert (row["state"], row["run_id"], row["charged"], row["refunded"]) == (name, None, 0, False)
+    assert reason in row["error"] and row["video_link"] is None
+    assert [r["dag_run_id"] for r in _rows_of(world, "admin", name, state=name)] == [
+        world.runs[name].run_id
+    ]
+    page = world.server.get("/nanogpt/ui/jobs", "admin", state=name).text
+    assert f'data-state="{name}"' in page and reason in page
+    tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti(name)).text
+    assert "not a NanoGPT task" not in tab and reason in tab
+    assert f'data-state="{name}"' in tab
+    # Nothing was charged: the DAG's spend is its one job NanoGPT did not refund.
+    spend = world.server.get("/nanogpt/api/spend", "admin", dag_id=world.runs[name].dag_id).json()
+    assert spend["jobs"] == 1
