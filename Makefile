@@ -54,18 +54,21 @@ typecheck: venv
 # Most tests wait on sockets, simulated renders and subprocesses rather than the CPU, so they are
 # spread over this many worker processes (pytest-xdist; each has its own Airflow home and
 # simulator), a test file at a time, so a module's api-server or DAG runs are set up once. The
-# end-to-end deployments start a whole Airflow each and run one at a time.
+# end-to-end deployments start a whole Airflow each, and the tests marked `timing` measure seconds:
+# both run afterwards, one at a time.
 TEST_WORKERS ?= 4
 
 # Everything, on the newest supported Airflow: unit, hook, dag.test(), simulator, end to end.
 # (Tests marked `wheel` are left out unless -m names them: wheel-test runs them.)
 unit: venv
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not timing"
+	$(BIN)/pytest -q -m "timing and not e2e"
 	$(BIN)/pytest -q -m e2e
 
 # The same suites on the lowest supported Airflow, less the deployment and the 200-video soak.
 unit-floor: floor-venv
-	$(FLOOR_VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not slow"
+	$(FLOOR_VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not slow and not timing"
+	$(FLOOR_VENV)/bin/pytest -q -m "timing and not e2e and not slow"
 
 # The wheel a user installs: `python -m build` (sdist, and the wheel from it) and `twine check`,
 # the wheel's files against the package's, then the wheel in a fresh Python 3.12 virtualenv per

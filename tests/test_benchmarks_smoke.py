@@ -12,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
+
+# Figures are ratios, but the quick run has a wall-clock budget: it runs alone (docs/testing.md).
+pytestmark = pytest.mark.timing
 
 EXPECTED_BENCHMARKS = {
     "triggerer",

@@ -21,7 +21,7 @@ import pytest
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import DagOutcome, errors, run_dag, stored_triggers
 
-pytestmark = pytest.mark.usefixtures("airflow_db")
+pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.timing]
 
 NEVER_FINISHES = "a kite that never lands [sim:never]"
 EXECUTION_TIMEOUT = 5.0  # as in tests/dags/nanogpt_test_dags.py; timeout there is 800 s

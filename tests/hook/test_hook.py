@@ -236,6 +236,7 @@ def test_submit_429_waits_retry_after_then_submits_once(
     assert elapsed >= 2 * 10 * 0.02 * 0.9  # both Retry-After waits were honoured
 
 
+@pytest.mark.timing
 def test_a_short_retry_after_is_waited_as_given_not_the_longer_backoff(
     simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -170,6 +170,7 @@ def test_invalid_config_is_400(sim: NanoGPTSimulator, update: object) -> None:
             sim.configure(**update)
 
 
+@pytest.mark.timing
 def test_latency_delays_api_responses_but_not_control(sim: NanoGPTSimulator) -> None:
     sim.configure(latency_seconds=1.0)
     started = time.perf_counter()

@@ -150,6 +150,7 @@ def test_reset_fault_closes_without_response(sim: NanoGPTSimulator, done_run: st
     assert sim.state()["request_log"][-2]["status"] == 0
 
 
+@pytest.mark.timing
 def test_timeout_fault_delays_then_processes() -> None:
     with NanoGPTSimulator(api_key=KEY, time_scale=0.05, quiet=True) as sim:
         sim.add_fault(endpoint="submit", kind="timeout", delay=10)  # 0.5 real s

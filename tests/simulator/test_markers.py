@@ -295,6 +295,7 @@ def test_submit500_marker_creates_and_charges(sim: NanoGPTSimulator) -> None:
     assert poll(sim, item["runId"]).json()["data"]["status"] == "COMPLETED"
 
 
+@pytest.mark.timing
 def test_submit_slow_marker_times_out_after_creating() -> None:
     with NanoGPTSimulator(api_key=KEY, time_scale=0.05, quiet=True) as sim:
         started = time.monotonic()

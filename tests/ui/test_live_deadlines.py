@@ -18,6 +18,9 @@ from airflow_provider_nanogpt.plugin.live import stream_video
 from tests.conftest import connection_json
 from tests.hostile import HostileServer, Reply, Seen
 
+# Page budgets and stream deadlines are measured in seconds.
+pytestmark = pytest.mark.timing
+
 # Generous for a loaded CI machine; what matters is that no wait adds up per row or per byte.
 SLACK_SECONDS = 2.0
 

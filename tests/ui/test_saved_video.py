@@ -172,6 +172,7 @@ def test_a_saved_page_is_not_served_as_a_page(base: Path) -> None:
     assert stream.headers["X-Content-Type-Options"] == "nosniff"
 
 
+@pytest.mark.timing
 def test_a_slow_reader_stream_ends_by_the_download_timeout(
     base: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

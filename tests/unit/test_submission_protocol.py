@@ -75,6 +75,8 @@ from tests.conftest import FAST_RETRIES, connection_json
 from tests.hostile import HostileServer, Reply, Seen, forward_to
 
 LOG = logging.getLogger("test_submission_protocol")
+# Late creations and the settle time are a few tenths of a second apart: run without neighbours.
+pytestmark = pytest.mark.timing
 IDENTITY = "dag/run/generate/-1"
 # Real seconds per simulated second: a job (2 s queued + 8 s rendering) takes 0.05 s.
 TIME_SCALE = 0.005

@@ -129,6 +129,7 @@ async def test_deadline_yields_timeout_with_run_id(nanogpt_connection: NanoGPTSi
     assert time.time() - started < 5
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("first", ["execution_deadline", "end_time"])
 async def test_the_earlier_of_execution_deadline_and_end_time_ends_the_wait(
     nanogpt_connection: NanoGPTSimulator, first: str
@@ -199,6 +200,7 @@ async def test_missing_connection_is_an_error_event(monkeypatch: pytest.MonkeyPa
     assert "AIRFLOW_CONN_NANOGPT_DEFAULT" in event["message"]
 
 
+@pytest.mark.timing
 async def test_progress_is_logged_each_poll(
     nanogpt_connection: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
