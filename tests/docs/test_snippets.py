@@ -185,7 +185,7 @@ def _run_dags(path: Path, source: str) -> None:
         assert str(run.state) == "success", f"{dag_id}: {run.state}"
 
 
-def check_python(snippet: Snippet, sim: NanoGPTSimulator, tmp_path: Path) -> None:
+def check_python(snippet: Snippet, sim: NanoGPTSimulator, tmp_path: Path, airflow_db: Path) -> None:
     source = stand_ins(snippet.source, sim.url, tmp_path)
     code = compile(source, snippet.id, "exec")
     if snippet.kind in CHECK_ONLY:
@@ -193,7 +193,7 @@ def check_python(snippet: Snippet, sim: NanoGPTSimulator, tmp_path: Path) -> Non
     if snippet.marker == "pytest continues":
         return  # run with the pytest block it continues
     if snippet.kind == "pytest":
-        run_pytest_snippet(snippet, sim, tmp_path)
+        run_pytest_snippet(snippet, tmp_path, airflow_db)
         return
     if re.search(r"^@dag\b|\bDAG\(", source, re.MULTILINE):
         path = tmp_path / "dags" / f"snippet_{snippet.line}.py"
@@ -204,7 +204,21 @@ def check_python(snippet: Snippet, sim: NanoGPTSimulator, tmp_path: Path) -> Non
     exec(code, _prelude(sim))
 
 
-def run_pytest_snippet(snippet: Snippet, sim: NanoGPTSimulator, tmp_path: Path) -> None:
+def fresh_airflow_home(airflow_db: Path, tmp_path: Path) -> dict[str, str]:
+    """A new AIRFLOW_HOME whose metadata DB is a copy of the session's migrated one (no DAG of
+    another block under the same id), and no connection: the block brings its own."""
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    shutil.copy(airflow_db / "airflow.db", home / "airflow.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+    )
+    return env
+
+
+def run_pytest_snippet(snippet: Snippet, tmp_path: Path, airflow_db: Path) -> None:
     """The page's ``file`` blocks and this test module (with the blocks it continues), in a fresh
     pytest process that knows nothing of this suite's DAGs folder or connections."""
     page = [s for s in SNIPPETS if s.page == snippet.page]
@@ -223,7 +237,7 @@ def run_pytest_snippet(snippet: Snippet, sim: NanoGPTSimulator, tmp_path: Path) 
             chain.append(block)
     module = "\n\n".join(block.source for block in chain)
     (tmp_path / "test_snippet.py").write_text(module, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    env = fresh_airflow_home(airflow_db, tmp_path)
     for setting in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"):
         env.pop(setting, None)
     done = subprocess.run(
@@ -260,17 +274,8 @@ def check_shell(snippet: Snippet, sim: NanoGPTSimulator, tmp_path: Path, airflow
         return
     # Never install, build or run the long make targets from a test: those must be marked.
     assert not _INSTALLS.search(snippet.source), "mark it <!-- snippet: compile-only: why -->"
-    # A fresh AIRFLOW_HOME, its metadata DB a copy of the session's migrated one.
-    home = tmp_path / "airflow-home"
-    home.mkdir()
-    shutil.copy(airflow_db / "airflow.db", home / "airflow.db")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
-        PATH=f"{VENV_BIN}{os.pathsep}{env['PATH']}",
-        PYTHONPATH=str(REPO),
-    )
+    env = fresh_airflow_home(airflow_db, tmp_path)
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env['PATH']}", PYTHONPATH=str(REPO))
     # The page's earlier blocks first (a connection the page created, a pool it set).
     earlier = [
         s
@@ -337,7 +342,7 @@ def test_snippet(
     airflow_db: Path,
 ) -> None:
     if snippet.lang in PYTHON:
-        check_python(snippet, snippet_sim, tmp_path)
+        check_python(snippet, snippet_sim, tmp_path, airflow_db)
     elif snippet.lang in SHELL:
         check_shell(snippet, snippet_sim, tmp_path, airflow_db)
     else:
