@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -29,3 +30,36 @@ def test_cli_reports_errors(
     monkeypatch.delenv("AIRFLOW_CONN_NANOGPT_DEFAULT", raising=False)
     assert main(["balance"]) == 1
     assert "AIRFLOW_CONN_NANOGPT_DEFAULT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["balance", "models"])
+def test_cli_reads_a_connection_stored_in_the_metadata_db(
+    command: str,
+    simulator: NanoGPTSimulator,
+    airflow_db: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A connection made with ``airflow connections add`` (the metadata DB, no env var) is found,
+    as ``airflow connections test`` finds it."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    from tests.conftest import CANARY_KEY
+
+    conn_id = "nanogpt_cli_db"
+    monkeypatch.delenv(f"AIRFLOW_CONN_{conn_id.upper()}", raising=False)
+    with create_session() as session:
+        session.add(
+            Connection(
+                conn_id=conn_id, conn_type="nanogpt", password=CANARY_KEY, host=simulator.url
+            )
+        )
+    try:
+        assert main([command, "--conn-id", conn_id, "--json"]) == 0, capsys.readouterr().err
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == conn_id).delete()
+    assert json.loads(capsys.readouterr().out)
+    assert "_AIRFLOW_PROCESS_CONTEXT" not in os.environ  # the lookup mode did not leak
+    assert simulator.state()["submit_requests"] == 0
