@@ -147,17 +147,20 @@ def create_app(base_path: str) -> FastAPI:
         job, _ = _one_job(user, session, task)
         if job is None or not job.has_video:
             raise HTTPException(404, "No video for this task.")
-        conn_id = str(job.card.get("conn_id") or "nanogpt_default")
+        # The connection and the saved path are the task's own (its rendered template fields),
+        # not the card's: the card is an editable XCom, and its conn_id would pick the base dir
+        # and the video hosts allowed.
+        source = job_store.video_source(session, job)
         wanted = request.headers.get("range")
         # The saved copy first: NanoGPT's URL may have expired. It is read only under the
-        # connection's output_base_dir (the card is an editable XCom).
-        stream = live.stream_saved_video(conn_id, job.card.get("output_path"), wanted)
+        # connection's output_base_dir.
+        stream = live.stream_saved_video(source.conn_id, source.output_path, wanted)
         if stream is None:
             url = job.card.get("video_url")
             if not isinstance(url, str):
                 raise HTTPException(404, "The saved video cannot be read, and there is no URL.")
             try:
-                stream = live.stream_video(conn_id, url, wanted)
+                stream = live.stream_video(source.conn_id, url, wanted)
             except Exception as exc:  # the URL expired or was refused: say so, without the URL
                 raise HTTPException(
                     502, f"The video could not be fetched ({type(exc).__name__})."

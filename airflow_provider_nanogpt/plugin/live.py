@@ -108,15 +108,23 @@ class VideoStream:
     chunks: Iterator[bytes]
 
 
-def stream_video(conn_id: str, url: str, range_header: str | None) -> VideoStream:
+def stream_video(conn_id: str | None, url: str, range_header: str | None) -> VideoStream:
     """Stream a video from NanoGPT's storage through the api-server, under the same rules as a
     download (``hooks.video_hosts``: http(s), allowed hosts, no private addresses, no key),
-    passing Range on so the player can seek. The browser never sees the (possibly signed) URL."""
+    passing Range on so the player can seek. The browser never sees the (possibly signed) URL.
+
+    Without a trusted connection (``conn_id`` None) no allow-list or NanoGPT host vouches for
+    any address: public addresses only, with the default limits."""
     from airflow_provider_nanogpt.hooks.download import open_video, video_session
     from airflow_provider_nanogpt.hooks.limits import Limit, watching
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+    from airflow_provider_nanogpt.hooks.settings import ClientSettings
 
-    settings = NanoGPTHook(conn_id).settings()
+    settings = (
+        NanoGPTHook(conn_id).settings()
+        if conn_id is not None
+        else ClientSettings(base_url="", api_key="")  # no host, no allow-list, no key to send
+    )
     session = video_session()
     # The whole stream, however slowly the host drips it, ends by the connection's
     # download_timeout: the limit outlives this call and is disarmed when the stream ends.
@@ -154,12 +162,13 @@ def stream_video(conn_id: str, url: str, range_header: str | None) -> VideoStrea
 
 
 def stream_saved_video(
-    conn_id: str, location: object, range_header: str | None
+    conn_id: str | None, location: object, range_header: str | None
 ) -> VideoStream | None:
     """Stream the video the task saved (its ``output_path``), with Range so the player can seek;
     None when it may not or cannot be read, and the caller falls back to NanoGPT's URL.
 
-    ``location`` comes from an editable XCom: it is read only when it resolves, links followed,
+    ``conn_id`` and ``location`` are the task's rendered template fields (None: no trusted
+    record, nothing is read). ``location`` is read only when it resolves, links followed,
     under the connection's ``output_base_dir`` (``storage.saved_video_location``); without one,
     no saved file is ever read. Only a regular file is served, and the stream ends by the
     connection's ``download_timeout`` however slowly the browser reads.
@@ -167,6 +176,8 @@ def stream_saved_video(
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
     from airflow_provider_nanogpt.storage import describe, is_local, saved_video_location
 
+    if conn_id is None:
+        return None
     try:
         settings = NanoGPTHook(conn_id).settings()
         target = saved_video_location(location, settings.output_base_dir)
