@@ -185,3 +185,24 @@ def test_a_slow_reader_stream_ends_by_the_download_timeout(
     time.sleep(0.7)
     received += b"".join(stream.chunks)
     assert 0 < len(received) < len(VIDEO)
+
+
+@pytest.mark.parametrize(
+    ("location", "base_dir", "allowed"),
+    [
+        ("s3://bucket/videos/x.mp4", "s3://bucket/videos", True),
+        ("s3://team@bucket/videos/x.mp4", "s3://team@bucket/videos", True),
+        # The same place, but read with another Airflow connection's credentials.
+        ("s3://aws_admin@bucket/videos/x.mp4", "s3://bucket/videos", False),
+        ("s3://aws_admin@bucket/videos/x.mp4", "s3://team@bucket/videos", False),
+        ("s3://bucket/videos/x.mp4", "s3://team@bucket/videos", False),
+        ("gs://admin@bucket/videos/x.mp4", "gs://bucket/videos", False),
+    ],
+)
+def test_an_object_path_naming_another_connection_is_refused(
+    location: str, base_dir: str, allowed: bool
+) -> None:
+    """Pure: no store is reached (the connection is part of the path, not of the object)."""
+    from airflow_provider_nanogpt.storage import saved_video_location
+
+    assert (saved_video_location(location, base_dir) is not None) is allowed
