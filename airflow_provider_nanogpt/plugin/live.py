@@ -25,6 +25,8 @@ BALANCE_TTL_SECONDS = 30.0
 # A page waits at most this long for NanoGPT before it renders without live figures.
 CALL_DEADLINE_SECONDS = 4.0
 CHUNK_BYTES = 256 * 1024
+# Where the system names the file behind each open descriptor (Linux).
+OPEN_FILES_DIR = "/proc/self/fd"
 
 T = TypeVar("T")
 
@@ -247,9 +249,9 @@ def _video_type(content_type: str | None) -> dict[str, str]:
 
 
 def _open_local(path: Path, base_dir: str | None) -> tuple[IO[bytes], int]:
-    """Open the checked file: not a link, a regular file, and (where the system says which file
-    a descriptor is) still under the base directory, should a folder have been swapped for a
-    link since the check."""
+    """Open the checked file: not a link, a regular file, and still under the base directory,
+    should a folder have been swapped for a link since the check. Where the system cannot say
+    which file a descriptor is (no /proc), it is not served: the caller falls back to the URL."""
     from airflow_provider_nanogpt.storage import saved_video_location
 
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -258,8 +260,11 @@ def _open_local(path: Path, base_dir: str | None) -> tuple[IO[bytes], int]:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(f"{path} is not a regular file")
-        opened = Path(f"/proc/self/fd/{descriptor}")
-        if opened.is_symlink() and saved_video_location(os.readlink(opened), base_dir) is None:
+        try:
+            opened = os.readlink(f"{OPEN_FILES_DIR}/{descriptor}")
+        except OSError:
+            raise OSError(f"cannot verify which file {path} opened") from None
+        if saved_video_location(opened, base_dir) is None:
             raise OSError(f"{path} moved outside the base directory")
         return os.fdopen(descriptor, "rb"), info.st_size
     except BaseException:

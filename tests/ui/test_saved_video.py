@@ -206,3 +206,14 @@ def test_an_object_path_naming_another_connection_is_refused(
     from airflow_provider_nanogpt.storage import saved_video_location
 
     assert (saved_video_location(location, base_dir) is not None) is allowed
+
+
+def test_without_a_way_to_verify_the_opened_file_it_is_not_served(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No /proc (or one that cannot be read): fail closed, the caller falls back to the URL."""
+    from airflow_provider_nanogpt.plugin import live
+
+    assert stream_saved_video("nanogpt_default", str(base / "v.mp4"), None) is not None
+    monkeypatch.setattr(live, "OPEN_FILES_DIR", str(tmp_path / "no-proc"), raising=False)
+    assert stream_saved_video("nanogpt_default", str(base / "v.mp4"), None) is None
