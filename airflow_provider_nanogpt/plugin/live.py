@@ -183,15 +183,19 @@ def stream_saved_video(
     try:
         settings = NanoGPTHook(conn_id).settings()
         target = saved_video_location(location, settings.output_base_dir)
-        if target is None:
+        # Only a video (by its name) is read: the base dir may hold other files.
+        media = mimetypes.guess_type(describe(target))[0] if target is not None else None
+        if target is None or not (media or "").startswith("video/"):
             return None
+        # The stream's whole life, an object store's slow answers included, ends by then.
+        deadline = time.monotonic() + settings.download_timeout
         if is_local(target):
             handle, size = _open_local(Path(str(target)), settings.output_base_dir)
         else:
             handle, size = _open_object(target)
     except Exception:  # no connection, missing, unreadable, not a file, no store: use the URL
         return None
-    headers = {"Accept-Ranges": "bytes", **_video_type(mimetypes.guess_type(describe(target))[0])}
+    headers = {"Accept-Ranges": "bytes", **_video_type(media)}
     try:
         span = byte_range(range_header, size)
     except ValueError:
@@ -202,7 +206,6 @@ def stream_saved_video(
     headers["Content-Length"] = str(last - first + 1)
     if span is not None:
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-    deadline = time.monotonic() + settings.download_timeout
 
     def chunks() -> Iterator[bytes]:
         with handle:
@@ -220,12 +223,15 @@ def stream_saved_video(
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(first, last) byte of a single ``bytes=`` Range; None for the whole file (no header, or
-    one not served: several ranges, another unit, bad syntax); ValueError when unsatisfiable."""
+    one not served: several ranges, another unit, bad syntax, a last byte before the first, which
+    RFC 9110 calls invalid and says to ignore); ValueError when unsatisfiable."""
     unit, _, spec = (header or "").partition("=")
     first_text, dash, last_text = spec.strip().partition("-")
     if unit.strip().lower() != "bytes" or not dash or "," in spec:
         return None
     if not all(part == "" or part.isdigit() for part in (first_text, last_text)):
+        return None
+    if first_text and last_text and int(last_text) < int(first_text):
         return None
     if first_text == "":  # the last N bytes
         if last_text == "" or int(last_text) == 0 or size == 0:
@@ -233,7 +239,7 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return max(0, size - int(last_text)), size - 1
     first = int(first_text)
     last = min(int(last_text), size - 1) if last_text else size - 1
-    if first >= size or last < first:
+    if first >= size:
         raise ValueError("unsatisfiable range")
     return first, last
 
