@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
+from airflow_provider_nanogpt.api.coerce import as_amount
 from airflow_provider_nanogpt.job_card import REFUNDED
 from airflow_provider_nanogpt.plugin import jobs as job_store
 from airflow_provider_nanogpt.plugin import live
@@ -266,6 +267,7 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
     submitted, finished = job.submitted_at, job.finished_at
     output = card.get("output_path")
     refunded = job.state in REFUNDED
+    cost = as_amount(card.get("cost"))  # an edited card's "lots" is shown as unknown, not a 500
     return {
         "dag_id": job.dag_id,
         "dag_run_id": job.dag_run_id,
@@ -280,11 +282,11 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
         "prompt": card.get("prompt"),
         "state": job.state,
         "error": card.get("error"),
-        "cost": card.get("cost"),
+        "cost": cost,
         "currency": card.get("currency"),
         "refunded": refunded,
         # What the job costs in the end: NanoGPT gives a refunded job's charge back.
-        "charged": 0.0 if refunded else card.get("cost"),
+        "charged": 0.0 if refunded else cost,
         "submitted_at": _iso(submitted),
         "duration_seconds": round((finished - submitted).total_seconds(), 1)
         if submitted and finished

@@ -136,7 +136,15 @@ def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
         pages = max(1, -(-total // PAGE_SIZE))
         page = min(max(1, filters.page), pages)
         rows = session.execute(
-            query.order_by(XComModel.timestamp.desc(), XComModel.dag_id, XComModel.task_id)
+            # A total order (ties last: the newer run first, then the map index), or a page
+            # boundary between equal rows could show one twice and another never.
+            query.order_by(
+                XComModel.timestamp.desc(),
+                XComModel.dag_id,
+                XComModel.task_id,
+                XComModel.run_id.desc(),
+                XComModel.map_index,
+            )
             .limit(PAGE_SIZE)
             .offset((page - 1) * PAGE_SIZE)
         ).all()
@@ -405,7 +413,14 @@ def _page_with_orphans(
     page = min(max(1, page_number), pages)
     keys = session.execute(
         select(both)
-        .order_by(both.c.at.desc(), both.c.dag_id, both.c.task_id, both.c.charge_id)
+        .order_by(
+            both.c.at.desc(),
+            both.c.dag_id,
+            both.c.task_id,
+            both.c.run_id.desc(),
+            both.c.map_index,
+            both.c.charge_id,
+        )
         .limit(PAGE_SIZE)
         .offset((page - 1) * PAGE_SIZE)
     ).all()

@@ -66,7 +66,7 @@ def charge_rows(session: Session, dag_ids: set[str]) -> Iterator[ChargeRow]:
         table.map_index,
         table.updated_at,
         table.value,
-    ).where(table.key.startswith(CHARGE_KEY_PREFIX), table.dag_id.in_(dag_ids))
+    ).where(table.key.startswith(CHARGE_KEY_PREFIX, autoescape=True), table.dag_id.in_(dag_ids))
     for row_id, dag_id, run_id, task_id, map_index, updated, value in session.execute(query):
         try:
             record = json.loads(value) if isinstance(value, str) else value

@@ -460,3 +460,105 @@ def test_a_saved_path_outside_the_base_dir_streams_the_url_instead(
         answer = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
     assert answer.status_code == 200 and answer.content == url_video
     assert b"never served" not in answer.content and b"root:" not in answer.content
+
+
+@contextmanager
+def _charge_record(outcome: DagOutcome, key: str, record: dict[str, Any]) -> Iterator[None]:
+    """A row in the task's state store (Airflow 3.3+), removed afterwards."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.task_state_store import TaskStateStoreModel as Store
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, select
+
+    with create_session() as session:
+        run = session.scalars(
+            select(DagRun).where(DagRun.dag_id == outcome.dag_id, DagRun.run_id == outcome.run_id)
+        ).one()
+        session.add(
+            Store(
+                dag_run_id=run.id,
+                task_id="generate",
+                map_index=-1,
+                key=key,
+                dag_id=outcome.dag_id,
+                run_id=outcome.run_id,
+                value=json.dumps(record),
+            )
+        )
+    try:
+        yield
+    finally:
+        with create_session() as session:
+            session.execute(delete(Store).where(Store.key == key))
+
+
+@pytest.mark.skipif(not HAS_STATE_STORE, reason="the task state store is Airflow 3.3+")
+def test_only_charge_records_are_read_as_charges(world: World) -> None:
+    """ "_" in the key prefix is a LIKE wildcard: "nanogptXcharge:" is not a charge record."""
+    record = {"run_id": "vid_not_a_charge", "refunded": True, "cost": 9.0, "currency": "USD"}
+    record["submitted_at"] = 1_800_000_000
+    with _charge_record(world.runs["completed"], "nanogptXcharge:vid_not_a_charge", record):
+        rows = world.job_rows("admin", dag_id=world.runs["completed"].dag_id)
+    assert "vid_not_a_charge" not in {row["run_id"] for row in rows}
+
+
+@contextmanager
+def _cards_written_at_once(*outcomes: DagOutcome) -> Iterator[None]:
+    """The cards of these runs given one timestamp (tasks ending in the same instant)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    def cards(session: Any) -> list[Any]:
+        return [
+            session.scalars(
+                select(XComModel).where(
+                    XComModel.dag_id == o.dag_id,
+                    XComModel.run_id == o.run_id,
+                    XComModel.key == JOB_KEY,
+                )
+            ).one()
+            for o in outcomes
+        ]
+
+    with create_session() as session:
+        found = cards(session)
+        original = [card.timestamp for card in found]
+        for card in found:
+            card.timestamp = original[0]
+    try:
+        yield
+    finally:
+        with create_session() as session:
+            for card, when in zip(cards(session), original, strict=True):
+                card.timestamp = when
+
+
+def test_paging_order_is_total(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cards of one task written in the same instant: the newer run first, on every page."""
+    from airflow.utils.session import create_session
+
+    from airflow_provider_nanogpt.plugin import jobs as job_store
+
+    tied = (world.runs["completed"], world.runs["failed"])  # one DAG, one task
+    dag_id = tied[0].dag_id
+    with _cards_written_at_once(*tied), create_session() as session:
+        whole = job_store.list_jobs(session, {dag_id}, job_store.Filters())
+        monkeypatch.setattr(job_store, "PAGE_SIZE", 1)
+        paged = [
+            job
+            for n in range(1, whole.total + 1)
+            for job in job_store.list_jobs(session, {dag_id}, job_store.Filters(page=n)).jobs
+        ]
+    order = [job.dag_run_id for job in whole.jobs]
+    assert order == sorted(order, reverse=True) == [job.dag_run_id for job in paged]
+
+
+def test_a_card_with_a_cost_that_is_not_a_number_is_shown_as_unknown(world: World) -> None:
+    with _card_changed(world.runs["completed"], cost="lots"):
+        page = world.server.get("/nanogpt/ui/jobs", "admin")
+        video = world.server.get("/nanogpt/ui/video", "admin", **world.ti("completed"))
+        row = world.server.get("/nanogpt/api/job", "admin", **world.ti("completed")).json()
+    assert page.status_code == 200 and "a calm sea at dawn" in page.text
+    assert video.status_code == 200 and "not known yet" in video.text
+    assert (row["cost"], row["charged"]) == (None, None)
