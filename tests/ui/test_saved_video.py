@@ -181,13 +181,17 @@ def test_only_a_video_file_is_served(base: Path, name: str) -> None:
     assert str(base / name) not in opened
 
 
-def test_a_slow_reader_stream_ends_by_the_download_timeout(
-    base: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def half_second_timeout(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection's download_timeout: half a second."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_NANOGPT_DEFAULT",
         connection_json("http://127.0.0.1:9", output_base_dir=str(base), download_timeout=0.5),
     )
+
+
+@pytest.mark.usefixtures("half_second_timeout")
+def test_a_slow_reader_stream_ends_by_the_download_timeout(base: Path) -> None:
     stream = stream_saved_video("nanogpt_default", str(base / "v.mp4"), None)
     assert stream is not None
     received = next(stream.chunks)
@@ -228,16 +232,13 @@ def test_without_a_way_to_verify_the_opened_file_it_is_not_served(
     assert stream_saved_video("nanogpt_default", str(base / "v.mp4"), None) is None
 
 
+@pytest.mark.usefixtures("half_second_timeout")
 def test_the_download_timeout_counts_from_before_the_file_is_opened(
     base: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store that takes its time to open the file uses up the stream's time, not extra."""
     from airflow_provider_nanogpt.plugin import live
 
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_NANOGPT_DEFAULT",
-        connection_json("http://127.0.0.1:9", output_base_dir=str(base), download_timeout=0.5),
-    )
     opening = live._open_local
 
     def slow_open(path: Path, base_dir: str | None) -> Any:
