@@ -166,8 +166,19 @@ def _inside(target: Path | ObjectStoragePath, base: Path | ObjectStoragePath) ->
         return False
     if is_local(target):
         return Path(str(target)).resolve().is_relative_to(Path(str(base)).resolve())
+    if _storage_conn_id(target) != _storage_conn_id(base):
+        return False  # ``s3://admin@bucket/…``: the same place, read with other credentials
     target_uri, base_uri = _normalised_uri(target), _normalised_uri(base).rstrip("/")
     return target_uri == base_uri or target_uri.startswith(base_uri + "/")
+
+
+def _storage_conn_id(path: Any) -> str | None:
+    """The Airflow connection an object-storage path reads with (``s3://conn_id@bucket/…``): an
+    attribute on Airflow 3.3 (its ``as_uri()`` drops it), a storage option on 3.1."""
+    conn_id = getattr(path, "conn_id", None) or dict(
+        getattr(path, "storage_options", None) or {}
+    ).get("conn_id")
+    return str(conn_id) if conn_id else None
 
 
 def _normalised_uri(path: ObjectStoragePath | Path) -> str:

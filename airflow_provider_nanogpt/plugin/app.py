@@ -35,6 +35,7 @@ from fastapi.responses import (
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 
+from airflow_provider_nanogpt.api.coerce import as_amount
 from airflow_provider_nanogpt.job_card import REFUNDED
 from airflow_provider_nanogpt.plugin import jobs as job_store
 from airflow_provider_nanogpt.plugin import live
@@ -167,17 +168,20 @@ def create_app(base_path: str) -> FastAPI:
         job, _ = _one_job(user, session, task)
         if job is None or not job.has_video:
             raise HTTPException(404, "No video for this task.")
-        conn_id = str(job.card.get("conn_id") or "nanogpt_default")
+        # The connection and the saved path are the task's own (its rendered template fields),
+        # not the card's: the card is an editable XCom, and its conn_id would pick the base dir
+        # and the video hosts allowed.
+        source = job_store.video_source(session, job)
         wanted = request.headers.get("range")
         # The saved copy first: NanoGPT's URL may have expired. It is read only under the
-        # connection's output_base_dir (the card is an editable XCom).
-        stream = live.stream_saved_video(conn_id, job.card.get("output_path"), wanted)
+        # connection's output_base_dir.
+        stream = live.stream_saved_video(source.conn_id, source.output_path, wanted)
         if stream is None:
             url = job.card.get("video_url")
             if not isinstance(url, str):
                 raise HTTPException(404, "The saved video cannot be read, and there is no URL.")
             try:
-                stream = live.stream_video(conn_id, url, wanted)
+                stream = live.stream_video(source.conn_id, url, wanted)
             except Exception as exc:  # the URL expired or was refused: say so, without the URL
                 raise HTTPException(
                     502, f"The video could not be fetched ({type(exc).__name__})."
@@ -356,6 +360,7 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
     output = card.get("output_path")
     # A refused submission (no run id) was never charged, so nothing was given back either.
     refunded = job.state in REFUNDED and job.run_id is not None
+    cost = as_amount(card.get("cost"))  # an edited card's "lots" is shown as unknown, not a 500
     return {
         "dag_id": job.dag_id,
         "dag_run_id": job.dag_run_id,
@@ -370,11 +375,11 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
         "prompt": card.get("prompt"),
         "state": job.state,
         "error": card.get("error"),
-        "cost": card.get("cost"),
+        "cost": cost,
         "currency": card.get("currency"),
         "refunded": refunded,
         # What the job costs in the end: NanoGPT gives a refunded job's charge back.
-        "charged": 0.0 if refunded else card.get("cost"),
+        "charged": 0.0 if refunded else cost,
         "submitted_at": _iso(submitted),
         "duration_seconds": round((finished - submitted).total_seconds(), 1)
         if submitted and finished

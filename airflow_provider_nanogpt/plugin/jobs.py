@@ -174,6 +174,29 @@ def find_job(
     return None
 
 
+@dataclass(frozen=True)
+class VideoSource:
+    """Where the api-server may read a job's video from, as the task itself was configured: its
+    connection (None: no trusted one, so no saved file and the strictest URL rules) and the path
+    it saved to. Never from the job card, an XCom anyone with XCom write access can edit."""
+
+    conn_id: str | None
+    output_path: str | None
+
+
+def video_source(session: Session, job: Job) -> VideoSource:
+    """The connection and ``output_path`` of the job's task, from its rendered template fields
+    (both are template fields of GenerateVideoOperator and VideoStatusSensor)."""
+    from airflow_provider_nanogpt.plugin.models import rendered_fields
+
+    fields = rendered_fields(session, job.dag_id, job.dag_run_id, job.task_id, job.map_index)
+    conn_id, output_path = (fields or {}).get("nanogpt_conn_id"), (fields or {}).get("output_path")
+    return VideoSource(
+        conn_id if isinstance(conn_id, str) and conn_id else None,
+        output_path if isinstance(output_path, str) and output_path else None,
+    )
+
+
 def spend(session: Session, dag_ids: set[str], since: date | None, until: date | None) -> Spend:
     """Charges per day and per DAG: one per NanoGPT run, refunded (failed) jobs left out."""
     from sqlalchemy import select
@@ -560,8 +583,10 @@ __all__ = [
     "Job",
     "Page",
     "Spend",
+    "VideoSource",
     "connection_ids",
     "find_job",
     "list_jobs",
     "spend",
+    "video_source",
 ]

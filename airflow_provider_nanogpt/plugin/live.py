@@ -27,6 +27,8 @@ BALANCE_TTL_SECONDS = 30.0
 # A page waits at most this long for NanoGPT before it renders without live figures.
 CALL_DEADLINE_SECONDS = 4.0
 CHUNK_BYTES = 256 * 1024
+# Where the system names the file behind each open descriptor (Linux).
+OPEN_FILES_DIR = "/proc/self/fd"
 
 T = TypeVar("T")
 
@@ -110,15 +112,23 @@ class VideoStream:
     chunks: Iterator[bytes]
 
 
-def stream_video(conn_id: str, url: str, range_header: str | None) -> VideoStream:
+def stream_video(conn_id: str | None, url: str, range_header: str | None) -> VideoStream:
     """Stream a video from NanoGPT's storage through the api-server, under the same rules as a
     download (``hooks.video_hosts``: http(s), allowed hosts, no private addresses, no key),
-    passing Range on so the player can seek. The browser never sees the (possibly signed) URL."""
+    passing Range on so the player can seek. The browser never sees the (possibly signed) URL.
+
+    Without a trusted connection (``conn_id`` None) no allow-list or NanoGPT host vouches for
+    any address: public addresses only, with the default limits."""
     from airflow_provider_nanogpt.hooks.download import open_video, video_session
     from airflow_provider_nanogpt.hooks.limits import Limit, watching
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+    from airflow_provider_nanogpt.hooks.settings import ClientSettings
 
-    settings = NanoGPTHook(conn_id).settings()
+    settings = (
+        NanoGPTHook(conn_id).settings()
+        if conn_id is not None
+        else ClientSettings(base_url="", api_key="")  # no host, no allow-list, no key to send
+    )
     session = video_session()
     # The whole stream, however slowly the host drips it, ends by the connection's
     # download_timeout: the limit outlives this call and is disarmed when the stream ends.
@@ -156,12 +166,13 @@ def stream_video(conn_id: str, url: str, range_header: str | None) -> VideoStrea
 
 
 def stream_saved_video(
-    conn_id: str, location: object, range_header: str | None
+    conn_id: str | None, location: object, range_header: str | None
 ) -> VideoStream | None:
     """Stream the video the task saved (its ``output_path``), with Range so the player can seek;
     None when it may not or cannot be read, and the caller falls back to NanoGPT's URL.
 
-    ``location`` comes from an editable XCom: it is read only when it resolves, links followed,
+    ``conn_id`` and ``location`` are the task's rendered template fields (None: no trusted
+    record, nothing is read). ``location`` is read only when it resolves, links followed,
     under the connection's ``output_base_dir`` (``storage.saved_video_location``); without one,
     no saved file is ever read. Only a regular file is served, and the stream ends by the
     connection's ``download_timeout`` however slowly the browser reads.
@@ -169,18 +180,24 @@ def stream_saved_video(
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
     from airflow_provider_nanogpt.storage import describe, is_local, saved_video_location
 
+    if conn_id is None:
+        return None
     try:
         settings = NanoGPTHook(conn_id).settings()
         target = saved_video_location(location, settings.output_base_dir)
-        if target is None:
+        # Only a video (by its name) is read: the base dir may hold other files.
+        media = mimetypes.guess_type(describe(target))[0] if target is not None else None
+        if target is None or not (media or "").startswith("video/"):
             return None
+        # The stream's whole life, an object store's slow answers included, ends by then.
+        deadline = time.monotonic() + settings.download_timeout
         if is_local(target):
             handle, size = _open_local(Path(str(target)), settings.output_base_dir)
         else:
             handle, size = _open_object(target)
     except Exception:  # no connection, missing, unreadable, not a file, no store: use the URL
         return None
-    headers = {"Accept-Ranges": "bytes", **_video_type(mimetypes.guess_type(describe(target))[0])}
+    headers = {"Accept-Ranges": "bytes", **_video_type(media)}
     try:
         span = byte_range(range_header, size)
     except ValueError:
@@ -191,7 +208,6 @@ def stream_saved_video(
     headers["Content-Length"] = str(last - first + 1)
     if span is not None:
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-    deadline = time.monotonic() + settings.download_timeout
 
     def chunks() -> Iterator[bytes]:
         with handle:
@@ -218,9 +234,9 @@ def _video_type(content_type: str | None) -> dict[str, str]:
 
 
 def _open_local(path: Path, base_dir: str | None) -> tuple[IO[bytes], int]:
-    """Open the checked file: not a link, a regular file, and (where the system says which file
-    a descriptor is) still under the base directory, should a folder have been swapped for a
-    link since the check."""
+    """Open the checked file: not a link, a regular file, and still under the base directory,
+    should a folder have been swapped for a link since the check. Where the system cannot say
+    which file a descriptor is (no /proc), it is not served: the caller falls back to the URL."""
     from airflow_provider_nanogpt.storage import saved_video_location
 
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -229,8 +245,11 @@ def _open_local(path: Path, base_dir: str | None) -> tuple[IO[bytes], int]:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(f"{path} is not a regular file")
-        opened = Path(f"/proc/self/fd/{descriptor}")
-        if opened.is_symlink() and saved_video_location(os.readlink(opened), base_dir) is None:
+        try:
+            opened = os.readlink(f"{OPEN_FILES_DIR}/{descriptor}")
+        except OSError:
+            raise OSError(f"cannot verify which file {path} opened") from None
+        if saved_video_location(opened, base_dir) is None:
             raise OSError(f"{path} moved outside the base directory")
         return os.fdopen(descriptor, "rb"), info.st_size
     except BaseException:

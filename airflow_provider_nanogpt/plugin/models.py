@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.models.connection import Connection
+from airflow.models.renderedtifields import RenderedTaskInstanceFields
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.xcom import XComModel
 
@@ -17,7 +18,15 @@ from airflow_provider_nanogpt.job_card import CHARGE_KEY_PREFIX
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-__all__ = ["ChargeRow", "Connection", "TaskInstance", "XComModel", "charge_rows", "charge_table"]
+__all__ = [
+    "ChargeRow",
+    "Connection",
+    "TaskInstance",
+    "XComModel",
+    "charge_rows",
+    "charge_table",
+    "rendered_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ def charge_rows(session: Session, dag_ids: set[str]) -> Iterator[ChargeRow]:
         table.map_index,
         table.updated_at,
         table.value,
-    ).where(table.key.startswith(CHARGE_KEY_PREFIX), table.dag_id.in_(dag_ids))
+    ).where(table.key.startswith(CHARGE_KEY_PREFIX, autoescape=True), table.dag_id.in_(dag_ids))
     for row_id, dag_id, run_id, task_id, map_index, updated, value in session.execute(query):
         try:
             record = json.loads(value) if isinstance(value, str) else value
@@ -66,3 +75,27 @@ def charge_rows(session: Session, dag_ids: set[str]) -> Iterator[ChargeRow]:
         if isinstance(record, Mapping):
             when = updated if updated.tzinfo else updated.replace(tzinfo=UTC)
             yield ChargeRow(row_id, dag_id, run_id, task_id, map_index, when, record)
+
+
+def rendered_fields(
+    session: Session, dag_id: str, run_id: str, task_id: str, map_index: int
+) -> Mapping[str, Any] | None:
+    """The task instance's rendered template fields, as its worker recorded them (no REST
+    endpoint writes them, unlike XComs); None when there are none (pruned for old runs)."""
+    from sqlalchemy import select
+
+    table = RenderedTaskInstanceFields
+    value = session.scalar(
+        select(table.rendered_fields).where(
+            table.dag_id == dag_id,
+            table.run_id == run_id,
+            table.task_id == task_id,
+            table.map_index == map_index,
+        )
+    )
+    if isinstance(value, str):  # some backends hand back the JSON text
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, Mapping) else None

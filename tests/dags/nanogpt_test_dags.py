@@ -70,6 +70,8 @@ sync = _generate_dag("nanogpt_sync", deferrable=False)
 short_timeout = _generate_dag("nanogpt_short_timeout", timeout=1.5)
 with_retry = _generate_dag("nanogpt_with_retry", retries=1, retry_delay=timedelta(seconds=0))
 submit_only = _generate_dag("nanogpt_submit_only", wait_for_completion=False)
+# Its connection (set by the UI tests) has no output_base_dir: the UI must read no saved file.
+no_base_dir = _generate_dag("nanogpt_no_base_dir", nanogpt_conn_id="nanogpt_no_base")
 # The first try's job fails (NanoGPT refunds it), the retry's succeeds.
 refunded_then_retried = _generate_dag(
     "nanogpt_refunded_then_retried",

@@ -12,7 +12,9 @@ SECRET_DAG_ENV = "NANOGPT_TEST_SECRET_DAG"
 SECRET_DAG = os.environ.get(SECRET_DAG_ENV, "nanogpt_sync")
 # A task whose first try's job was refunded and whose retry succeeded.
 RETRIED_DAG = "nanogpt_refunded_then_retried"
-HIDDEN_FROM_LIMITED = frozenset({SECRET_DAG, RETRIED_DAG})
+# A task whose connection has no output_base_dir.
+NO_BASE_DAG = "nanogpt_no_base_dir"
+HIDDEN_FROM_LIMITED = frozenset({SECRET_DAG, RETRIED_DAG, NO_BASE_DAG})
 
 
 class RestrictedAuthManager(SimpleAuthManager):

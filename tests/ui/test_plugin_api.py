@@ -24,7 +24,7 @@ from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import DagOutcome, run_dag
 from tests.conftest import CANARY_KEY, connection_json
 from tests.ui.apiserver import JWT_SECRET, ApiServer, api_server
-from tests.ui.restricted_auth import RETRIED_DAG, SECRET_DAG
+from tests.ui.restricted_auth import NO_BASE_DAG, RETRIED_DAG, SECRET_DAG
 
 pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.integration]
 HAS_STATE_STORE = importlib.util.find_spec("airflow.models.task_state_store") is not None
@@ -136,6 +136,7 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         pytest.MonkeyPatch.context() as patch,
     ):
         patch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(sim.url))
+        patch.setenv("AIRFLOW_CONN_NANOGPT_NO_BASE", connection_json(sim.url))
         _forget_earlier_jobs()
         runs = {
             "completed": run_dag(
@@ -149,12 +150,18 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             # Refused by NanoGPT at the submit: no job exists, the card says why.
             "blocked": run_dag("nanogpt_deferrable", {"prompt": "a riot [sim:blocked]"}),
             "rejected": run_dag("nanogpt_short_timeout", {"prompt": "a typo [sim:render=soon]"}),
+            # Saved under the work dir too, but its task's connection has no base dir.
+            "no_base": run_dag(
+                NO_BASE_DAG, {"prompt": "no base", "output_path": str(workdir / "nobase.mp4")}
+            ),
         }
         _pretend_still_rendering(runs["rendering"])
         connections = {
             # The api-server reads saved videos back from under the base dir only.
             "AIRFLOW_CONN_NANOGPT_DEFAULT": connection_json(sim.url, output_base_dir=str(workdir)),
             "AIRFLOW_CONN_NANOGPT_NO_BASE": connection_json(sim.url),
+            # What an edited card could name to read anything (the review's /etc/passwd).
+            "AIRFLOW_CONN_NANOGPT_WIDE": connection_json(sim.url, output_base_dir="/"),
         }
         with api_server(workdir, connections) as server:
             yield World(sim, server, runs, workdir)
@@ -304,7 +311,7 @@ def test_a_run_id_whose_plus_arrived_as_a_space_is_found(world: World) -> None:
 def test_spend_matches_what_nanogpt_charged(world: World) -> None:
     spend = world.server.get("/nanogpt/api/spend", "admin").json()
     charged = [job for job in world.sim.state()["jobs"] if not job["refunded"]]
-    assert spend["jobs"] == len(charged) == 4  # the retried task's refunded try is not one
+    assert spend["jobs"] == len(charged) == 5  # the retried task's refunded try is not one
     assert spend["totals"]["USD"] == pytest.approx(sum(job["cost"] for job in charged))
     assert spend["label"] == "Charges made through this Airflow"
     limited = world.server.get("/nanogpt/api/spend", "limited").json()
@@ -317,8 +324,10 @@ def test_spend_matches_what_nanogpt_charged(world: World) -> None:
 
 def test_balances_only_for_users_who_may_read_the_connection(world: World) -> None:
     admin = world.server.get("/nanogpt/api/balances", "admin").json()["balances"]
+    usd = pytest.approx(world.sim.state()["balance_usd"])
     assert [(b["conn_id"], b["usd"]) for b in admin] == [
-        ("nanogpt_default", pytest.approx(world.sim.state()["balance_usd"]))
+        ("nanogpt_default", usd),
+        ("nanogpt_no_base", usd),
     ]
     assert world.server.get("/nanogpt/api/balances", "viewer").json()["balances"] == []
 
@@ -429,11 +438,9 @@ def test_every_job_is_on_exactly_one_page(world: World, monkeypatch: pytest.Monk
 
 
 def test_the_saved_video_is_streamed_when_the_url_expired(world: World) -> None:
-    completed = world.runs["completed"]
-    saved = world.workdir / "kept.mp4"
-    saved.write_bytes(b"the saved copy " * 5000)  # not what NanoGPT's URL serves
+    saved = world.workdir / "sea.mp4"  # where the task saved it, under its connection's base dir
     gone = f"{world.sim.url}/expired.mp4"
-    with _card_changed(completed, output_path=str(saved), video_url=gone):
+    with _card_changed(world.runs["completed"], video_url=gone):
         answer = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
         assert answer.status_code == 200 and answer.content == saved.read_bytes()
         assert answer.headers["Content-Type"] == "video/mp4"
@@ -448,10 +455,90 @@ def test_the_saved_video_is_streamed_when_the_url_expired(world: World) -> None:
         )
         assert ranged.status_code == 206 and ranged.content == saved.read_bytes()[15:30]
         assert ranged.headers["Content-Range"] == f"bytes 15-29/{saved.stat().st_size}"
-        # Without a base dir on its connection, the api-server reads no saved file: the URL.
-        with _card_changed(completed, conn_id="nanogpt_no_base"):
-            fallback = world.server.get("/nanogpt/video", "viewer", **world.ti("completed"))
-            assert fallback.status_code == 502 and b"the saved copy" not in fallback.content
+
+
+@contextmanager
+def _saved_file_replaced(path: Path, content: bytes) -> Iterator[None]:
+    original = path.read_bytes()
+    path.write_bytes(content)
+    try:
+        yield
+    finally:
+        path.write_bytes(original)
+
+
+def test_without_a_base_dir_on_the_tasks_connection_no_saved_file_is_read(world: World) -> None:
+    gone = f"{world.sim.url}/expired.mp4"
+    with (
+        _saved_file_replaced(world.workdir / "nobase.mp4", b"the saved copy " * 5000),
+        _card_changed(world.runs["no_base"], video_url=gone),
+    ):
+        fallback = world.server.get("/nanogpt/video", "admin", **world.ti("no_base"))
+    assert fallback.status_code == 502 and b"the saved copy" not in fallback.content
+
+
+@pytest.mark.parametrize(
+    ("run", "conn_id", "path"),
+    [
+        # The no-base task's card names a connection with a base dir, and a file under it.
+        ("no_base", "nanogpt_default", "{workdir}/kept.mp4"),
+        # The card names a connection whose base dir is "/", and a file anywhere.
+        ("completed", "nanogpt_wide", "{secret}"),
+        ("no_base", "nanogpt_wide", "{secret}"),
+    ],
+)
+def test_an_edited_card_does_not_widen_what_is_read(
+    world: World, run: str, conn_id: str, path: str
+) -> None:
+    """The connection and path come from the task's rendered fields, not from the card."""
+    secret = world.workdir.parent / f"secret-{world.workdir.name}.mp4"
+    secret.write_bytes(b"never served " * 100)
+    (world.workdir / "kept.mp4").write_bytes(b"never served either " * 100)
+    location = path.format(workdir=world.workdir, secret=secret)
+    gone = f"{world.sim.url}/expired.mp4"
+    with _card_changed(world.runs[run], conn_id=conn_id, output_path=location, video_url=gone):
+        answer = world.server.get("/nanogpt/video", "admin", **world.ti(run))
+    assert b"never served" not in answer.content
+    if run == "completed":  # its own saved copy, from under its own connection's base dir
+        assert answer.status_code == 200
+        assert answer.content == (world.workdir / "sea.mp4").read_bytes()
+    else:
+        assert answer.status_code == 502
+
+
+@contextmanager
+def _rendered_fields_pruned(outcome: DagOutcome) -> Iterator[None]:
+    """The task's rendered template fields gone, as Airflow prunes them for old runs."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rtif
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, select
+
+    where = (Rtif.dag_id == outcome.dag_id, Rtif.run_id == outcome.run_id)
+    with create_session() as session:
+        kept = [
+            {c: getattr(row, c) for c in ("dag_id", "task_id", "run_id", "map_index")}
+            | {"rendered_fields": row.rendered_fields, "k8s_pod_yaml": row.k8s_pod_yaml}
+            for row in session.scalars(select(Rtif).where(*where))
+        ]
+        assert kept, "dag.test() recorded no rendered fields"
+        session.execute(delete(Rtif).where(*where))
+    try:
+        yield
+    finally:
+        from sqlalchemy import insert
+
+        with create_session() as session:
+            session.execute(insert(Rtif), kept)
+
+
+def test_without_the_tasks_rendered_fields_only_a_public_url_is_fetched(world: World) -> None:
+    """No trusted record of the task's connection: no saved file, and the URL only if public
+    (the simulator's URL is on loopback, trusted only as a connection's own host)."""
+    with _rendered_fields_pruned(world.runs["completed"]):
+        answer = world.server.get("/nanogpt/video", "admin", **world.ti("completed"))
+        assert answer.status_code == 502
+        assert "VideoRefused" in answer.json()["detail"]
+    assert world.server.get("/nanogpt/video", "admin", **world.ti("completed")).status_code == 200
 
 
 @pytest.mark.parametrize("outside", ["/etc/passwd", "{workdir}/../{name}", "{workdir}/escape"])
@@ -516,3 +603,78 @@ def test_a_refused_submission_is_listed_and_has_a_video_tab(
     # Nothing was charged: the DAG's spend is its one job NanoGPT did not refund.
     spend = world.server.get("/nanogpt/api/spend", "admin", dag_id=world.runs[name].dag_id).json()
     assert spend["jobs"] == 1
+
+
+@contextmanager
+def _charge_record(outcome: DagOutcome, key: str, record: dict[str, Any]) -> Iterator[None]:
+    """A row in the task's state store (Airflow 3.3+), removed afterwards."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.task_state_store import TaskStateStoreModel as Store
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, select
+
+    with create_session() as session:
+        run = session.scalars(
+            select(DagRun).where(DagRun.dag_id == outcome.dag_id, DagRun.run_id == outcome.run_id)
+        ).one()
+        session.add(
+            Store(
+                dag_run_id=run.id,
+                task_id="generate",
+                map_index=-1,
+                key=key,
+                dag_id=outcome.dag_id,
+                run_id=outcome.run_id,
+                value=json.dumps(record),
+            )
+        )
+    try:
+        yield
+    finally:
+        with create_session() as session:
+            session.execute(delete(Store).where(Store.key == key))
+
+
+@pytest.mark.skipif(not HAS_STATE_STORE, reason="the task state store is Airflow 3.3+")
+def test_only_charge_records_are_read_as_charges(world: World) -> None:
+    """ "_" in the key prefix is a LIKE wildcard: "nanogptXcharge:" is not a charge record."""
+    record = {"run_id": "vid_not_a_charge", "refunded": True, "cost": 9.0, "currency": "USD"}
+    record["submitted_at"] = 1_800_000_000
+    with _charge_record(world.runs["completed"], "nanogptXcharge:vid_not_a_charge", record):
+        rows = world.job_rows("admin", dag_id=world.runs["completed"].dag_id)
+    assert "vid_not_a_charge" not in {row["run_id"] for row in rows}
+
+
+def test_paging_order_is_total(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs of one task submitted in the same instant: one order (by run), on every page."""
+    from airflow.utils.session import create_session
+
+    from airflow_provider_nanogpt.plugin import jobs as job_store
+
+    tied = (world.runs["completed"], world.runs["failed"])  # one DAG, one task
+    dag_id = tied[0].dag_id
+    same_moment = 1_800_000_000
+    with (
+        _card_changed(tied[0], submitted_at=same_moment),
+        _card_changed(tied[1], submitted_at=same_moment),
+        create_session() as session,
+    ):
+        whole = job_store.list_jobs(session, {dag_id}, job_store.Filters())
+        monkeypatch.setattr(job_store, "PAGE_SIZE", 1)
+        paged = [
+            job
+            for n in range(1, whole.total + 1)
+            for job in job_store.list_jobs(session, {dag_id}, job_store.Filters(page=n)).jobs
+        ]
+    order = [job.dag_run_id for job in whole.jobs]
+    assert order == sorted(order) == [job.dag_run_id for job in paged]
+
+
+def test_a_card_with_a_cost_that_is_not_a_number_is_shown_as_unknown(world: World) -> None:
+    with _card_changed(world.runs["completed"], cost="lots"):
+        page = world.server.get("/nanogpt/ui/jobs", "admin")
+        video = world.server.get("/nanogpt/ui/video", "admin", **world.ti("completed"))
+        row = world.server.get("/nanogpt/api/job", "admin", **world.ti("completed")).json()
+    assert page.status_code == 200 and "a calm sea at dawn" in page.text
+    assert video.status_code == 200 and "not known yet" in video.text
+    assert (row["cost"], row["charged"]) == (None, None)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,13 +90,18 @@ def test_a_range_is_served_so_the_player_can_seek(
     assert _read(stream) == VIDEO[first : last + 1]
 
 
-@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "items=0-5", "bytes=a-b", "bytes"])
+# "bytes=9-3": a last byte before the first is invalid, and ignored (RFC 9110 14.1.1).
+@pytest.mark.parametrize(
+    "header", ["bytes=0-1,5-6", "items=0-5", "bytes=a-b", "bytes", "bytes=9-3", "bytes=1-0"]
+)
 def test_a_range_not_served_gets_the_whole_file(base: Path, header: str) -> None:
     stream = stream_saved_video("nanogpt_default", str(base / "v.mp4"), header)
     assert stream is not None and stream.status_code == 200 and _read(stream) == VIDEO
 
 
-@pytest.mark.parametrize("header", [f"bytes={len(VIDEO)}-", "bytes=9-3", "bytes=-0"])
+@pytest.mark.parametrize(
+    "header", [f"bytes={len(VIDEO)}-", f"bytes={len(VIDEO)}-{len(VIDEO) + 9}", "bytes=-0"]
+)
 def test_an_unsatisfiable_range_is_416(base: Path, header: str) -> None:
     stream = stream_saved_video("nanogpt_default", str(base / "v.mp4"), header)
     assert stream is not None and stream.status_code == 416
@@ -163,26 +169,84 @@ def test_without_a_base_dir_no_saved_file_is_read(
     assert not [path for path in opened if path.endswith(".mp4")]
 
 
-def test_a_saved_page_is_not_served_as_a_page(base: Path) -> None:
-    """HTML under the base dir would run as a page of Airflow's own origin."""
-    (base / "page.html").write_text("<script>alert(1)</script>")
-    stream = stream_saved_video("nanogpt_default", str(base / "page.html"), None)
-    assert stream is not None
-    assert stream.headers["Content-Type"] == "application/octet-stream"
-    assert stream.headers["X-Content-Type-Options"] == "nosniff"
+@pytest.mark.parametrize(
+    "name", ["page.html", "notes.txt", "script.js", "config.json", "no-extension", "v.mp4.html"]
+)
+def test_only_a_video_file_is_served(base: Path, name: str) -> None:
+    """The base dir may hold other files: a page would run on Airflow's own origin, the rest is
+    none of the player's business. Not read at all; the caller falls back to the URL."""
+    (base / name).write_text("<script>alert(1)</script>")
+    with _files_opened() as opened:
+        assert stream_saved_video("nanogpt_default", str(base / name), None) is None
+    assert str(base / name) not in opened
 
 
-@pytest.mark.timing
-def test_a_slow_reader_stream_ends_by_the_download_timeout(
-    base: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def half_second_timeout(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection's download_timeout: half a second."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_NANOGPT_DEFAULT",
         connection_json("http://127.0.0.1:9", output_base_dir=str(base), download_timeout=0.5),
     )
+
+
+@pytest.mark.timing
+@pytest.mark.usefixtures("half_second_timeout")
+def test_a_slow_reader_stream_ends_by_the_download_timeout(base: Path) -> None:
     stream = stream_saved_video("nanogpt_default", str(base / "v.mp4"), None)
     assert stream is not None
     received = next(stream.chunks)
     time.sleep(0.7)
     received += b"".join(stream.chunks)
     assert 0 < len(received) < len(VIDEO)
+
+
+@pytest.mark.parametrize(
+    ("location", "base_dir", "allowed"),
+    [
+        ("s3://bucket/videos/x.mp4", "s3://bucket/videos", True),
+        ("s3://team@bucket/videos/x.mp4", "s3://team@bucket/videos", True),
+        # The same place, but read with another Airflow connection's credentials.
+        ("s3://aws_admin@bucket/videos/x.mp4", "s3://bucket/videos", False),
+        ("s3://aws_admin@bucket/videos/x.mp4", "s3://team@bucket/videos", False),
+        ("s3://bucket/videos/x.mp4", "s3://team@bucket/videos", False),
+        ("gs://admin@bucket/videos/x.mp4", "gs://bucket/videos", False),
+    ],
+)
+def test_an_object_path_naming_another_connection_is_refused(
+    location: str, base_dir: str, allowed: bool
+) -> None:
+    """Pure: no store is reached (the connection is part of the path, not of the object)."""
+    from airflow_provider_nanogpt.storage import saved_video_location
+
+    assert (saved_video_location(location, base_dir) is not None) is allowed
+
+
+def test_without_a_way_to_verify_the_opened_file_it_is_not_served(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No /proc (or one that cannot be read): fail closed, the caller falls back to the URL."""
+    from airflow_provider_nanogpt.plugin import live
+
+    assert stream_saved_video("nanogpt_default", str(base / "v.mp4"), None) is not None
+    monkeypatch.setattr(live, "OPEN_FILES_DIR", str(tmp_path / "no-proc"), raising=False)
+    assert stream_saved_video("nanogpt_default", str(base / "v.mp4"), None) is None
+
+
+@pytest.mark.timing
+@pytest.mark.usefixtures("half_second_timeout")
+def test_the_download_timeout_counts_from_before_the_file_is_opened(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that takes its time to open the file uses up the stream's time, not extra."""
+    from airflow_provider_nanogpt.plugin import live
+
+    opening = live._open_local
+
+    def slow_open(path: Path, base_dir: str | None) -> Any:
+        time.sleep(0.6)
+        return opening(path, base_dir)
+
+    monkeypatch.setattr(live, "_open_local", slow_open)
+    stream = stream_saved_video("nanogpt_default", str(base / "v.mp4"), None)
+    assert stream is not None and b"".join(stream.chunks) == b""
