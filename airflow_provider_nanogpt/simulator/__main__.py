@@ -1,4 +1,4 @@
-"""CLI: ``python -m airflow_provider_nanogpt.simulator [options]``."""
+"""CLI: ``python -m airflow_provider_nanogpt.simulator [options]``, or ``nanogpt-simulator``."""
 
 from __future__ import annotations
 
@@ -11,23 +11,60 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .app import NanoGPTSimulator
-from .markers import SHAPES
+from .markers import MARKER_HELP, SHAPES, marker_syntax
 
 API_KEY_ENV = "NANOGPT_SIM_API_KEY"
+MARKER_COLUMN = 30
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default in its help (except "none": that help says what unset means), and
+    the epilog's marker table kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def program_name() -> str:
+    """The name this command was called by: the console script's (``nanogpt-simulator``) or
+    ``python -m airflow_provider_nanogpt.simulator``, where argparse alone says ``__main__.py``."""
+    called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if called in ("", "-c", "__main__.py"):
+        return f"python -m {__package__ or 'airflow_provider_nanogpt.simulator'}"
+    return called
+
+
+def markers_epilog() -> str:
+    """The prompt markers, one a line, for ``--help``."""
+    lines = [
+        "prompt markers (write them in a job's prompt; each applies to that job only,",
+        "an unknown one makes the submit answer 400):",
+    ]
+    for name, meaning in sorted(MARKER_HELP.items()):
+        syntax = marker_syntax(name)
+        if len(syntax) + 2 < MARKER_COLUMN:
+            lines.append(f"  {syntax:<{MARKER_COLUMN - 2}}{meaning}")
+        else:
+            lines += [f"  {syntax}", f"{'':<{MARKER_COLUMN}}{meaning}"]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (defaults match :class:`NanoGPTSimulator`, port 8787)."""
     parser = argparse.ArgumentParser(
-        prog="python -m airflow_provider_nanogpt.simulator",
+        prog=program_name(),
         description="Local NanoGPT video API simulator (loopback only, no real charges).",
+        epilog=markers_epilog(),
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--port", type=int, default=8787, help="port (0 = pick a free one)")
     parser.add_argument(
         "--api-key",
         default=None,
-        help=f"accepted API key (default: ${API_KEY_ENV}; unset = any key)",
+        help=f"the only accepted API key (unset: ${API_KEY_ENV}; if that is unset too, any key)",
     )
     parser.add_argument(
         "--time-scale",
@@ -75,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sample-video",
         default=None,
-        help="a real .mp4/.webm/.mov file to serve as every finished job's video",
+        help="a real .mp4/.webm/.mov file to serve as every finished job's video "
+        "(unset: a generated MP4, 256 KiB or [sim:size=N])",
     )
     parser.add_argument("--quiet", action="store_true", help="no access log on stderr")
     return parser
