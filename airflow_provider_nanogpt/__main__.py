@@ -30,12 +30,48 @@ def _server_context() -> Iterator[None]:
             os.environ["_AIRFLOW_PROCESS_CONTEXT"] = previous
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m airflow_provider_nanogpt")
-    parser.add_argument("command", choices=["models", "balance"])
-    parser.add_argument("--conn-id", default="nanogpt_default", help="Airflow connection id")
+# The provider installs no console script for this CLI: ``python -m`` is how it is called.
+PROG = "python -m airflow_provider_nanogpt"
+DEFAULT_CONN_ID = "nanogpt_default"
+COMMANDS = {
+    "models": "list NanoGPT's video models and their pricing, one per line",
+    "balance": "print the account's USD balance",
+}
+EXAMPLES = ("balance", "models --json", "models --conn-id nanogpt_prod")
+EPILOG = "\n".join(
+    [
+        "commands:",
+        *(f"  {name:<10}{meaning}" for name, meaning in COMMANDS.items()),
+        "",
+        f"Both read the Airflow connection --conn-id (default: {DEFAULT_CONN_ID}) as the",
+        "operators do, for example from the AIRFLOW_CONN_NANOGPT_DEFAULT environment variable.",
+        "Neither submits a video or spends money.",
+        "",
+        "examples:",
+        *(f"  {PROG} {example}" for example in EXAMPLES),
+    ]
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Ask NanoGPT about your account through an Airflow connection.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=list(COMMANDS), help="see commands below")
+    parser.add_argument(
+        "--conn-id",
+        default=DEFAULT_CONN_ID,
+        help=f"Airflow connection id (default: {DEFAULT_CONN_ID})",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from airflow_provider_nanogpt.exceptions import NanoGPTError
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook

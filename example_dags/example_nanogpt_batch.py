@@ -40,7 +40,7 @@ def example_nanogpt_batch() -> None:
         poll_interval=2,
         max_cost_usd=1.0,
         output_path="{{ var.value.get('nanogpt_output_dir', '/tmp/nanogpt-videos') }}"
-        "/batch/{{ ds }}/{{ ti.map_index }}.mp4",
+        "/batch/{{ run_id | replace(':', '_') }}/{{ ti.map_index }}.mp4",
     ).expand(prompt=PROMPTS)
 
 

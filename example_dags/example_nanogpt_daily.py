@@ -14,6 +14,9 @@ from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
 
 DAILY_VIDEO = Asset("nanogpt://videos/daily-teaser")
 DAILY_VIDEOS = AssetAlias("nanogpt-daily-videos")
+# The day a scheduled run covers; a run triggered without a logical date (REST API with
+# ``logical_date: null``) has no ``ds``, so it takes the day it was triggered for.
+DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 
 @dag(
@@ -26,13 +29,13 @@ def example_nanogpt_daily() -> None:
     GenerateVideoOperator(
         task_id="daily_teaser",
         model="kling-video-v2",
-        prompt="A short teaser for {{ ds }}: sunrise over the city, upbeat and bright",
+        prompt="A short teaser for " + DAY + ": sunrise over the city, upbeat and bright",
         duration="5",
         poll_interval=2,
         min_balance_usd=5.0,
         max_cost_usd=0.5,
         output_path="{{ var.value.get('nanogpt_output_dir', '/tmp/nanogpt-videos') }}"
-        "/daily/{{ ds }}.mp4",
+        "/daily/" + DAY + ".mp4",
         outlets=[DAILY_VIDEO, DAILY_VIDEOS],
     )
 

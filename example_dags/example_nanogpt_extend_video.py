@@ -10,7 +10,11 @@ from airflow.sdk import dag
 
 from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
 
-OUTPUT = "{{ var.value.get('nanogpt_output_dir', '/tmp/nanogpt-videos') }}/extend_video"
+# One folder per DAG run: run_id exists in every run, even one without a logical date (no ds).
+OUTPUT = (
+    "{{ var.value.get('nanogpt_output_dir', '/tmp/nanogpt-videos') }}"
+    "/extend_video/{{ run_id | replace(':', '_') }}"
+)
 EXTEND_MODEL = "wan-wavespeed-25-extend"
 
 
@@ -29,7 +33,7 @@ def example_nanogpt_extend_video() -> None:
         duration="5",
         resolution="480p",
         poll_interval=2,
-        output_path=OUTPUT + "/{{ ds }}/1_first_clip.mp4",
+        output_path=OUTPUT + "/1_first_clip.mp4",
     )
     # video_path accepts a local path, file:// or any ObjectStoragePath URI (s3://, gs://, ...).
     # The file is sent inline as videoDataUrl: at most 4,000,000 characters once encoded (a
@@ -42,7 +46,7 @@ def example_nanogpt_extend_video() -> None:
         duration="5",
         resolution="480p",
         poll_interval=2,
-        output_path=OUTPUT + "/{{ ds }}/2_extended.mp4",
+        output_path=OUTPUT + "/2_extended.mp4",
     )
     # video_url: NanoGPT downloads the video itself, so there is no inline size limit. Here it is
     # the URL NanoGPT returned for the previous video; any public http(s) URL works.
@@ -54,7 +58,7 @@ def example_nanogpt_extend_video() -> None:
         duration="5",
         resolution="480p",
         poll_interval=2,
-        output_path=OUTPUT + "/{{ ds }}/3_extended_again.mp4",
+        output_path=OUTPUT + "/3_extended_again.mp4",
     )
     first_clip >> extend_from_file >> extend_from_url
 

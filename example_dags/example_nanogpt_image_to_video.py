@@ -32,7 +32,7 @@ def example_nanogpt_image_to_video() -> None:
         resolution="480p",
         extra_params={"num_frames": 81, "frames_per_second": 16},
         poll_interval=2,
-        output_path=OUTPUT + "/local/{{ ds }}.mp4",
+        output_path=OUTPUT + "/local/{{ run_id | replace(':', '_') }}.mp4",
     )
     # Larger images must be hosted: pass a public https URL (replace this one with yours).
     GenerateVideoOperator(
@@ -42,7 +42,7 @@ def example_nanogpt_image_to_video() -> None:
         image_url="https://example.com/images/pink-sky-waves.jpg",
         duration="5",
         poll_interval=2,
-        output_path=OUTPUT + "/url/{{ ds }}.mp4",
+        output_path=OUTPUT + "/url/{{ run_id | replace(':', '_') }}.mp4",
     )
 
 

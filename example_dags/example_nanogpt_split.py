@@ -29,7 +29,7 @@ def example_nanogpt_split() -> None:
         poke_interval=2,
         timeout=900,
         output_path="{{ var.value.get('nanogpt_output_dir', '/tmp/nanogpt-videos') }}"
-        "/split/{{ ds }}.mp4",
+        "/split/{{ run_id | replace(':', '_') }}.mp4",
     )
     submit >> wait
 

@@ -28,7 +28,7 @@ def example_nanogpt_text_to_video() -> None:
         poll_interval=2,
         timeout=600,
         output_path="{{ var.value.get('nanogpt_output_dir', '/tmp/nanogpt-videos') }}"
-        "/text_to_video/{{ ds }}/{{ run_id | replace(':', '_') }}.mp4",
+        "/text_to_video/{{ dag_run.run_after | ds }}/{{ run_id | replace(':', '_') }}.mp4",
     )
 
 

@@ -39,6 +39,41 @@ CHOICE_MARKERS: dict[str, tuple[str, ...]] = {
 }
 ALL_MARKERS = FLAG_MARKERS | FLOAT_MARKERS | INT_MARKERS | frozenset(CHOICE_MARKERS)
 
+# One line per marker for ``--help`` (docs/simulator.md has the full table).
+MARKER_HELP: dict[str, str] = {
+    "fail": "the job ends FAILED (refunded)",
+    "nsfw": "the job ends FAILED on content policy (refunded)",
+    "blocked": "the submit answers 400 CONTENT_POLICY_VIOLATION; nothing charged",
+    "cancel": "the job ends cancelled (refunded)",
+    "cancel_spelling": "how a cancelled job's status is spelled",
+    "never": "the job never finishes (exercises timeouts)",
+    "queue": "simulated seconds this job stays queued",
+    "render": "simulated seconds this job stays in progress",
+    "shape": "this job's status response shape",
+    "no_url": "the job completes without a video URL",
+    "no_url_polls": "the first N COMPLETED polls carry no URL",
+    "size": "size of the video file in bytes",
+    "truncate": "the download is cut off halfway",
+    "status404": "the first N status polls answer 404",
+    "status429": "the next N status polls answer 429",
+    "status500": "the next N status polls answer 500",
+    "unknown": "the next N status polls report UNKNOWN",
+    "intermediate": "flat shape: pending, generating, delivering states",
+    "submit500": "the submit creates and charges the job, then answers 500",
+    "submit_slow": "the submit creates the job, then answers after S simulated seconds",
+}
+
+
+def marker_syntax(name: str) -> str:
+    """How ``name`` is written in a prompt: ``[sim:fail]``, ``[sim:render=S]``, …"""
+    if name in FLAG_MARKERS:
+        return f"[sim:{name}]"
+    if name in FLOAT_MARKERS:
+        return f"[sim:{name}=S]"
+    if name in INT_MARKERS:
+        return f"[sim:{name}=N]"
+    return f"[sim:{name}={'|'.join(CHOICE_MARKERS[name])}]"
+
 
 class MarkerError(ValueError):
     """A prompt marker is unknown or has an invalid value (answered with HTTP 400)."""

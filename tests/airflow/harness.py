@@ -85,8 +85,14 @@ def run_dag(
     conf: dict[str, Any],
     watch_task: str | None = None,
     path: Path = TEST_DAGS / "nanogpt_test_dags.py",
+    *,
+    without_logical_date: bool = False,
 ) -> DagOutcome:
-    """dag.test() the DAG; optionally sample (task state, run_id XCom) while it runs."""
+    """dag.test() the DAG; optionally sample (task state, run_id XCom) while it runs.
+
+    ``without_logical_date`` runs it as a REST trigger with ``logical_date: null`` or an asset
+    event does: no ``ds``, ``logical_date`` or data interval in the template context.
+    """
     dag = load_dag(dag_id, path)
     observed: list[tuple[str, Any]] = []
     stop = threading.Event()
@@ -120,7 +126,8 @@ def run_dag(
     if watch_task:
         watcher.start()
     try:
-        dagrun = dag.test(run_conf=conf)
+        # dag.test() stamps "now" as the logical date unless told None explicitly.
+        dagrun = dag.test(run_conf=conf, **({"logical_date": None} if without_logical_date else {}))
     finally:
         stop.set()
         if watch_task:

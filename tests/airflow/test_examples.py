@@ -36,9 +36,19 @@ def sim(
     return nanogpt_connection
 
 
+@pytest.mark.parametrize("without_logical_date", [False, True], ids=["dated", "no_logical_date"])
 @pytest.mark.parametrize("dag_id", [e for e in EXAMPLES if e != "example_nanogpt_asset_consumer"])
-def test_example_runs_green(sim: NanoGPTSimulator, dag_id: str, tmp_path: Path) -> None:
-    outcome = run_dag(dag_id, {}, path=EXAMPLE_DAGS / f"{dag_id}.py")
+def test_example_runs_green(
+    sim: NanoGPTSimulator, dag_id: str, tmp_path: Path, without_logical_date: bool
+) -> None:
+    """Also for a run without a logical date (REST ``logical_date: null``, an asset event),
+    which has no ``ds`` to render: every video paid for is waited for and saved."""
+    outcome = run_dag(
+        dag_id,
+        {},
+        path=EXAMPLE_DAGS / f"{dag_id}.py",
+        without_logical_date=without_logical_date,
+    )
     assert outcome.state == "success", outcome.task_states
     videos = sorted(tmp_path.rglob("*.mp4"))
     generating_tasks = [
@@ -50,6 +60,19 @@ def test_example_runs_green(sim: NanoGPTSimulator, dag_id: str, tmp_path: Path) 
     assert sim.state()["submits_accepted"] == len(
         [key for key in outcome.xcoms if key[1] == "run_id"]
     )
+
+
+def test_a_template_a_run_cannot_render_fails_before_anything_is_paid(
+    sim: NanoGPTSimulator, tmp_path: Path
+) -> None:
+    """Airflow renders every template before ``execute``: ``{{ ds }}`` in a run without a
+    logical date fails the submitting task with nothing sent (the split example's sensor failed
+    so after ``submit`` had paid; every example now uses templates that exist in every run)."""
+    conf = {"prompt": "a paper boat", "out_dir": str(tmp_path)}  # output_path uses {{ ds }}
+    outcome = run_dag("nanogpt_lineage", conf, without_logical_date=True)
+    assert outcome.task_states == {"generate": "failed"}
+    assert sim.state()["submits_accepted"] == 0
+    assert sim.state()["ledger"] == {}
 
 
 def test_daily_video_feeds_the_asset_consumer(sim: NanoGPTSimulator, tmp_path: Path) -> None:

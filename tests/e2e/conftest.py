@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -61,10 +62,20 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
     root = Path(tempfile.mkdtemp(prefix="nanogpt-e2e-"))
     videos = root / "videos"
     videos.mkdir()
+    # A copy of the DAGs folder: a test adds the example DAGs to it once the scenarios are done.
+    dags = root / "dags"
+    shutil.copytree(E2E_DAGS, dags, ignore=shutil.ignore_patterns("__pycache__"))
     with kept_on_failure(request, root, "e2e"), contextlib.ExitStack() as stack:
         stack.callback(cluster.stop)
         cluster.start()
-        deployment = Deployment(root, cluster.sqlalchemy_url, E2E_DAGS, canary)
+        deployment = Deployment(
+            root,
+            cluster.sqlalchemy_url,
+            dags,
+            canary,
+            # The example DAGs save their videos under this Airflow Variable.
+            extra_env={"AIRFLOW_VAR_NANOGPT_OUTPUT_DIR": str(videos / "examples")},
+        )
         stack.callback(deployment.stop)
         start(deployment, E2E_DAG_IDS)
         yield E2E(deployment=deployment, cluster=cluster, canary=canary, videos=videos)

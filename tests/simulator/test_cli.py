@@ -172,3 +172,38 @@ def test_cli_refuses_bad_settings(args: list[str], reason: str) -> None:
     assert result.returncode == 2
     assert reason in result.stderr
     assert result.stdout == ""
+
+
+# What pip writes for the ``nanogpt-simulator`` console script.
+CONSOLE_SCRIPT = """import re
+import sys
+from airflow_provider_nanogpt.simulator.__main__ import main
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("called_as", ["module", "console script"])
+def test_help_shows_defaults_markers_and_the_name_it_was_called_by(
+    called_as: str, tmp_path: Path
+) -> None:
+    from airflow_provider_nanogpt.simulator.markers import ALL_MARKERS
+
+    if called_as == "module":
+        argv = [sys.executable, "-m", "airflow_provider_nanogpt.simulator", "--help"]
+        prog = "python -m airflow_provider_nanogpt.simulator"
+    else:
+        script = tmp_path / "nanogpt-simulator"
+        script.write_text(CONSOLE_SCRIPT)
+        argv, prog = [sys.executable, str(script), "--help"], "nanogpt-simulator"
+    done = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=30)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert text.startswith(f"usage: {prog} [-h]"), text[:200]
+    flat = " ".join(text.split())  # argparse wraps help text at any space
+    for option, default in (("--port", "8787"), ("--time-scale", "1.0"), ("--balance", "100.0")):
+        assert re.search(rf"{option} \S+ .*?\(default: {re.escape(default)}\)", flat), option
+    assert "$NANOGPT_SIM_API_KEY" in flat
+    for name in ALL_MARKERS:
+        assert f"[sim:{name}" in text, name

@@ -63,3 +63,19 @@ def test_cli_reads_a_connection_stored_in_the_metadata_db(
     assert json.loads(capsys.readouterr().out)
     assert "_AIRFLOW_PROCESS_CONTEXT" not in os.environ  # the lookup mode did not leak
     assert simulator.state()["submit_requests"] == 0
+
+
+def test_help_describes_each_command_its_connection_and_examples(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m airflow_provider_nanogpt ")
+    for command, meaning in (("models", "video models"), ("balance", "USD balance")):
+        described = [line for line in text.splitlines() if line.startswith(f"  {command} ")]
+        assert described and meaning in described[0], text
+        assert f"python -m airflow_provider_nanogpt {command}" in text  # an example of it
+    assert "(default: nanogpt_default)" in text
+    assert "AIRFLOW_CONN_NANOGPT_DEFAULT" in text
