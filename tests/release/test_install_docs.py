@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from scripts.environments import SUPPORTED_PYTHONS
 from tests.release.support import INSTALLATION_DOC, documented_install
 
 CONSTRAINTS = Path("/locks/constraints-3.12.txt")
@@ -43,3 +44,13 @@ def test_the_page_says_the_package_is_not_on_pypi_and_labels_the_pypi_lines() ->
     assert all(published < at < next_section for at in by_name), by_name
     # The Dockerfile copies the wheel in.
     assert "COPY dist/airflow_provider_nanogpt-*-py3-none-any.whl /tmp/" in page
+
+
+def test_the_python_versions_the_page_names_are_the_supported_ones() -> None:
+    """SUPPORTED_PYTHONS is the classifiers (test_locks.py) and each has its own locks."""
+    row = next(
+        line for line in INSTALLATION_DOC.read_text().splitlines() if line.startswith("| Python |")
+    )
+    supported_cell = row.split("|")[2]
+    assert re.findall(r"3\.\d+", supported_cell) == list(SUPPORTED_PYTHONS)
+    assert "later" not in supported_cell
