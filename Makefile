@@ -1,8 +1,11 @@
-# The two commands of the README: `make demo` and `make test`. Both build .venv from scratch
-# with nothing but Python 3.11+ on the machine (make test also installs the wheel with Python 3.12).
+# The two commands of the README: `make demo` and `make test`. Both build their virtualenv from
+# scratch with nothing but Python 3.11+ on the machine: make demo a small one (.venv-demo: Airflow
+# and the provider), make test .venv with the dev extra (it also installs the wheel with Python 3.12).
 # Every virtualenv installs from a lock file in constraints/ (`make lock` writes them).
 PYTHON ?= python3
 VENV ?= .venv
+# The demo's own virtualenv: Airflow and the provider only, none of the dev extra's test tools.
+DEMO_VENV ?= .venv-demo
 AIRFLOW_VERSION ?= 3.3.2
 # The lowest supported Airflow minor, tested in a virtualenv of its own.
 FLOOR_VENV ?= .venv-airflow-3.1
@@ -16,13 +19,16 @@ PYTHON_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_in
 LOCK := constraints/$(AIRFLOW_VERSION)/constraints-$(PYTHON_MINOR).txt
 FLOOR_LOCK := constraints/$(FLOOR_AIRFLOW_VERSION)/constraints-$(PYTHON_MINOR).txt
 
-.PHONY: venv floor-venv demo test lint typecheck unit unit-floor wheel-test dist bench lock drift clean
+.PHONY: venv floor-venv demo-venv demo test lint typecheck unit unit-floor wheel-test dist bench lock drift clean
 
 venv: $(VENV)/.installed
 
 floor-venv: $(FLOOR_VENV)/.installed
 
-# $(1) virtualenv, $(2) Airflow version, $(3) lock file. Built anew whenever the lock changes, so
+demo-venv: $(DEMO_VENV)/.installed
+
+# $(1) virtualenv, $(2) Airflow version, $(3) lock file, $(4) the provider's extras ("[dev]", or
+# empty for none). Built anew whenever the lock changes, so
 # nothing a previous lock installed stays behind. The lock pins pip and the build backend too
 # (--build-constraint: the editable install's isolated build).
 define build_venv
@@ -31,18 +37,21 @@ define build_venv
 	rm -rf $(1)
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/pip install $(PIP_QUIET) --constraint $(3) --upgrade pip
-	$(1)/bin/pip install $(PIP_QUIET) --constraint $(3) --build-constraint $(3) "apache-airflow==$(2)" -e ".[dev]"
+	$(1)/bin/pip install $(PIP_QUIET) --constraint $(3) --build-constraint $(3) "apache-airflow==$(2)" -e ".$(4)"
 	touch $(1)/.installed
 endef
 
 $(VENV)/.installed: pyproject.toml Makefile $(LOCK)
-	$(call build_venv,$(VENV),$(AIRFLOW_VERSION),$(LOCK))
+	$(call build_venv,$(VENV),$(AIRFLOW_VERSION),$(LOCK),[dev])
+
+$(DEMO_VENV)/.installed: pyproject.toml Makefile $(LOCK)
+	$(call build_venv,$(DEMO_VENV),$(AIRFLOW_VERSION),$(LOCK),)
 
 $(FLOOR_VENV)/.installed: pyproject.toml Makefile $(FLOOR_LOCK)
-	$(call build_venv,$(FLOOR_VENV),$(FLOOR_AIRFLOW_VERSION),$(FLOOR_LOCK))
+	$(call build_venv,$(FLOOR_VENV),$(FLOOR_AIRFLOW_VERSION),$(FLOOR_LOCK),[dev])
 
-demo: venv
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+demo: demo-venv
+	PATH="$(CURDIR)/$(DEMO_VENV)/bin:$$PATH" bash scripts/demo.sh
 
 lint: venv
 	$(BIN)/ruff check .
@@ -107,4 +116,4 @@ drift:
 	$(PYTHON) -m scripts.drift --airflow $(AIRFLOW_VERSION) $(FLOOR_AIRFLOW_VERSION)
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) .drift .airflow output dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) $(DEMO_VENV) .drift .airflow output dist build .pytest_cache .mypy_cache .ruff_cache

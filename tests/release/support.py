@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +64,60 @@ def package_data(files: set[str]) -> set[str]:
 def is_cache_or_build_junk(name: str) -> bool:
     parts = name.split("/")
     return bool(CACHE_DIRS & set(parts)) or name.endswith((".pyc", ".pyo")) or ".egg-info" in name
+
+
+INSTALLATION_DOC = REPO / "docs" / "installation.md"
+# The marker of the block in INSTALLATION_DOC whose `pip` lines the wheel test runs.
+_TODAY_BLOCK = re.compile(
+    r"<!-- snippet: [^>]*tests/release runs these pip lines[^>]*-->\s*```bash\n(.*?)```", re.DOTALL
+)
+
+
+@dataclass(frozen=True)
+class DocumentedInstall:
+    """The `pip` commands docs/installation.md prints for installing the provider today."""
+
+    build: list[str]  # pip wheel ... --wheel-dir dist .
+    airflow: list[str]  # pip install apache-airflow==X --constraint CONSTRAINTS
+    provider: list[str]  # pip install apache-airflow==X dist/<wheel glob>
+
+
+def documented_install(
+    airflow_version: str, constraints: Path, wheel_dir: Path, source: Path = REPO
+) -> DocumentedInstall:
+    """The page's three `pip` lines, word for word, with only its placeholders filled in.
+
+    ``${AIRFLOW_VERSION}`` and ``${CONSTRAINTS}`` become the given version and file, the page's
+    ``dist`` folder ``wheel_dir`` and the checkout ``.`` ``source``; the wheel's glob is left for
+    the caller to expand once the wheel exists.
+    """
+    found = _TODAY_BLOCK.search(INSTALLATION_DOC.read_text())
+    assert found, f"{INSTALLATION_DOC.name}: no block marked 'tests/release runs these pip lines'"
+    words = [
+        shlex.split(
+            line.replace("${AIRFLOW_VERSION}", airflow_version).replace(
+                "${CONSTRAINTS}", str(constraints)
+            ),
+            comments=True,
+        )
+        for line in found.group(1).splitlines()
+        if line.startswith("pip ")
+    ]
+
+    def placed(word: str) -> str:
+        if word == ".":
+            return str(source)
+        if word == "dist" or word.startswith("dist/"):
+            return str(wheel_dir / word.removeprefix("dist").lstrip("/"))
+        return word
+
+    commands = [[placed(word) for word in command] for command in words]
+    assert [command[:2] for command in commands] == [
+        ["pip", "wheel"],
+        ["pip", "install"],
+        ["pip", "install"],
+    ], commands
+    return DocumentedInstall(*commands)
 
 
 def airflow_versions() -> list[str]:

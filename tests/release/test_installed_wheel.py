@@ -30,9 +30,9 @@ from tests.release.support import (
     KEEP_VENVS_ENV,
     REPO,
     WHEEL_PYTHON_VERSION,
-    Dists,
     WheelVenv,
     airflow_versions,
+    documented_install,
     isolated_env,
     last_json,
     tail,
@@ -47,13 +47,12 @@ SIMULATOR_KEY = "sk-nano-wheel-test"
 @pytest.fixture(scope="module", params=airflow_versions(), ids=lambda v: f"airflow-{v}")
 def installed(
     request: pytest.FixtureRequest,
-    dists: Dists,
     wheel_python: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WheelVenv]:
     airflow_version: str = request.param
     root = tmp_path_factory.mktemp(f"wheel-airflow-{airflow_version}")
-    venv = root / "venv"
+    venv, wheel_dir = root / "venv", root / "dist"
     work, home, dags = root / "work", root / "airflow-home", root / "dags"
     for folder in (work, home, dags, root / "plugins"):
         folder.mkdir()
@@ -64,21 +63,28 @@ def installed(
         AIRFLOW__CORE__PLUGINS_FOLDER=str(root / "plugins"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
     )
-    wheel_venv = WheelVenv(root, venv, work, home, dags, airflow_version, dists.wheel, env)
-    wheel_venv.run([wheel_python, "-m", "venv", str(venv)], log="venv")
-    # As docs/installation.md tells users: Airflow with the constraints file for its Airflow and
-    # Python version, then the provider in a second command naming the same Airflow. Airflow's own
-    # constraints files cannot be fetched here; the lock this repository tested stands in for them.
+    run = WheelVenv(root, venv, work, home, dags, airflow_version, wheel_dir, env).run
+    run([wheel_python, "-m", "venv", str(venv)], log="venv")
+    # The `pip` lines docs/installation.md prints, as written: build the wheel from the checkout,
+    # install Airflow with the constraints file for its Airflow and Python version, then the wheel
+    # in a second command naming the same Airflow. Airflow's own constraints files cannot be
+    # fetched here; the lock this repository tested stands in for them (and pins the build
+    # backend the wheel's isolated build takes).
     constraints = lock_file(airflow_version, WHEEL_PYTHON_VERSION)
     assert constraints.is_file(), f"no lock for Airflow {airflow_version}: make lock writes it"
-    pip = [wheel_venv.bin("python"), "-m", "pip", "install", "--disable-pip-version-check"]
-    airflow = f"apache-airflow=={airflow_version}"
-    wheel_venv.run(
-        [*pip, "--no-input", airflow, "--constraint", str(constraints)],
-        timeout=1800,
-        log="pip-install-airflow",
+    steps = documented_install(airflow_version, constraints, wheel_dir)
+    python = str(venv / "bin" / "python")
+    quiet = ["--disable-pip-version-check", "--no-input"]
+    run(
+        [python, "-m", *steps.build, *quiet],
+        env={**env, "PIP_CONSTRAINT": str(constraints)},
+        log="pip-wheel",
     )
-    wheel_venv.run([*pip, "--no-input", airflow, str(dists.wheel)], log="pip-install-provider")
+    wheels = sorted(wheel_dir.glob(Path(steps.provider[-1]).name))
+    assert len(wheels) == 1, f"pip wheel left {sorted(p.name for p in wheel_dir.iterdir())}"
+    run([python, "-m", *steps.airflow, *quiet], timeout=1800, log="pip-install-airflow")
+    run([python, "-m", *steps.provider[:-1], str(wheels[0]), *quiet], log="pip-install-provider")
+    wheel_venv = WheelVenv(root, venv, work, home, dags, airflow_version, wheels[0], env)
     yield wheel_venv
     if not os.environ.get(KEEP_VENVS_ENV):
         shutil.rmtree(venv, ignore_errors=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -49,6 +50,44 @@ def _make_variables(*names: str) -> list[str]:
         check=True,
     )
     return done.stdout.split()
+
+
+def _pip_installs(target: str) -> list[list[str]]:
+    """The `pip install` commands `make <target>` runs to build its virtualenv, split into words.
+
+    ``-B`` prints the whole build whether or not the virtualenv is already up to date.
+    """
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", f"PYTHON={sys.executable}", target],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    commands = [shlex.split(line) for line in done.stdout.splitlines()]
+    return [words for words in commands if words[0].endswith("/bin/pip") and "install" in words]
+
+
+@pytest.mark.parametrize(
+    ("target", "extras"),
+    [("venv", "[dev]"), ("floor-venv", "[dev]"), ("demo", "")],
+)
+def test_each_virtualenv_installs_its_extras_from_its_lock(target: str, extras: str) -> None:
+    """make demo installs Airflow and the provider alone; the test virtualenvs add the dev extra.
+
+    The demo's virtualenv would otherwise take the dev extra's browsers, Celery and database
+    drivers, minutes of installing before a first video that needs none of them.
+    """
+    current, floor = makefile_airflow_versions()
+    airflow = floor if target == "floor-venv" else current
+    lock = str(lock_file(airflow, running_python()).relative_to(REPO))
+    installs = _pip_installs(target)
+    assert installs, f"make {target} builds no virtualenv"
+    for words in installs:
+        assert words[words.index("--constraint") + 1] == lock
+    provider = installs[-1]
+    assert provider[provider.index("-e") + 1] == f".{extras}"
+    assert f"apache-airflow=={airflow}" in provider
 
 
 def test_supported_pythons_are_the_classifiers() -> None:
