@@ -106,6 +106,8 @@ def test_a_lookup_rate_limited_for_hours_fails_the_try_and_never_sends(
 # 2 -------------------------------------------------------------------------------------------
 
 
+# The retry must come within NanoGPT's 7 s listing lag for the settle wait to be seen in the log.
+@pytest.mark.timing
 def test_a_job_not_listed_yet_is_waited_for_not_paid_again(
     sim: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
