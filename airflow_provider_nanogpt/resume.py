@@ -14,6 +14,7 @@ The one value an earlier release did not carry is the try's ``execution_deadline
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypeGuard
@@ -112,7 +113,9 @@ def _unreadable(name: str, value: object) -> NanoGPTResumeStateError:
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite JSON number: NaN never compares past a deadline, so a wait counted from it
+    would never end."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _shown(value: object) -> str:

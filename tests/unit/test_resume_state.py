@@ -51,6 +51,12 @@ BROKEN_RESUMES: dict[str, tuple[object, dict[str, Any]]] = {
     "no started_at": ({"carry": {"rate_limit_deferrals": 1}}, {}),
     "started_at text": ({"carry": {"started_at": "soon"}}, {}),
     "started_at boolean": ({"carry": {"started_at": True}}, {}),
+    # A NaN never compares past a deadline: a wait counted from it would never end.
+    "started_at NaN": ({"carry": {"started_at": float("nan")}}, {}),
+    "execution_deadline infinite": (
+        {"carry": {"started_at": NOW, "execution_deadline": float("inf")}},
+        {},
+    ),
     "rate_limited_since text": ({"carry": {"started_at": NOW, "rate_limited_since": "x"}}, {}),
     "rate_limit_deferrals text": ({"carry": {"started_at": NOW, "rate_limit_deferrals": "2"}}, {}),
     "rate_limit_deferrals negative": (
@@ -131,7 +137,7 @@ def test_the_video_wait_carries_its_deadline_in_the_event_only() -> None:
     assert deferred.value.trigger.execution_deadline == deadline  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("deadline", ["soon", True, [1]])
+@pytest.mark.parametrize("deadline", ["soon", True, [1], float("nan")])
 def test_a_video_event_with_an_unreadable_deadline_fails_typed(deadline: object) -> None:
     event = {"status": "success", "run_id": "vid_resume", "execution_deadline": deadline}
     with pytest.raises(NanoGPTResumeStateError, match="execution_deadline"):
