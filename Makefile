@@ -19,7 +19,7 @@ PYTHON_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_in
 LOCK := constraints/$(AIRFLOW_VERSION)/constraints-$(PYTHON_MINOR).txt
 FLOOR_LOCK := constraints/$(FLOOR_AIRFLOW_VERSION)/constraints-$(PYTHON_MINOR).txt
 
-.PHONY: venv floor-venv demo-venv demo test lint typecheck unit unit-floor wheel-test dist bench lock drift clean
+.PHONY: venv floor-venv demo-venv demo test lint typecheck unit unit-parallel unit-timing e2e unit-floor floor-parallel floor-timing wheel-test dist bench lock drift clean
 
 venv: $(VENV)/.installed
 
@@ -69,14 +69,24 @@ TEST_WORKERS ?= 4
 
 # Everything, on the newest supported Airflow: unit, hook, dag.test(), simulator, end to end.
 # (Tests marked `wheel` are left out unless -m names them: wheel-test runs them.)
-unit: venv
+unit: unit-parallel unit-timing e2e
+
+unit-parallel: venv
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not timing"
+
+unit-timing: venv
 	$(BIN)/pytest -q -m "timing and not e2e"
+
+e2e: venv
 	$(BIN)/pytest -q -m e2e
 
 # The same suites on the lowest supported Airflow, less the deployment and the 200-video soak.
-unit-floor: floor-venv
+unit-floor: floor-parallel floor-timing
+
+floor-parallel: floor-venv
 	$(FLOOR_VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not slow and not timing"
+
+floor-timing: floor-venv
 	$(FLOOR_VENV)/bin/pytest -q -m "timing and not e2e and not slow"
 
 # The wheel a user installs: `python -m build` (sdist, and the wheel from it) and `twine check`,
@@ -88,13 +98,16 @@ wheel-test: venv
 	NANOGPT_WHEEL_PYTHON="$(WHEEL_PYTHON)" \
 	$(BIN)/pytest -q -m wheel tests/release
 
-# Side by side where nothing is shared (output kept per target), to stay inside CI's time budget:
-# the two virtualenvs are built together, and the 3.1 floor and the wheel checks (no common files
-# or ports) run together after the 3.3 suite.
+# Side by side where nothing is shared (output kept per target), to stay inside CI's time budget.
+# The two virtualenvs are built together. The tests that measure seconds run with nothing beside
+# them. The end-to-end deployments mostly wait for simulated renders and rate-limit windows, so
+# the 3.1 floor suite and the wheel checks (no common files or ports) run beside them, on fewer
+# workers so the deployments keep a core.
+SIDE_WORKERS ?= $(if $(filter 0,$(TEST_WORKERS)),0,2)
 test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target venv floor-venv
-	$(MAKE) --no-print-directory lint typecheck unit
-	$(MAKE) --no-print-directory -j2 --output-sync=target unit-floor wheel-test
+	$(MAKE) --no-print-directory lint typecheck unit-parallel unit-timing floor-timing
+	$(MAKE) --no-print-directory -j3 --output-sync=target TEST_WORKERS=$(SIDE_WORKERS) e2e floor-parallel wheel-test
 
 # The release artifacts in dist/: sdist and wheel, checked.
 dist: venv
