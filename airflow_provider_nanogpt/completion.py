@@ -100,6 +100,7 @@ class VideoTaskMixin(JobCardMixin, LineageMixin):
             started_at=now,
             execution_deadline=execution_deadline,
             execution_timeout=task_deadline.execution_timeout_seconds(self),
+            model=getattr(self, "model", None),
         )
         if self.deferrable:
             ends_at = task_deadline.earliest(now + timeout, execution_deadline) or now + timeout

@@ -206,6 +206,11 @@ class JobCardMixin:
         base.setdefault("conn_id", self.nanogpt_conn_id)
         final = ended(base, state, **fields)
         self.push_xcom(context, self.job_card_key, final)
+        if state in REFUNDED and final.get("charged_here"):
+            from airflow_provider_nanogpt import metrics
+
+            cost, currency = precharge_on(final)
+            metrics.refunded(self.nanogpt_conn_id, final.get("model"), state.value, cost, currency)
         store = context.get("task_state_store")
         if state in REFUNDED and final.get("charged_here") and store is not None:
             # A retry clears this card; the charge record outlives it and must say "refunded".

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_nanogpt import metrics
 from airflow_provider_nanogpt.api.coerce import snippet
 from airflow_provider_nanogpt.api.status import VideoState, VideoStatus
 from airflow_provider_nanogpt.events import ErrorReason, VideoEvent, reason_for
@@ -198,6 +199,7 @@ def check_once(
         outcome = hook.get_video_status(tracker.run_id, deadline=deadline)
     except NanoGPTError as exc:
         outcome = exc
+    metrics.status_polled(hook.nanogpt_conn_id, outcome)
     status = outcome if isinstance(outcome, VideoStatus) else None
     return tracker.read(outcome, log), status
 
@@ -214,12 +216,14 @@ async def wait_for_video(
     started_at: float | None = None,
     execution_deadline: float | None = None,
     execution_timeout: float | None = None,
+    model: str | None = None,
 ) -> VideoEvent:
     """Poll until the run ends or the wait's deadline passes; always one event, no raise.
 
     The deadline is the earlier of ``end_time`` (the operator's ``timeout``) and
     ``execution_deadline`` (the try's start plus the task's ``execution_timeout``, of
-    ``execution_timeout`` seconds), both wall-clock epoch seconds. Owns its hook and releases
+    ``execution_timeout`` seconds), both wall-clock epoch seconds. ``model`` tags the queue
+    and render time metrics (``airflow_provider_nanogpt.metrics``). Owns its hook and releases
     the hook's HTTP client however it exits, cancellation included.
     """
     from airflow_provider_nanogpt.deadline import earliest
@@ -232,6 +236,7 @@ async def wait_for_video(
     deadline = earliest(end_time, execution_deadline)
     # Which limit ends the wait decides the message (and, for a sensor, whether it is final).
     by_execution_timeout = execution_deadline is not None and deadline == execution_deadline
+    stages = metrics.RunStages(nanogpt_conn_id, model, started)
     try:
         while True:
             now = time.time()
@@ -246,6 +251,8 @@ async def wait_for_video(
                 outcome = await hook.aget_video_status(run_id, deadline=deadline)
             except Exception as exc:  # every failure is an answer to read, never an escape
                 outcome = exc
+            metrics.status_polled(nanogpt_conn_id, outcome)
+            stages.observe(outcome, time.time())
             event = tracker.read(outcome, log)
             if event is not None:
                 return event

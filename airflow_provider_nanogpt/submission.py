@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from airflow_provider_nanogpt import metrics
 from airflow_provider_nanogpt.api.coerce import as_number, as_str
 from airflow_provider_nanogpt.api.responses import RecoveredRun, Submission
 from airflow_provider_nanogpt.api.retry import proves_nothing_created
@@ -523,6 +524,11 @@ def _send(
             deadline=deadline,
         )
     except NanoGPTError as exc:
+        metrics.submitted(
+            hook.nanogpt_conn_id,
+            record.model,
+            "refused" if proves_nothing_created(exc) else "uncertain",
+        )
         if proves_nothing_created(exc):
             records.forget()
             # NanoGPT's own refusal (an HTTP answer), not a connection never made.
@@ -538,6 +544,9 @@ def _send(
                 "would fail the same way."
             ) from exc
         raise NanoGPTSubmissionUncertainError(_uncertain(exc, record, users_tag)) from exc
+    model = submission.model or record.model
+    metrics.submitted(hook.nanogpt_conn_id, model, "accepted")
+    metrics.charged(hook.nanogpt_conn_id, model, submission.cost, submission.currency)
     records.save(
         replace(
             record,

@@ -112,11 +112,15 @@ def tenacity_kwargs(
     logger: Any,
     action: str,
     deadline: float | None = None,
+    *,
+    conn_id: str | None = None,
+    endpoint: str = "other",
 ) -> dict[str, Any]:
     """Keyword arguments for ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` alike.
 
     With a ``deadline`` (epoch seconds), no retry is started, and no wait begun, that would end
-    past it: the last error is raised instead.
+    past it: the last error is raised instead. ``conn_id`` and ``endpoint`` (a bounded label,
+    never the action text, which names runs) tag the rate-limit wait metric.
     """
     from tenacity import retry_if_exception, stop_after_attempt
 
@@ -143,6 +147,10 @@ def tenacity_kwargs(
             exc,
             sleep,
         )
+        if isinstance(exc, NanoGPTRateLimitError):
+            from airflow_provider_nanogpt import metrics
+
+            metrics.rate_limit_wait(conn_id, endpoint, sleep)
 
     return {
         "stop": stop,

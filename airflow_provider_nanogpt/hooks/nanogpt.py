@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
+from airflow_provider_nanogpt import metrics
 from airflow_provider_nanogpt.api.endpoints import (
     ApiRequest,
     balance_request,
@@ -165,6 +166,10 @@ class NanoGPTHook(BaseHook):
             return self._retry_policy_override
         return RetryPolicy(max_retries=settings.max_retries)
 
+    def _metric_tags(self, endpoint: str) -> dict[str, str]:
+        """What tags this hook's rate-limit wait metric (``airflow_provider_nanogpt.metrics``)."""
+        return {"conn_id": self.nanogpt_conn_id, "endpoint": endpoint}
+
     def _policy(self, settings: ClientSettings, max_rate_limit_sleep: float | None) -> RetryPolicy:
         policy = self.retry_policy(settings)
         if max_rate_limit_sleep is None:
@@ -239,6 +244,7 @@ class NanoGPTHook(BaseHook):
             self.log,
             request.action,
             deadline,
+            **self._metric_tags(request.path),
         )
         for attempt in Retrying(**kwargs):
             with attempt:
@@ -288,7 +294,12 @@ class NanoGPTHook(BaseHook):
 
         settings = await self.asettings()
         kwargs = tenacity_kwargs(
-            self.retry_policy(settings), is_retryable_read, self.log, request.action, deadline
+            self.retry_policy(settings),
+            is_retryable_read,
+            self.log,
+            request.action,
+            deadline,
+            **self._metric_tags(request.path),
         )
         async for attempt in AsyncRetrying(**kwargs):
             with attempt:
@@ -391,7 +402,14 @@ class NanoGPTHook(BaseHook):
         policy = self._policy(settings, max_rate_limit_sleep)
         if max_rate_limit_sleep is not None:
             policy = replace(policy, retry_rate_limit_without_retry_after=False)
-        kwargs = tenacity_kwargs(policy, is_retryable_submit, self.log, request.action, deadline)
+        kwargs = tenacity_kwargs(
+            policy,
+            is_retryable_submit,
+            self.log,
+            request.action,
+            deadline,
+            **self._metric_tags(request.path),
+        )
         for attempt in Retrying(**kwargs):
             with attempt:
                 _check_not_past(deadline, request, settings)
@@ -431,11 +449,20 @@ class NanoGPTHook(BaseHook):
 
         # download_timeout bounds the whole download, retries included.
         deadline = time.time() + settings.download_timeout
-        kwargs = tenacity_kwargs(policy, retryable, self.log, "download the video", deadline)
+        kwargs = tenacity_kwargs(
+            policy,
+            retryable,
+            self.log,
+            "download the video",
+            deadline,
+            **self._metric_tags("download"),
+        )
+        started = time.monotonic()
         for attempt in Retrying(**kwargs):
             with attempt:
                 size = fetch_video(self._session, url, target, settings, deadline)
                 self.log.info("Saved the video to %s (%d bytes).", describe(target), size)
+                metrics.downloaded(self.nanogpt_conn_id, size, time.monotonic() - started)
                 return DownloadResult(path=describe(target), size_bytes=size)
         raise AssertionError("unreachable: tenacity reraises the last error")
 

@@ -279,6 +279,10 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         submission = decision.submission
         if not decision.reattached:
             self._log_submission(submission)
+        else:
+            from airflow_provider_nanogpt import metrics
+
+            metrics.reattached(self.nanogpt_conn_id, submission.model or self.model)
         self._publish(context, submission)
         if not self.wait_for_completion:
             records.mark_regenerate_after_clear()

@@ -32,6 +32,7 @@ class VideoStatusTrigger(BaseTrigger):
         seconds): Airflow does not apply ``execution_timeout`` while a task is deferred, so the
         trigger ends the wait by it too, with an event naming ``execution_timeout``.
     :param execution_timeout: The task's ``execution_timeout`` in seconds, for that message.
+    :param model: The run's model, to tag the queue and render time metrics (docs/metrics.md).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class VideoStatusTrigger(BaseTrigger):
         started_at: float | None = None,
         execution_deadline: float | None = None,
         execution_timeout: float | None = None,
+        model: str | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.run_id = run_id
@@ -56,6 +58,7 @@ class VideoStatusTrigger(BaseTrigger):
         self.started_at = started_at if started_at is not None else time.time()
         self.execution_deadline = execution_deadline
         self.execution_timeout = execution_timeout
+        self.model = model
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -70,6 +73,7 @@ class VideoStatusTrigger(BaseTrigger):
                 "started_at": self.started_at,
                 "execution_deadline": self.execution_deadline,
                 "execution_timeout": self.execution_timeout,
+                "model": self.model,
             },
         )
 

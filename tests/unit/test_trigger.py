@@ -53,6 +53,7 @@ def test_serialize_round_trip_through_the_class_path() -> None:
         started_at=1.0,
         execution_deadline=1_800_000_000.0,
         execution_timeout=3600.0,
+        model="kling-video-v2",
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_nanogpt.triggers.video.VideoStatusTrigger"
