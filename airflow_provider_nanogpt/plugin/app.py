@@ -16,9 +16,8 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -170,21 +169,10 @@ def create_app(base_path: str) -> FastAPI:
         """Every job the filters select (all pages, up to MAX_CSV_JOBS), read a page at a time
         while the file is sent."""
         readable = _readable_dags(user, session)
-        first = job_store.list_jobs(session, readable, replace(filters, page=1), CSV_PAGE_SIZE)
-        wanted = min(first.total, MAX_CSV_JOBS)
-
-        def jobs() -> Iterator[job_store.Job]:
-            yield from first.jobs
-            from airflow.utils.session import create_session
-
-            # The request's session is closed once the response starts: the rest reads its own.
-            with create_session() as own:
-                for number in range(2, -(-wanted // CSV_PAGE_SIZE) + 1):
-                    wanted_page = replace(filters, page=number)
-                    yield from job_store.list_jobs(own, readable, wanted_page, CSV_PAGE_SIZE).jobs
+        total, jobs = job_store.every_job(session, readable, filters, MAX_CSV_JOBS, CSV_PAGE_SIZE)
 
         def rows() -> Iterator[list[Any]]:
-            for job in islice(jobs(), wanted):
+            for job in jobs:
                 row = _row(job, base_path, here)
                 yield [row[key] for _, key in JOBS_CSV_COLUMNS]
 
@@ -192,7 +180,7 @@ def create_app(base_path: str) -> FastAPI:
         return _csv_response(
             export.csv_lines([name for name, _ in JOBS_CSV_COLUMNS], rows()),
             export.file_name([str(part) for part in named if part], ".csv"),
-            {"X-Total-Count": str(first.total), "X-Truncated": str(first.total > wanted).lower()},
+            {"X-Total-Count": str(total), "X-Truncated": str(total > MAX_CSV_JOBS).lower()},
         )
 
     @app.get("/api/spend.csv")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_nanogpt.job_card import (
@@ -165,6 +166,29 @@ def list_jobs(
         listing = Page([_job(*row) for row in rows], total, page, pages)
     _refine_with_watchers(session, dag_ids, listing.jobs)
     return listing
+
+
+def every_job(
+    session: Session, dag_ids: set[str], filters: Filters, limit: int, page_size: int = 200
+) -> tuple[int, Iterator[Job]]:
+    """How many jobs the filters select, and the first ``limit`` of them, in the page's order,
+    read ``page_size`` at a time as they are consumed (for a file sent while it is read).
+
+    The first page is read with ``session``; the rest with a session of their own: a request's
+    session may be closed before a streamed response has been sent.
+    """
+    first = list_jobs(session, dag_ids, replace(filters, page=1), page_size)
+    wanted = min(first.total, limit)
+
+    def jobs() -> Iterator[Job]:
+        yield from first.jobs
+        from airflow.utils.session import create_session
+
+        with create_session() as own:
+            for number in range(2, -(-wanted // page_size) + 1):
+                yield from list_jobs(own, dag_ids, replace(filters, page=number), page_size).jobs
+
+    return first.total, islice(jobs(), wanted)
 
 
 def find_job(
@@ -617,6 +641,7 @@ __all__ = [
     "Spend",
     "VideoSource",
     "connection_ids",
+    "every_job",
     "find_job",
     "list_jobs",
     "spend",
