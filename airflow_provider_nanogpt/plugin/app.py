@@ -101,6 +101,8 @@ def create_app(base_path: str) -> FastAPI:
         request: Request, user: GetUserDep, session: SessionDep, task: TaskInstanceQuery
     ) -> HTMLResponse:
         job, ti = _one_job(user, session, task)
+        if job is not None:
+            _add_progress([job])  # on the first render too, not only after the page's refresh
         row = _row(job, base_path, here) if job else None
         return _templates.TemplateResponse(
             request,
@@ -308,11 +310,12 @@ def _one_job(
     if not allowed:
         raise HTTPException(403, "You may not read this DAG's task instances.")
     index = int(map_index) if map_index.lstrip("-").isdigit() else -1  # "{MAP_INDEX}": unmapped
-    job = job_store.find_job(session, dag_id, run_id, task_id, index)
+    readable = _readable_dags(user, session)
+    job = job_store.find_job(session, readable, dag_id, run_id, task_id, index)
     if job is None and " " in run_id:
         # Airflow 3.1 puts run ids into plugin URLs unencoded: their "+" arrives as a space.
         run_id = run_id.replace(" ", "+")
-        job = job_store.find_job(session, dag_id, run_id, task_id, index)
+        job = job_store.find_job(session, readable, dag_id, run_id, task_id, index)
     ti = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": str(index)}
     return job, ti
 

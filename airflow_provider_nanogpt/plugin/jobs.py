@@ -69,13 +69,16 @@ class Job:
     # From NanoGPT, for jobs still rendering (filled in by the caller).
     progress: float | None = None
     eta_seconds: float | None = None
+    # A sensor waits for the run now (its own task submitted without waiting).
+    sensor_waits: bool = False
 
     @property
     def state(self) -> str:
         card_state = self.card.get("state")
         if card_state != JobState.SUBMITTED:
             return str(card_state)
-        return "rendering" if (self.ti_state or "") in WAITING_TI_STATES else "submitted"
+        waiting = (self.ti_state or "") in WAITING_TI_STATES or self.sensor_waits
+        return "rendering" if waiting else "submitted"
 
     @property
     def run_id(self) -> str | None:
@@ -128,7 +131,7 @@ def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
 
     query = _job_rows(dag_ids, filters)
     if filters.state:
-        query = _with_state(query, filters.state)
+        query = _with_state(query, filters.state, dag_ids)
     orphans = _refunded_without_card(session, dag_ids, filters)
     if orphans:
         listing = _page_with_orphans(session, query, orphans, filters.page)
@@ -153,9 +156,16 @@ def list_jobs(session: Session, dag_ids: set[str], filters: Filters) -> Page:
 
 
 def find_job(
-    session: Session, dag_id: str, dag_run_id: str, task_id: str, map_index: int
+    session: Session,
+    dag_ids: set[str],
+    dag_id: str,
+    dag_run_id: str,
+    task_id: str,
+    map_index: int,
 ) -> Job | None:
-    """The job of one task instance: its own card, or the one of the run it watches."""
+    """The job of one task instance: its own card, or the one of the run it watches (a
+    sensor's), completed with what the submitting task's card knows; ``dag_ids`` are the DAGs
+    the user may read, whose cards may be read for that."""
     from sqlalchemy import select
 
     from airflow_provider_nanogpt.plugin.models import XComModel
@@ -169,9 +179,50 @@ def find_job(
             XComModel.map_index == map_index,
         )
         row = session.execute(query).first()
-        if row is not None:
-            return _job(*row)
+        if row is None:
+            continue
+        job = _job(*row)
+        if key == JOB_KEY:
+            _refine_with_watchers(session, dag_ids, [job])
+        else:
+            _add_submitters_facts(session, dag_ids, job)
+        return job
     return None
+
+
+# What a sensor's card lacks and the submitting task's card has. NanoGPT's status answer has no
+# prompt (and no currency), so the submitter's card is the one source of all of them.
+SUBMITTER_FACTS = ("prompt", "model", "submitted_at", "cost", "currency")
+
+
+def _add_submitters_facts(session: Session, dag_ids: set[str], job: Job) -> None:
+    """Fill the facts a sensor's card lacks (None there) from the card of the task that
+    submitted its run, in a DAG the user may read: its prompt, submission time, and the
+    pre-charge and its currency until the sensor records the final cost."""
+    from sqlalchemy import select
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    if job.run_id is None or all(job.card.get(k) is not None for k in SUBMITTER_FACTS):
+        return
+    value = session.scalar(
+        select(XComModel.value)
+        .where(
+            XComModel.key == JOB_KEY,
+            XComModel.dag_id.in_(dag_ids),
+            XComModel.value["run_id"].as_string() == job.run_id,
+        )
+        .limit(1)
+    )
+    submitter = _card(value)
+    job.card = {
+        **job.card,
+        **{
+            k: submitter.get(k)
+            for k in SUBMITTER_FACTS
+            if job.card.get(k) is None and submitter.get(k) is not None
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -317,23 +368,48 @@ def _card_submitted() -> Any:
     return func.coalesce(XComModel.value["submitted_at"].as_float(), 0.0)
 
 
-def _with_state(query: Any, state: str) -> Any:
-    from sqlalchemy import and_, not_, or_
+def _with_state(query: Any, state: str, dag_ids: set[str]) -> Any:
+    from sqlalchemy import and_, not_
 
-    from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel
+    from airflow_provider_nanogpt.plugin.models import XComModel
 
     card_state = XComModel.value["state"].as_string()
-    waiting = TaskInstance.state.in_(sorted(WAITING_TI_STATES))
+    submitted = card_state == JobState.SUBMITTED.value
     if state == "rendering":
-        return query.where(and_(card_state == JobState.SUBMITTED.value, waiting))
+        return query.where(and_(submitted, _waited_for(dag_ids)))
     if state == "submitted":
-        submitted = card_state == JobState.SUBMITTED.value
-        return query.where(and_(submitted, or_(TaskInstance.state.is_(None), not_(waiting))))
+        return query.where(and_(submitted, not_(_waited_for(dag_ids))))
     return query.where(card_state == state)
 
 
+def _waited_for(dag_ids: set[str]) -> Any:
+    """SQL, never NULL: the card's run is waited for now, by its own task or by a sensor whose
+    card (in a readable DAG) still says it waits (``Job.state``'s "rendering")."""
+    from sqlalchemy import and_, exists, or_
+    from sqlalchemy.orm import aliased
+
+    from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel
+
+    waiting = sorted(WAITING_TI_STATES)
+    watch, sensor = aliased(XComModel), aliased(TaskInstance)
+    sensor_waits = exists().where(
+        watch.key == WATCH_KEY,
+        watch.dag_id.in_(dag_ids),
+        watch.value["run_id"].as_string() == XComModel.value["run_id"].as_string(),
+        watch.value["state"].as_string() == JobState.SUBMITTED.value,
+        sensor.dag_id == watch.dag_id,
+        sensor.run_id == watch.run_id,
+        sensor.task_id == watch.task_id,
+        sensor.map_index == watch.map_index,
+        sensor.state.in_(waiting),
+    )
+    own_task_waits = and_(TaskInstance.state.is_not(None), TaskInstance.state.in_(waiting))
+    return or_(own_task_waits, sensor_waits)
+
+
 def _refine_with_watchers(session: Session, dag_ids: set[str], jobs: list[Job]) -> None:
-    """A job submitted by one task and waited for by a sensor: the sensor knows how it ended."""
+    """A job submitted by one task and waited for by a sensor: the sensor knows how it ended,
+    or that it is still waiting (the job is then rendering)."""
     from sqlalchemy import select
 
     from airflow_provider_nanogpt.plugin.models import XComModel
@@ -341,16 +417,20 @@ def _refine_with_watchers(session: Session, dag_ids: set[str], jobs: list[Job]) 
     waiting = {job.run_id: job for job in jobs if job.state == "submitted" and job.run_id}
     if not waiting:
         return
-    query = select(XComModel).where(
+    query = _joined(select(XComModel, _ti_state())).where(
         XComModel.key == WATCH_KEY,
         XComModel.dag_id.in_(dag_ids),
         XComModel.value["run_id"].as_string().in_(sorted(waiting)),
     )
-    for (xcom,) in session.execute(query).all():
+    for xcom, sensor_state in session.execute(query).all():
         watched = _value(xcom)
         job = waiting.get(str(watched.get("run_id")))
-        if job is not None and watched.get("state") != JobState.SUBMITTED:
+        if job is None:
+            continue
+        if watched.get("state") != JobState.SUBMITTED:
             job.card = {**job.card, **{k: v for k, v in watched.items() if v is not None}}
+        elif (_state_name(sensor_state) or "") in WAITING_TI_STATES:
+            job.sensor_waits = True
 
 
 def _refunded_without_card(

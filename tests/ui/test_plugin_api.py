@@ -154,6 +154,8 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "no_base": run_dag(
                 NO_BASE_DAG, {"prompt": "no base", "output_path": str(workdir / "nobase.mp4")}
             ),
+            # Submitted by one task, waited for by two sensors.
+            "split": run_dag("nanogpt_split", {"prompt": "one submit, two sensors"}),
         }
         _pretend_still_rendering(runs["rendering"])
         connections = {
@@ -292,7 +294,7 @@ def test_filters_and_paging(world: World) -> None:
 
 def test_a_user_sees_only_the_dags_they_may_read(world: World) -> None:
     assert SECRET_DAG not in {row["dag_id"] for row in world.job_rows("limited")}
-    assert len(world.job_rows("limited")) == 5  # 3 jobs, and the 2 refused submissions
+    assert len(world.job_rows("limited")) == 6  # 4 jobs, and the 2 refused submissions
     secret = world.ti("secret")
     for path in ("/nanogpt/api/job", "/nanogpt/ui/video", "/nanogpt/video"):
         assert world.server.get(path, "limited", **secret).status_code == 403, path
@@ -311,11 +313,11 @@ def test_a_run_id_whose_plus_arrived_as_a_space_is_found(world: World) -> None:
 def test_spend_matches_what_nanogpt_charged(world: World) -> None:
     spend = world.server.get("/nanogpt/api/spend", "admin").json()
     charged = [job for job in world.sim.state()["jobs"] if not job["refunded"]]
-    assert spend["jobs"] == len(charged) == 5  # the retried task's refunded try is not one
+    assert spend["jobs"] == len(charged) == 6  # the retried task's refunded try is not one
     assert spend["totals"]["USD"] == pytest.approx(sum(job["cost"] for job in charged))
     assert spend["label"] == "Charges made through this Airflow"
     limited = world.server.get("/nanogpt/api/spend", "limited").json()
-    assert limited["jobs"] == 2  # not the secret DAG's
+    assert limited["jobs"] == 3  # not the secret DAG's
     secret_only = world.server.get("/nanogpt/api/spend", "admin", dag_id=SECRET_DAG).json()
     assert secret_only["jobs"] == 1 and list(secret_only["by_dag"]) == [SECRET_DAG]
     hidden = world.server.get("/nanogpt/api/spend", "limited", dag_id=SECRET_DAG).json()
@@ -678,3 +680,107 @@ def test_a_card_with_a_cost_that_is_not_a_number_is_shown_as_unknown(world: Worl
     assert page.status_code == 200 and "a calm sea at dawn" in page.text
     assert video.status_code == 200 and "not known yet" in video.text
     assert (row["cost"], row["charged"]) == (None, None)
+
+
+SENSORS = ("wait_deferred", "wait_poke")
+
+
+def test_a_sensors_video_tab_shows_prompt_submission_time_and_cost_with_currency(
+    world: World,
+) -> None:
+    """The sensor only watched: prompt, submission time and currency are the submitter's."""
+    submitter = world.server.get("/nanogpt/api/job", "viewer", **world.ti("split", "submit"))
+    submitted = submitter.json()
+    (job,) = [j for j in world.sim.state()["jobs"] if j["runId"] == submitted["run_id"]]
+    for sensor in SENSORS:
+        row = world.server.get("/nanogpt/api/job", "viewer", **world.ti("split", sensor)).json()
+        assert row["state"] == "completed" and row["run_id"] == submitted["run_id"]
+        assert row["prompt"] == "one submit, two sensors"
+        assert row["submitted_at"] == submitted["submitted_at"] is not None
+        assert (row["cost"], row["currency"]) == (pytest.approx(job["cost"]), "USD")
+        tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti("split", sensor)).text
+        assert '<dd id="prompt">one submit, two sensors</dd>' in tab
+        assert f'<dd id="submitted">{submitted["submitted_at"]}' in tab
+        assert f'{job["cost"]:.4f} <span id="currency">USD</span>' in tab
+
+
+def test_a_cost_without_a_currency_says_so(world: World) -> None:
+    with _card_changed(world.runs["completed"], currency=None):
+        tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti("completed")).text
+        page = world.server.get("/nanogpt/ui/jobs", "viewer", dag_id="nanogpt_deferrable").text
+    assert '<span id="currency">(currency unknown)</span>' in tab
+    assert "(currency unknown)" in page
+
+
+@contextmanager
+def _sensors_still_waiting(outcome: DagOutcome) -> Iterator[None]:
+    """The split run's sensors as they are while they wait: deferred, with a waiting card."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_provider_nanogpt.job_card import WATCH_KEY, watch_card
+
+    def rows(session: Any, table: Any, *where: Any) -> Any:
+        return session.scalars(
+            select(table).where(
+                table.dag_id == outcome.dag_id,
+                table.run_id == outcome.run_id,
+                table.task_id.in_(SENSORS),
+                *where,
+            )
+        ).all()
+
+    kept: dict[str, tuple[Any, Any]] = {}
+    with create_session() as session:
+        for ti in rows(session, TaskInstance):
+            kept[ti.task_id] = (ti.state, None)
+            ti.state = "deferred"
+        for xcom in rows(session, XComModel, XComModel.key == WATCH_KEY):
+            kept[xcom.task_id] = (kept[xcom.task_id][0], xcom.value)
+            card = xcom.value if isinstance(xcom.value, dict) else json.loads(xcom.value)
+            xcom.value = watch_card(run_id=card["run_id"], conn_id=card["conn_id"])
+    try:
+        yield
+    finally:
+        with create_session() as session:
+            for ti in rows(session, TaskInstance):
+                ti.state = kept[ti.task_id][0]
+            for xcom in rows(session, XComModel, XComModel.key == WATCH_KEY):
+                xcom.value = kept[xcom.task_id][1]
+
+
+@contextmanager
+def _status_shape(world: World, shape: str) -> Iterator[None]:
+    before = world.sim.configure()["status_shape"]
+    world.sim.configure(status_shape=shape)
+    try:
+        yield
+    finally:
+        world.sim.configure(status_shape=before)
+
+
+def test_while_a_sensor_waits_its_run_is_rendering_with_progress(world: World) -> None:
+    outcome = world.runs["split"]
+    # The run itself is over at NanoGPT: the flat status answer still gives its progress (100).
+    with _sensors_still_waiting(outcome), _status_shape(world, "flat"):
+        (row,) = world.job_rows("viewer", dag_id=outcome.dag_id)
+        assert row["task_id"] == "submit" and row["state"] == "rendering"
+        assert row["progress"] is not None  # live, from NanoGPT
+        # The state filter agrees with what the rows say.
+        assert [r["run_id"] for r in world.job_rows("viewer", state="rendering")].count(
+            row["run_id"]
+        ) == 1
+        submitted = world.job_rows("viewer", state="submitted")
+        assert row["run_id"] not in {r["run_id"] for r in submitted}
+        # The sensor's own Video tab: rendering, with progress on its first render.
+        tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti("split", "wait_deferred"))
+        assert tab.status_code == 200
+        assert 'data-state="rendering"' in tab.text and "% done" in tab.text
+        assert '<dd id="prompt">one submit, two sensors</dd>' in tab.text
+        # The submitter's tab says the same.
+        submit_tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti("split", "submit"))
+        assert 'data-state="rendering"' in submit_tab.text and "% done" in submit_tab.text
+    (row,) = world.job_rows("viewer", dag_id=outcome.dag_id)
+    assert row["state"] == "completed"
