@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -220,6 +221,9 @@ BAD_PARAMETERS = [
     ({"state": "bogus"}, "state must be one of"),
     ({"since": "yesterday"}, "since must be a date"),
     ({"until": "2026-13-01"}, "until must be a date"),
+    ({"order_by": "price"}, "order_by must be one of submitted, took, cost"),
+    ({"order_by": "--cost"}, "order_by must be one of"),
+    ({"q": "x" * 301}, "must be at most 300 characters"),
 ]
 
 
@@ -784,3 +788,120 @@ def test_while_a_sensor_waits_its_run_is_rendering_with_progress(world: World) -
         assert 'data-state="rendering"' in submit_tab.text and "% done" in submit_tab.text
     (row,) = world.job_rows("viewer", dag_id=outcome.dag_id)
     assert row["state"] == "completed"
+
+
+def _sort_value(row: dict[str, Any], column: str) -> Any:
+    """A row's value in the column the page sorts by (unknown numbers are -1, names empty)."""
+    return {
+        "submitted": row["submitted_at"] or "",
+        "took": -1 if row["duration_seconds"] is None else row["duration_seconds"],
+        "cost": -1 if row["cost"] is None else row["cost"],
+        "task": row["dag_id"],
+        "model": row["model"] or "",
+        "state": row["state"],
+    }[column]
+
+
+@pytest.mark.parametrize("column", ["submitted", "took", "cost", "task", "model", "state"])
+@pytest.mark.parametrize("descending", [True, False])
+def test_the_list_sorts_by_each_column_both_ways(
+    world: World, column: str, descending: bool
+) -> None:
+    order_by = ("-" if descending else "") + column
+    rows = world.job_rows("admin", order_by=order_by)
+    assert len(rows) == len(world.job_rows("admin")) > 5
+    values = [_sort_value(row, column) for row in rows]
+    assert values == sorted(values, reverse=descending)
+    if column != "model":  # every world job uses one model
+        assert len(set(map(str, values))) > 1  # not a column where every row ties
+
+
+def test_sorting_pages_every_job_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sorted and paged in the database, refunded card-less jobs (3.3) included."""
+    from airflow.utils.session import create_session
+
+    from airflow_provider_nanogpt.plugin import jobs as job_store
+
+    dags = {outcome.dag_id for outcome in world.runs.values()}
+    with create_session() as session:
+        whole = job_store.list_jobs(session, dags, job_store.Filters(order_by="cost"))
+        monkeypatch.setattr(job_store, "PAGE_SIZE", 1)
+        paged = [
+            job
+            for n in range(1, whole.total + 1)
+            for job in job_store.list_jobs(
+                session, dags, job_store.Filters(order_by="cost", page=n)
+            ).jobs
+        ]
+    costs = [job.card.get("cost") for job in whole.jobs]
+    assert [c if isinstance(c, int | float) else -1 for c in costs] == sorted(
+        c if isinstance(c, int | float) else -1 for c in costs
+    )
+    assert [(j.run_id, j.state) for j in paged] == [(j.run_id, j.state) for j in whole.jobs]
+
+
+def test_the_page_links_its_column_headers_to_the_sorts(world: World) -> None:
+    from html import unescape
+    from urllib.parse import parse_qs, urlsplit
+
+    page = world.server.get("/nanogpt/ui/jobs", "viewer", q="sea", order_by="cost").text
+    links = {
+        column: parse_qs(urlsplit(unescape(href)).query)
+        for column, href in re.findall(
+            r'data-sort="(\w+)"[^>]*><a class="sort" href="([^"]+)"', page
+        )
+    }
+    assert set(links) == {"submitted", "took", "cost", "task", "model", "state"}
+    assert links["cost"]["order_by"] == ["-cost"]  # the current column: the other way
+    assert links["submitted"]["order_by"] == ["-submitted"] and links["task"]["order_by"] == [
+        "task"
+    ]
+    assert all(link["q"] == ["sea"] and "page" not in link for link in links.values())
+    assert 'aria-sort="ascending"' in page
+
+
+@pytest.mark.parametrize(
+    ("user", "search", "found"),
+    [
+        ("admin", "CALM Sea", ["completed"]),
+        ("viewer", "a calm", ["completed"]),
+        ("admin", "secret launch", ["secret"]),
+        ("viewer", "the SECRET", ["secret"]),
+        # A DAG the user may not read: its prompts are never found.
+        ("limited", "secret launch", []),
+        ("limited", "secret", []),
+        # LIKE's wildcards are plain characters.
+        ("admin", "%", []),
+        ("admin", "a_calm", []),
+    ],
+)
+def test_the_prompt_search(world: World, user: str, search: str, found: list[str]) -> None:
+    rows = world.job_rows(user, q=search)
+    expected = {(world.runs[n].dag_id, world.runs[n].run_id) for n in found}
+    assert {(row["dag_id"], row["dag_run_id"]) for row in rows} == expected
+    page = world.server.get("/nanogpt/ui/jobs", user, q=search).text
+    assert ("the secret launch" in page) is ("secret" in found)
+
+
+@pytest.mark.skipif(not HAS_STATE_STORE, reason="the task state store is Airflow 3.3+")
+def test_the_prompt_search_finds_a_refunded_job_without_a_card(world: World) -> None:
+    rows = _rows_of(world, "admin", "retried", q="SECOND chance")
+    assert {row["state"] for row in rows} == {"completed", "failed"}
+    assert _rows_of(world, "admin", "retried", q="third chance") == []
+
+
+def test_the_pages_follow_airflows_theme(world: World) -> None:
+    """Airflow's font and colour tokens; dark ones bound to data-theme="dark", which the page's
+    script sets from the Airflow UI's choice (its <html> class, localStorage "theme")."""
+    for path, params in (("/nanogpt/ui/jobs", {}), ("/nanogpt/ui/video", world.ti("completed"))):
+        page = world.server.get(path, "viewer", **params).text
+        css = page[page.index("<style>") : page.index("</style>")]
+        assert "--font-body: Inter, -apple-system" in css and "var(--font-body)" in css
+        dark = css[css.index(':root[data-theme="dark"] {') :]
+        dark = dark[: dark.index("}")]
+        assert "--bg: oklch(0.23185 0.0323 266.44)" in dark  # Airflow's "black"
+        assert "--fg: oklch(0.985 0.004 253)" in dark and "color-scheme: dark" in dark
+        script = page[page.index("<script>") : page.index("</script>")]
+        assert 'localStorage.getItem("theme")' in script
+        assert "classList;" in script and 'contains("dark")' in script
+        assert "prefers-color-scheme: dark" in script and "root.dataset.theme" in script
