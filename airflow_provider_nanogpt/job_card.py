@@ -74,6 +74,25 @@ def new_card(
     }
 
 
+def watch_card(*, run_id: str, conn_id: str) -> dict[str, Any]:
+    """A sensor's card while it waits for a run another task submitted (and paid): the run only.
+
+    No prompt, cost or submission time: NanoGPT's status answer has none of the prompt, and the
+    NanoGPT page reads them from the submitting task's card.
+    """
+    card = new_card(
+        run_id=run_id,
+        conn_id=conn_id,
+        model=None,
+        prompt=None,
+        cost=None,
+        currency=None,
+        submitted=False,
+    )
+    card["submitted_at"] = None  # not when this sensor started: unknown here
+    return card
+
+
 def ended(card: Mapping[str, Any] | None, state: JobState, **fields: Any) -> dict[str, Any]:
     """``card`` (or a bare one) moved to a final ``state``."""
     return {**(card or {}), **fields, "state": state.value, "finished_at": time.time()}

@@ -37,7 +37,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 
 from airflow_provider_nanogpt.api.coerce import as_amount
-from airflow_provider_nanogpt.job_card import REFUNDED
+from airflow_provider_nanogpt.job_card import PROMPT_CHARS, REFUNDED
 from airflow_provider_nanogpt.plugin import chart, export, live
 from airflow_provider_nanogpt.plugin import jobs as job_store
 
@@ -101,6 +101,11 @@ def create_app(base_path: str) -> FastAPI:
                 ("state", filters.state),
                 ("since", filters.since),
                 ("until", filters.until),
+                ("q", filters.prompt),
+                (
+                    "order_by",
+                    filters.order_by if filters.order_by != job_store.DEFAULT_ORDER else "",
+                ),
             )
             if v
         }
@@ -108,6 +113,18 @@ def create_app(base_path: str) -> FastAPI:
         for row in rows:  # a job's view links back to the list as it is shown now
             row["view_link"] += "&" + urlencode({"back": request.url.query})
         spend_query = {k: v for k, v in query.items() if k in ("dag_id", "since", "until")}
+
+        def sort_link(column: str) -> str:
+            """The column header's link: this column, the other way if it is the current one."""
+            current = filters.order_by
+            first = job_store.SORTS[column] + column
+            wanted = (
+                (column if current.startswith("-") else "-" + column)
+                if current.lstrip("-") == column
+                else first
+            )
+            return f"{here}/ui/jobs?{urlencode({**query, 'order_by': wanted})}"
+
         return _templates.TemplateResponse(
             request,
             "jobs.html",
@@ -126,6 +143,7 @@ def create_app(base_path: str) -> FastAPI:
                 "dag_ids": sorted(readable),
                 "query": query,
                 "page_link": lambda n: f"{here}/ui/jobs?{urlencode({**query, 'page': n})}",
+                "sort_link": sort_link,
                 "rendering": any(job.state == "rendering" for job in listing.jobs),
             },
         )
@@ -139,6 +157,8 @@ def create_app(base_path: str) -> FastAPI:
         back: str | None = None,
     ) -> HTMLResponse:
         job, ti = _one_job(user, session, task)
+        if job is not None:
+            _add_progress([job])  # on the first render too, not only after the page's refresh
         row = _row(job, base_path, here) if job else None
         return _templates.TemplateResponse(
             request,
@@ -387,11 +407,12 @@ def _one_job(
     if not allowed:
         raise HTTPException(403, "You may not read this DAG's task instances.")
     index = int(map_index) if map_index.lstrip("-").isdigit() else -1  # "{MAP_INDEX}": unmapped
-    job = job_store.find_job(session, dag_id, run_id, task_id, index)
+    readable = _readable_dags(user, session)
+    job = job_store.find_job(session, readable, dag_id, run_id, task_id, index)
     if job is None and " " in run_id:
         # Airflow 3.1 puts run ids into plugin URLs unencoded: their "+" arrives as a space.
         run_id = run_id.replace(" ", "+")
-        job = job_store.find_job(session, dag_id, run_id, task_id, index)
+        job = job_store.find_job(session, readable, dag_id, run_id, task_id, index)
     ti = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": str(index)}
     return job, ti
 
@@ -478,11 +499,18 @@ def _filters(
     since: str | None = None,
     until: str | None = None,
     page: str | None = None,
+    q: str | None = None,
+    order_by: str | None = None,
 ) -> job_store.Filters:
-    """The job list's filters, from the query string (400 for an unknown state, a bad date or
-    page)."""
+    """The job list's filters, from the query string (400 for an unknown state, a bad date,
+    page, sort column, or a prompt search longer than a card keeps)."""
     if state and state not in job_store.STATES:
         raise HTTPException(400, f"state must be one of {', '.join(job_store.STATES)}")
+    if order_by and order_by.removeprefix("-") not in job_store.SORTS:
+        names = ", ".join(job_store.SORTS)
+        raise HTTPException(400, f"order_by must be one of {names} (with - first: descending)")
+    if q and len(q) > PROMPT_CHARS:
+        raise HTTPException(400, f"q (the prompt search) must be at most {PROMPT_CHARS} characters")
     number = int(page) if page and page.isdecimal() and len(page) <= 100 else None
     if page and not number:  # past the last page is the last page (list_jobs); 0 is no page
         raise HTTPException(400, "page must be a whole number from 1")
@@ -492,6 +520,8 @@ def _filters(
         since=_day(since, "since"),
         until=_day(until, "until"),
         page=number or 1,
+        prompt=q.strip() or None if q else None,
+        order_by=order_by or job_store.DEFAULT_ORDER,
     )
 
 

@@ -49,6 +49,12 @@ WAITING_TI_STATES = frozenset(
 STATES = ("rendering", "submitted", *(s.value for s in JobState if s is not JobState.SUBMITTED))
 
 
+# The columns the job list sorts by (``order_by``, "-" first for descending), each with the
+# direction a first click sorts in: numbers and times largest first, names A to Z.
+SORTS = {"submitted": "-", "took": "-", "cost": "-", "task": "", "model": "", "state": ""}
+DEFAULT_ORDER = "-submitted"
+
+
 @dataclass(frozen=True)
 class Filters:
     dag_id: str | None = None
@@ -56,6 +62,9 @@ class Filters:
     since: date | None = None
     until: date | None = None  # inclusive
     page: int = 1
+    # Case-insensitive part of the prompt (in the database, as the other filters).
+    prompt: str | None = None
+    order_by: str = DEFAULT_ORDER
 
 
 @dataclass
@@ -72,6 +81,8 @@ class Job:
     eta_seconds: float | None = None
     # What the task's map_index_template rendered (Airflow's TaskInstance.rendered_map_index).
     map_label: str | None = None
+    # A sensor waits for the run now (its own task submitted without waiting).
+    sensor_waits: bool = False
 
     @property
     def task_label(self) -> str:
@@ -85,7 +96,8 @@ class Job:
         card_state = self.card.get("state")
         if card_state != JobState.SUBMITTED:
             return str(card_state)
-        return "rendering" if (self.ti_state or "") in WAITING_TI_STATES else "submitted"
+        waiting = (self.ti_state or "") in WAITING_TI_STATES or self.sensor_waits
+        return "rendering" if waiting else "submitted"
 
     @property
     def run_id(self) -> str | None:
@@ -143,17 +155,18 @@ def list_jobs(
 
     query = _job_rows(dag_ids, filters)
     if filters.state:
-        query = _with_state(query, filters.state)
+        query = _with_state(query, filters.state, dag_ids)
     size = page_size or PAGE_SIZE
     orphans = _refunded_without_card(session, dag_ids, filters)
     if orphans:
-        listing = _page_with_orphans(session, query, orphans, filters.page, size)
+        listing = _page_with_orphans(session, dag_ids, query, orphans, filters, size)
     else:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         pages = max(1, -(-total // size))
         page = min(max(1, filters.page), pages)
         rows = session.execute(
             query.order_by(
+                _sorted(_card_sort_value(filters.order_by, dag_ids), filters.order_by),
                 _card_submitted().desc(),
                 XComModel.dag_id,
                 XComModel.run_id,
@@ -192,9 +205,16 @@ def every_job(
 
 
 def find_job(
-    session: Session, dag_id: str, dag_run_id: str, task_id: str, map_index: int
+    session: Session,
+    dag_ids: set[str],
+    dag_id: str,
+    dag_run_id: str,
+    task_id: str,
+    map_index: int,
 ) -> Job | None:
-    """The job of one task instance: its own card, or the one of the run it watches."""
+    """The job of one task instance: its own card, or the one of the run it watches (a
+    sensor's), completed with what the submitting task's card knows; ``dag_ids`` are the DAGs
+    the user may read, whose cards may be read for that."""
     from sqlalchemy import select
 
     from airflow_provider_nanogpt.plugin.models import XComModel
@@ -208,9 +228,50 @@ def find_job(
             XComModel.map_index == map_index,
         )
         row = session.execute(query).first()
-        if row is not None:
-            return _job(*row)
+        if row is None:
+            continue
+        job = _job(*row)
+        if key == JOB_KEY:
+            _refine_with_watchers(session, dag_ids, [job])
+        else:
+            _add_submitters_facts(session, dag_ids, job)
+        return job
     return None
+
+
+# What a sensor's card lacks and the submitting task's card has. NanoGPT's status answer has no
+# prompt (and no currency), so the submitter's card is the one source of all of them.
+SUBMITTER_FACTS = ("prompt", "model", "submitted_at", "cost", "currency")
+
+
+def _add_submitters_facts(session: Session, dag_ids: set[str], job: Job) -> None:
+    """Fill the facts a sensor's card lacks (None there) from the card of the task that
+    submitted its run, in a DAG the user may read: its prompt, submission time, and the
+    pre-charge and its currency until the sensor records the final cost."""
+    from sqlalchemy import select
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    if job.run_id is None or all(job.card.get(k) is not None for k in SUBMITTER_FACTS):
+        return
+    value = session.scalar(
+        select(XComModel.value)
+        .where(
+            XComModel.key == JOB_KEY,
+            XComModel.dag_id.in_(dag_ids),
+            XComModel.value["run_id"].as_string() == job.run_id,
+        )
+        .limit(1)
+    )
+    submitter = _card(value)
+    job.card = {
+        **job.card,
+        **{
+            k: submitter.get(k)
+            for k in SUBMITTER_FACTS
+            if job.card.get(k) is None and submitter.get(k) is not None
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -335,7 +396,7 @@ def _joined(query: Any, table: Any = None) -> Any:
 
 
 def _job_rows(dag_ids: set[str], filters: Filters) -> Any:
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from airflow_provider_nanogpt.plugin.models import XComModel
 
@@ -349,7 +410,84 @@ def _job_rows(dag_ids: set[str], filters: Filters) -> Any:
         query = query.where(_card_submitted() >= _day_start(filters.since))
     if filters.until:
         query = query.where(_card_submitted() < _day_start(filters.until) + SECONDS_A_DAY)
+    if filters.prompt:
+        prompt = func.lower(XComModel.value["prompt"].as_string())
+        query = query.where(prompt.contains(filters.prompt.lower(), autoescape=True))
     return query
+
+
+def _sort_key(order_by: str) -> str:
+    return order_by.removeprefix("-")
+
+
+def _sorted(value: Any, order_by: str) -> Any:
+    return value.desc() if order_by.startswith("-") else value.asc()
+
+
+def _card_sort_value(order_by: str, dag_ids: set[str]) -> Any:
+    """The column ``order_by`` names, in SQL, never NULL (not all databases have NULLS LAST):
+    an unknown number is -1, an unknown name empty; the state as the row shows it."""
+    from sqlalchemy import func
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    card = XComModel.value
+    key = _sort_key(order_by)
+    if key == "state":
+        return _shown_state(dag_ids)
+    if key == "submitted":
+        return _card_submitted()
+    if key == "took":
+        finished = func.coalesce(
+            card["finished_at"].as_float(), _sensors_card(dag_ids, "finished_at")
+        )
+        return func.coalesce(finished - card["submitted_at"].as_float(), -1.0)
+    if key == "cost":
+        # A run a sensor saw end: its final cost, as the row shows it.
+        return func.coalesce(_sensors_card(dag_ids, "cost"), card["cost"].as_float(), -1.0)
+    if key == "task":
+        return XComModel.dag_id
+    return func.coalesce(card["model"].as_string(), "")
+
+
+def _sensors_card(dag_ids: set[str], field: str) -> Any:
+    """SQL: ``field`` of the card of a sensor that saw the card's run end (as the row shows it:
+    ``_refine_with_watchers``), NULL when none did."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import aliased
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    watch = aliased(XComModel)
+    return (
+        select(watch.value[field].as_float())
+        .where(
+            watch.key == WATCH_KEY,
+            watch.dag_id.in_(dag_ids),
+            watch.value["run_id"].as_string() == XComModel.value["run_id"].as_string(),
+            watch.value["state"].as_string() != JobState.SUBMITTED.value,
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _record_sort_value(order_by: str, charge: ChargeRow) -> float | str:
+    """``_card_sort_value`` for a card-less refunded job, from its charge record."""
+    record = charge.record
+    key = _sort_key(order_by)
+    if key == "task":
+        return charge.dag_id
+    if key in ("model", "state"):
+        value = _charge_state(record) if key == "state" else record.get(key)
+        return value if isinstance(value, str) else ""
+    if key == "took":
+        submitted, finished = _seconds(record.get("submitted_at")), record.get("finished_at")
+        return _seconds(finished) - submitted if _seconds(finished) else -1.0
+    if key == "cost":
+        cost = record.get("cost")
+        return float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else -1.0
+    return _seconds(record.get("submitted_at"))
 
 
 def _card_submitted() -> Any:
@@ -364,23 +502,70 @@ def _card_submitted() -> Any:
     return func.coalesce(XComModel.value["submitted_at"].as_float(), 0.0)
 
 
-def _with_state(query: Any, state: str) -> Any:
-    from sqlalchemy import and_, not_, or_
+def _with_state(query: Any, state: str, dag_ids: set[str]) -> Any:
+    return query.where(_shown_state(dag_ids) == state)
+
+
+def _shown_state(dag_ids: set[str]) -> Any:
+    """SQL: a card's state as its row shows it (``Job.state`` after ``_refine_with_watchers``):
+    a submitted run ended as a sensor's card says, or rendering while a task waits for it."""
+    from sqlalchemy import and_, case, func, select
+    from sqlalchemy.orm import aliased
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    card_state = XComModel.value["state"].as_string()
+    submitted = card_state == JobState.SUBMITTED.value
+    watch = aliased(XComModel)
+    watch_state = watch.value["state"].as_string()
+    sensor_saw_end = (
+        select(watch_state)
+        .where(
+            watch.key == WATCH_KEY,
+            watch.dag_id.in_(dag_ids),
+            watch.value["run_id"].as_string() == XComModel.value["run_id"].as_string(),
+            watch_state != JobState.SUBMITTED.value,
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+    own_task_waits, sensor_waits = _waited_for(dag_ids)
+    return case(
+        (and_(submitted, own_task_waits), "rendering"),
+        (and_(submitted, sensor_saw_end.is_not(None)), sensor_saw_end),
+        (and_(submitted, sensor_waits), "rendering"),
+        else_=func.coalesce(card_state, ""),
+    )
+
+
+def _waited_for(dag_ids: set[str]) -> tuple[Any, Any]:
+    """SQL, never NULL: whether the card's run is waited for now by its own task, and whether
+    by a sensor whose card (in a readable DAG) still says it waits."""
+    from sqlalchemy import and_, exists
+    from sqlalchemy.orm import aliased
 
     from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel
 
-    card_state = XComModel.value["state"].as_string()
-    waiting = TaskInstance.state.in_(sorted(WAITING_TI_STATES))
-    if state == "rendering":
-        return query.where(and_(card_state == JobState.SUBMITTED.value, waiting))
-    if state == "submitted":
-        submitted = card_state == JobState.SUBMITTED.value
-        return query.where(and_(submitted, or_(TaskInstance.state.is_(None), not_(waiting))))
-    return query.where(card_state == state)
+    waiting = sorted(WAITING_TI_STATES)
+    watch, sensor = aliased(XComModel), aliased(TaskInstance)
+    sensor_waits = exists().where(
+        watch.key == WATCH_KEY,
+        watch.dag_id.in_(dag_ids),
+        watch.value["run_id"].as_string() == XComModel.value["run_id"].as_string(),
+        watch.value["state"].as_string() == JobState.SUBMITTED.value,
+        sensor.dag_id == watch.dag_id,
+        sensor.run_id == watch.run_id,
+        sensor.task_id == watch.task_id,
+        sensor.map_index == watch.map_index,
+        sensor.state.in_(waiting),
+    )
+    own_task_waits = and_(TaskInstance.state.is_not(None), TaskInstance.state.in_(waiting))
+    return own_task_waits, sensor_waits
 
 
 def _refine_with_watchers(session: Session, dag_ids: set[str], jobs: list[Job]) -> None:
-    """A job submitted by one task and waited for by a sensor: the sensor knows how it ended."""
+    """A job submitted by one task and waited for by a sensor: the sensor knows how it ended,
+    or that it is still waiting (the job is then rendering)."""
     from sqlalchemy import select
 
     from airflow_provider_nanogpt.plugin.models import XComModel
@@ -388,16 +573,20 @@ def _refine_with_watchers(session: Session, dag_ids: set[str], jobs: list[Job]) 
     waiting = {job.run_id: job for job in jobs if job.state == "submitted" and job.run_id}
     if not waiting:
         return
-    query = select(XComModel).where(
+    query = _joined(select(XComModel, _ti_columns()[0])).where(
         XComModel.key == WATCH_KEY,
         XComModel.dag_id.in_(dag_ids),
         XComModel.value["run_id"].as_string().in_(sorted(waiting)),
     )
-    for (xcom,) in session.execute(query).all():
+    for xcom, sensor_state in session.execute(query).all():
         watched = _value(xcom)
         job = waiting.get(str(watched.get("run_id")))
-        if job is not None and watched.get("state") != JobState.SUBMITTED:
+        if job is None:
+            continue
+        if watched.get("state") != JobState.SUBMITTED:
             job.card = {**job.card, **{k: v for k, v in watched.items() if v is not None}}
+        elif (_state_name(sensor_state) or "") in WAITING_TI_STATES:
+            job.sensor_waits = True
 
 
 def _refunded_without_card(
@@ -420,6 +609,7 @@ def _refunded_without_card(
             and (not filters.dag_id or charge.dag_id == filters.dag_id)
             and (not filters.state or _charge_state(charge.record) == filters.state)
             and _submitted_in_range(charge.record, filters.since, filters.until)
+            and _prompt_matches(charge.record, filters.prompt)
         ):
             found[run_id] = charge
     if found:
@@ -435,14 +625,25 @@ def _refunded_without_card(
     return {charge.id: charge for charge in found.values()}
 
 
+def _prompt_matches(record: Mapping[str, Any], part: str | None) -> bool:
+    prompt = record.get("prompt")
+    return not part or (isinstance(prompt, str) and part.lower() in prompt.lower())
+
+
 def _page_with_orphans(
-    session: Session, cards: Any, orphans: dict[int, ChargeRow], page_number: int, size: int
+    session: Session,
+    dag_ids: set[str],
+    cards: Any,
+    orphans: dict[int, ChargeRow],
+    filters: Filters,
+    size: int,
 ) -> Page:
     """Cards and card-less refunded jobs in one order (submission time), paged in the database:
     a union of the two, then the page's cards read."""
     from sqlalchemy import (
         Float,
         Integer,
+        String,
         and_,
         case,
         cast,
@@ -467,6 +668,12 @@ def _page_with_orphans(
         charge_id: _seconds(charge.record.get("submitted_at"))
         for charge_id, charge in orphans.items()
     }
+    # The sort column too: the records' values are handed over the same way.
+    sort_type = String if _sort_key(filters.order_by) in ("task", "model", "state") else Float
+    sorted_by = {
+        charge_id: _record_sort_value(filters.order_by, charge)
+        for charge_id, charge in orphans.items()
+    }
     card_keys = cards.with_only_columns(
         cast(null(), Integer).label("charge_id"),
         XComModel.dag_id.label("dag_id"),
@@ -474,6 +681,7 @@ def _page_with_orphans(
         XComModel.task_id.label("task_id"),
         XComModel.map_index.label("map_index"),
         _card_submitted().label("at"),
+        cast(_card_sort_value(filters.order_by, dag_ids), sort_type).label("sort_value"),
         TaskInstance.state.label("ti_state"),
         map_label().label("map_label"),
     )
@@ -489,6 +697,11 @@ def _page_with_orphans(
                 value=store.id,
                 else_=literal(0.0, Float),
             ),
+            case(
+                {k: literal(v, sort_type) for k, v in sorted_by.items()},
+                value=store.id,
+                else_=literal("" if sort_type is String else -1.0, sort_type),
+            ),
             TaskInstance.state,
             map_label(),
         ),
@@ -497,10 +710,11 @@ def _page_with_orphans(
     both = union_all(card_keys, charge_keys).subquery()
     total = session.scalar(select(func.count()).select_from(both)) or 0
     pages = max(1, -(-total // size))
-    page = min(max(1, page_number), pages)
+    page = min(max(1, filters.page), pages)
     keys = session.execute(
         select(both)
         .order_by(
+            _sorted(both.c.sort_value, filters.order_by),
             both.c.at.desc(),
             both.c.dag_id,
             both.c.run_id,
@@ -633,7 +847,9 @@ def _submitted_in_range(card: Mapping[str, Any], since: date | None, until: date
 
 __all__ = [
     "CHARGE_KEY_PREFIX",
+    "DEFAULT_ORDER",
     "PAGE_SIZE",
+    "SORTS",
     "STATES",
     "Filters",
     "Job",

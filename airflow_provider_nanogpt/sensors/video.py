@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_nanogpt.completion import VideoTaskMixin
-from airflow_provider_nanogpt.job_card import WATCH_KEY
+from airflow_provider_nanogpt.job_card import WATCH_KEY, watch_card
 from airflow_provider_nanogpt.links.video import NanoGPTSavedVideoLink, NanoGPTVideoLink
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ class VideoStatusSensor(VideoTaskMixin, BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("run_id", "output_path", "nanogpt_conn_id")
-    # The run was submitted (and paid) elsewhere: this task's card only says how it ended.
+    # The run was submitted (and paid) elsewhere: this task's card only says that it waits, then
+    # how the run ended. Nothing of it is read back after a deferral: it holds only the run id.
     job_card_key = WATCH_KEY
     card_pushed_at_submission = False
     operator_extra_links = (NanoGPTVideoLink(), NanoGPTSavedVideoLink())
@@ -66,6 +67,11 @@ class VideoStatusSensor(VideoTaskMixin, BaseSensorOperator):
 
         # execution_timeout counts from here, as Airflow's own alarm does.
         self._deadline = execution_deadline(self, context, started_at=time.time())
+        # The card says "waiting" from now on, not only once the wait ends: the NanoGPT page
+        # shows the run as rendering, with its progress, while this task waits.
+        self.push_xcom(
+            context, WATCH_KEY, watch_card(run_id=self.run_id, conn_id=self.nanogpt_conn_id)
+        )
         if not self.deferrable:
             return super().execute(context)
         return self.wait_and_deliver(

@@ -87,8 +87,9 @@ def run_dag(
     path: Path = TEST_DAGS / "nanogpt_test_dags.py",
     *,
     without_logical_date: bool = False,
+    watch_key: str = "run_id",
 ) -> DagOutcome:
-    """dag.test() the DAG; optionally sample (task state, run_id XCom) while it runs.
+    """dag.test() the DAG; optionally sample (task state, ``watch_key`` XCom) while it runs.
 
     ``without_logical_date`` runs it as a REST trigger with ``logical_date: null`` or an asset
     event does: no ``ds``, ``logical_date`` or data interval in the template context.
@@ -116,7 +117,7 @@ def run_dag(
                         run_ids.append(latest)
                 if run_ids and watch_task:
                     states, _ = read_task_instances(dag_id, run_ids[0])
-                    xcom = read_xcoms(dag_id, run_ids[0]).get((watch_task, "run_id"))
+                    xcom = read_xcoms(dag_id, run_ids[0]).get((watch_task, watch_key))
                     observed.append((states.get(watch_task, ""), xcom))
             except Exception:  # the DB is busy with the run itself; sample again
                 pass

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_nanogpt.job_card import WATCH_KEY
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import RESULT_KEYS, run_dag, stored_triggers
 from tests.conftest import CANARY_KEY
@@ -186,9 +187,22 @@ def test_split_submit_then_sensors(
         "nanogpt_split",
         {"prompt": PROMPT, "output_path": str(tmp_path / "s.mp4")},
         watch_task="wait_deferred",
+        watch_key=WATCH_KEY,
     )
     assert outcome.state == "success", outcome.task_states
     run_id = outcome.xcoms[("submit", "run_id")]
+    # While the sensor waits (dag.test() runs the trigger inside the "running" task), its card
+    # says so: the NanoGPT page shows the run rendering.
+    waiting = [
+        card
+        for state, card in outcome.observed_while_running
+        if state in ("running", "deferred") and card and card["state"] == "submitted"
+    ]
+    assert waiting and all(
+        (card["run_id"], card["charged_here"], card["submitted_at"]) == (run_id, False, None)
+        for card in waiting
+    )
+    assert outcome.xcoms[("wait_deferred", WATCH_KEY)]["state"] == "completed"
     for task in ("wait_deferred", "wait_poke"):
         assert outcome.xcoms[(task, "return_value")]["run_id"] == run_id
     assert outcome.xcoms[("wait_poke", "return_value")]["output_path"] == str(tmp_path / "s.mp4")

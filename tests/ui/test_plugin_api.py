@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -156,6 +157,8 @@ def world(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             ),
             # Two mapped jobs, labelled by the operator's map_index_template.
             "mapped": run_dag("nanogpt_mapped", {}),
+            # Submitted by one task, waited for by two sensors.
+            "split": run_dag("nanogpt_split", {"prompt": "one submit, two sensors"}),
         }
         _pretend_still_rendering(runs["rendering"])
         connections = {
@@ -220,6 +223,9 @@ BAD_PARAMETERS = [
     ({"state": "bogus"}, "state must be one of"),
     ({"since": "yesterday"}, "since must be a date"),
     ({"until": "2026-13-01"}, "until must be a date"),
+    ({"order_by": "price"}, "order_by must be one of submitted, took, cost"),
+    ({"order_by": "--cost"}, "order_by must be one of"),
+    ({"q": "x" * 301}, "must be at most 300 characters"),
 ]
 
 
@@ -294,7 +300,7 @@ def test_filters_and_paging(world: World) -> None:
 
 def test_a_user_sees_only_the_dags_they_may_read(world: World) -> None:
     assert SECRET_DAG not in {row["dag_id"] for row in world.job_rows("limited")}
-    assert len(world.job_rows("limited")) == 7  # 5 jobs, and the 2 refused submissions
+    assert len(world.job_rows("limited")) == 8  # 6 jobs, and the 2 refused submissions
     secret = world.ti("secret")
     for path in ("/nanogpt/api/job", "/nanogpt/ui/video", "/nanogpt/video"):
         assert world.server.get(path, "limited", **secret).status_code == 403, path
@@ -313,11 +319,11 @@ def test_a_run_id_whose_plus_arrived_as_a_space_is_found(world: World) -> None:
 def test_spend_matches_what_nanogpt_charged(world: World) -> None:
     spend = world.server.get("/nanogpt/api/spend", "admin").json()
     charged = [job for job in world.sim.state()["jobs"] if not job["refunded"]]
-    assert spend["jobs"] == len(charged) == 7  # the retried task's refunded try is not one
+    assert spend["jobs"] == len(charged) == 8  # the retried task's refunded try is not one
     assert spend["totals"]["USD"] == pytest.approx(sum(job["cost"] for job in charged))
     assert spend["label"] == "Charges made through this Airflow"
     limited = world.server.get("/nanogpt/api/spend", "limited").json()
-    assert limited["jobs"] == 4  # not the secret DAG's
+    assert limited["jobs"] == 5  # not the secret DAG's
     secret_only = world.server.get("/nanogpt/api/spend", "admin", dag_id=SECRET_DAG).json()
     assert secret_only["jobs"] == 1 and list(secret_only["by_dag"]) == [SECRET_DAG]
     hidden = world.server.get("/nanogpt/api/spend", "limited", dag_id=SECRET_DAG).json()
@@ -949,3 +955,224 @@ def test_a_card_with_a_cost_that_is_not_a_number_is_shown_as_unknown(world: Worl
     assert page.status_code == 200 and "a calm sea at dawn" in page.text
     assert video.status_code == 200 and "not known yet" in video.text
     assert (row["cost"], row["charged"]) == (None, None)
+
+
+SENSORS = ("wait_deferred", "wait_poke")
+
+
+def test_a_sensors_video_tab_shows_prompt_submission_time_and_cost_with_currency(
+    world: World,
+) -> None:
+    """The sensor only watched: prompt, submission time and currency are the submitter's."""
+    submitter = world.server.get("/nanogpt/api/job", "viewer", **world.ti("split", "submit"))
+    submitted = submitter.json()
+    (job,) = [j for j in world.sim.state()["jobs"] if j["runId"] == submitted["run_id"]]
+    for sensor in SENSORS:
+        row = world.server.get("/nanogpt/api/job", "viewer", **world.ti("split", sensor)).json()
+        assert row["state"] == "completed" and row["run_id"] == submitted["run_id"]
+        assert row["prompt"] == "one submit, two sensors"
+        assert row["submitted_at"] == submitted["submitted_at"] is not None
+        assert (row["cost"], row["currency"]) == (pytest.approx(job["cost"]), "USD")
+        tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti("split", sensor)).text
+        assert '<dd id="prompt">one submit, two sensors</dd>' in tab
+        assert f'<dd id="submitted">{submitted["submitted_at"]}' in tab
+        assert f'{job["cost"]:.4f} <span id="currency">USD</span>' in tab
+
+
+def test_a_cost_without_a_currency_says_so(world: World) -> None:
+    with _card_changed(world.runs["completed"], currency=None):
+        tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti("completed")).text
+        page = world.server.get("/nanogpt/ui/jobs", "viewer", dag_id="nanogpt_deferrable").text
+    assert '<span id="currency">(currency unknown)</span>' in tab
+    assert "(currency unknown)" in page
+
+
+@contextmanager
+def _sensors_still_waiting(outcome: DagOutcome) -> Iterator[None]:
+    """The split run's sensors as they are while they wait: deferred, with a waiting card."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_provider_nanogpt.job_card import WATCH_KEY, watch_card
+
+    def rows(session: Any, table: Any, *where: Any) -> Any:
+        return session.scalars(
+            select(table).where(
+                table.dag_id == outcome.dag_id,
+                table.run_id == outcome.run_id,
+                table.task_id.in_(SENSORS),
+                *where,
+            )
+        ).all()
+
+    kept: dict[str, tuple[Any, Any]] = {}
+    with create_session() as session:
+        for ti in rows(session, TaskInstance):
+            kept[ti.task_id] = (ti.state, None)
+            ti.state = "deferred"
+        for xcom in rows(session, XComModel, XComModel.key == WATCH_KEY):
+            kept[xcom.task_id] = (kept[xcom.task_id][0], xcom.value)
+            card = xcom.value if isinstance(xcom.value, dict) else json.loads(xcom.value)
+            xcom.value = watch_card(run_id=card["run_id"], conn_id=card["conn_id"])
+    try:
+        yield
+    finally:
+        with create_session() as session:
+            for ti in rows(session, TaskInstance):
+                ti.state = kept[ti.task_id][0]
+            for xcom in rows(session, XComModel, XComModel.key == WATCH_KEY):
+                xcom.value = kept[xcom.task_id][1]
+
+
+@contextmanager
+def _status_shape(world: World, shape: str) -> Iterator[None]:
+    before = world.sim.configure()["status_shape"]
+    world.sim.configure(status_shape=shape)
+    try:
+        yield
+    finally:
+        world.sim.configure(status_shape=before)
+
+
+def test_while_a_sensor_waits_its_run_is_rendering_with_progress(world: World) -> None:
+    outcome = world.runs["split"]
+    # The run itself is over at NanoGPT: the flat status answer still gives its progress (100).
+    with _sensors_still_waiting(outcome), _status_shape(world, "flat"):
+        (row,) = world.job_rows("viewer", dag_id=outcome.dag_id)
+        assert row["task_id"] == "submit" and row["state"] == "rendering"
+        assert row["progress"] is not None  # live, from NanoGPT
+        # The state filter agrees with what the rows say.
+        assert [r["run_id"] for r in world.job_rows("viewer", state="rendering")].count(
+            row["run_id"]
+        ) == 1
+        submitted = world.job_rows("viewer", state="submitted")
+        assert row["run_id"] not in {r["run_id"] for r in submitted}
+        # The sensor's own Video tab: rendering, with progress on its first render.
+        tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti("split", "wait_deferred"))
+        assert tab.status_code == 200
+        assert 'data-state="rendering"' in tab.text and "% done" in tab.text
+        assert '<dd id="prompt">one submit, two sensors</dd>' in tab.text
+        # The submitter's tab says the same.
+        submit_tab = world.server.get("/nanogpt/ui/video", "viewer", **world.ti("split", "submit"))
+        assert 'data-state="rendering"' in submit_tab.text and "% done" in submit_tab.text
+    (row,) = world.job_rows("viewer", dag_id=outcome.dag_id)
+    assert row["state"] == "completed"
+
+
+def _sort_value(row: dict[str, Any], column: str) -> Any:
+    """A row's value in the column the page sorts by (unknown numbers are -1, names empty)."""
+    return {
+        "submitted": row["submitted_at"] or "",
+        "took": -1 if row["duration_seconds"] is None else row["duration_seconds"],
+        "cost": -1 if row["cost"] is None else row["cost"],
+        "task": row["dag_id"],
+        "model": row["model"] or "",
+        "state": row["state"],
+    }[column]
+
+
+@pytest.mark.parametrize("column", ["submitted", "took", "cost", "task", "model", "state"])
+@pytest.mark.parametrize("descending", [True, False])
+def test_the_list_sorts_by_each_column_both_ways(
+    world: World, column: str, descending: bool
+) -> None:
+    order_by = ("-" if descending else "") + column
+    rows = world.job_rows("admin", order_by=order_by)
+    assert len(rows) == len(world.job_rows("admin")) > 5
+    values = [_sort_value(row, column) for row in rows]
+    assert values == sorted(values, reverse=descending)
+    if column != "model":  # every world job uses one model
+        assert len(set(map(str, values))) > 1  # not a column where every row ties
+
+
+def test_sorting_pages_every_job_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sorted and paged in the database, refunded card-less jobs (3.3) included."""
+    from airflow.utils.session import create_session
+
+    from airflow_provider_nanogpt.plugin import jobs as job_store
+
+    dags = {outcome.dag_id for outcome in world.runs.values()}
+    with create_session() as session:
+        whole = job_store.list_jobs(session, dags, job_store.Filters(order_by="cost"))
+        monkeypatch.setattr(job_store, "PAGE_SIZE", 1)
+        paged = [
+            job
+            for n in range(1, whole.total + 1)
+            for job in job_store.list_jobs(
+                session, dags, job_store.Filters(order_by="cost", page=n)
+            ).jobs
+        ]
+    costs = [job.card.get("cost") for job in whole.jobs]
+    assert [c if isinstance(c, int | float) else -1 for c in costs] == sorted(
+        c if isinstance(c, int | float) else -1 for c in costs
+    )
+    assert [(j.run_id, j.state) for j in paged] == [(j.run_id, j.state) for j in whole.jobs]
+
+
+def test_the_page_links_its_column_headers_to_the_sorts(world: World) -> None:
+    from html import unescape
+    from urllib.parse import parse_qs, urlsplit
+
+    page = world.server.get("/nanogpt/ui/jobs", "viewer", q="sea", order_by="cost").text
+    links = {
+        column: parse_qs(urlsplit(unescape(href)).query)
+        for column, href in re.findall(
+            r'data-sort="(\w+)"[^>]*><a class="sort" href="([^"]+)"', page
+        )
+    }
+    assert set(links) == {"submitted", "took", "cost", "task", "model", "state"}
+    assert links["cost"]["order_by"] == ["-cost"]  # the current column: the other way
+    assert links["submitted"]["order_by"] == ["-submitted"] and links["task"]["order_by"] == [
+        "task"
+    ]
+    assert all(link["q"] == ["sea"] and "page" not in link for link in links.values())
+    assert 'aria-sort="ascending"' in page
+
+
+@pytest.mark.parametrize(
+    ("user", "search", "found"),
+    [
+        ("admin", "CALM Sea", ["completed"]),
+        ("viewer", "a calm", ["completed"]),
+        ("admin", "secret launch", ["secret"]),
+        ("viewer", "the SECRET", ["secret"]),
+        # A DAG the user may not read: its prompts are never found.
+        ("limited", "secret launch", []),
+        ("limited", "secret", []),
+        # LIKE's wildcards are plain characters.
+        ("admin", "%", []),
+        ("admin", "a_calm", []),
+    ],
+)
+def test_the_prompt_search(world: World, user: str, search: str, found: list[str]) -> None:
+    rows = world.job_rows(user, q=search)
+    expected = {(world.runs[n].dag_id, world.runs[n].run_id) for n in found}
+    assert {(row["dag_id"], row["dag_run_id"]) for row in rows} == expected
+    page = world.server.get("/nanogpt/ui/jobs", user, q=search).text
+    assert ("the secret launch" in page) is ("secret" in found)
+
+
+@pytest.mark.skipif(not HAS_STATE_STORE, reason="the task state store is Airflow 3.3+")
+def test_the_prompt_search_finds_a_refunded_job_without_a_card(world: World) -> None:
+    rows = _rows_of(world, "admin", "retried", q="SECOND chance")
+    assert {row["state"] for row in rows} == {"completed", "failed"}
+    assert _rows_of(world, "admin", "retried", q="third chance") == []
+
+
+def test_the_pages_follow_airflows_theme(world: World) -> None:
+    """Airflow's font and colour tokens; dark ones bound to data-theme="dark", which the page's
+    script sets from the Airflow UI's choice (its <html> class, localStorage "theme")."""
+    for path, params in (("/nanogpt/ui/jobs", {}), ("/nanogpt/ui/video", world.ti("completed"))):
+        page = world.server.get(path, "viewer", **params).text
+        css = page[page.index("<style>") : page.index("</style>")]
+        assert "--font-body: Inter, -apple-system" in css and "var(--font-body)" in css
+        dark = css[css.index(':root[data-theme="dark"] {') :]
+        dark = dark[: dark.index("}")]
+        assert "--bg: oklch(0.23185 0.0323 266.44)" in dark  # Airflow's "black"
+        assert "--fg: oklch(0.985 0.004 253)" in dark and "color-scheme: dark" in dark
+        script = page[page.index("<script>") : page.index("</script>")]
+        assert 'localStorage.getItem("theme")' in script
+        assert "classList;" in script and 'contains("dark")' in script
+        assert "prefers-color-scheme: dark" in script and "root.dataset.theme" in script
