@@ -190,8 +190,7 @@ def enforce_budget(
         log.info("NanoGPT balance $%.2f (minimum $%.2f).", balance, min_balance_usd)
     if max_cost_usd is None:
         return None
-    catalog = {m.id: m for m in hook.list_video_models()}
-    model = catalog.get(model_id)
+    model = _catalog_entry(hook, model_id)
     estimate = estimate_cost(model, payload) if model is not None else None
     if estimate is None:
         raise NanoGPTBudgetError(
@@ -207,3 +206,13 @@ def enforce_budget(
         )
     log.info("Estimated cost $%.4f (limit $%.2f).", estimate, max_cost_usd)
     return estimate
+
+
+def _catalog_entry(hook: NanoGPTHook, model_id: str) -> VideoModel | None:
+    return next((m for m in hook.list_video_models() if m.id == model_id), None)
+
+
+def estimate_for(hook: NanoGPTHook, payload: Mapping[str, Any]) -> float | None:
+    """The upper-bound USD estimate of ``payload`` from NanoGPT's catalog (None: unknown)."""
+    model = _catalog_entry(hook, str(payload.get("model")))
+    return estimate_cost(model, payload) if model is not None else None

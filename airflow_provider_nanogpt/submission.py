@@ -52,6 +52,7 @@ from airflow_provider_nanogpt.exceptions import (
 
 if TYPE_CHECKING:
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
+    from airflow_provider_nanogpt.shared_budget import BudgetGuard
 
 STATE_KEY = "nanogpt_video_run"
 DEFAULT_SETTLE_SECONDS = 60.0
@@ -231,8 +232,13 @@ def find_or_submit(
     before_send: Callable[[], object] = lambda: None,
     max_rate_limit_sleep: float | None = None,
     deadline: float | None = None,
+    budget: BudgetGuard | None = None,
 ) -> Decision:
     """The run this attempt should deliver, sending the request only when that cannot pay twice.
+
+    ``budget``: the shared budgets' guard. A send reserves its estimate first (one reservation
+    per tag and sending try), settles it to the charge, and releases it when NanoGPT proved
+    nothing was created or refunded the run; a reattached run reserves nothing.
 
     ``deadline`` (epoch seconds): no retry wait inside the calls made here goes past it; the
     error that would have been waited out is raised instead.
@@ -273,6 +279,8 @@ def find_or_submit(
             if (attached := _reattach(hook, record, log, deadline)) is not None:
                 _take_over(records, record, attempt)
                 return attached
+            if budget is not None and record.tag is not None:
+                budget.release(record.tag, record.try_number)  # refunded
         elif decision := _settle_uncertain(look_up, records, record, attempt, settle_seconds, log):
             if isinstance(decision, Attached):
                 _take_over(records, records.load() or record, attempt)
@@ -295,6 +303,7 @@ def find_or_submit(
         max_rate_limit_sleep=max_rate_limit_sleep,
         deadline=deadline,
         log=log,
+        budget=budget,
     )
 
 
@@ -503,10 +512,14 @@ def _send(
     max_rate_limit_sleep: float | None,
     deadline: float | None,
     log: Any,
+    budget: BudgetGuard | None = None,
 ) -> Attached:
     before_send()
     generation = attempt.generation if records.available else None
     tag = users_tag or submission_tag(attempt.identity, request_fingerprint, generation)
+    if budget is not None:
+        budget.reserve(tag, attempt.try_number)  # raises, before anything is sent, when over
+        budget.mark_sent(tag, attempt.try_number)
     record = RunRecord(
         fingerprint=request_fingerprint,
         tag=tag,
@@ -531,6 +544,8 @@ def _send(
         )
         if proves_nothing_created(exc):
             records.forget()
+            if budget is not None:
+                budget.release(tag, attempt.try_number)
             # NanoGPT's own refusal (an HTTP answer), not a connection never made.
             exc.refused_submission = (
                 isinstance(exc, NanoGPTPermanentError) and exc.http_status is not None
@@ -556,6 +571,8 @@ def _send(
             payment_source=submission.payment_source,
         )
     )
+    if budget is not None:
+        budget.settle(tag, attempt.try_number, submission.cost, submission.currency)
     return Attached(submission, reattached=False)
 
 

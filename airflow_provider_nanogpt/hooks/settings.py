@@ -40,6 +40,8 @@ class ClientSettings:
     max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
     output_base_dir: str | None = None
+    # The shared-budget extras as given (read by airflow_provider_nanogpt.shared_budget).
+    budget_extras: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def user_agent(self) -> str:
@@ -94,7 +96,20 @@ def settings_from(
         download_timeout=reader.number("download_timeout", positive=True)
         or DEFAULT_DOWNLOAD_TIMEOUT,
         output_base_dir=reader.text("output_base_dir"),
+        budget_extras={
+            name: value for name in BUDGET_EXTRAS if (value := reader.raw(name)) is not None
+        },
     )
+
+
+# Read by airflow_provider_nanogpt.shared_budget (named here so the hook imports nothing of it).
+BUDGET_EXTRAS = (
+    "budget_usd_per_day",
+    "budget_usd_per_month",
+    "budget_timezone",
+    "budget_ledger_conn_id",
+    "budgets",
+)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from airflow_provider_nanogpt.api.responses import Submission
     from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
     from airflow_provider_nanogpt.resume import SubmitState
+    from airflow_provider_nanogpt.shared_budget import BudgetGuard
     from airflow_provider_nanogpt.submission import Decision, LookUpLater, RunRecords, TaskAttempt
 
 # A 429 whose Retry-After is at most this is slept on the worker; longer waits are deferred to the
@@ -97,6 +98,11 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         the request again.
     :param lineage_include_prompts: Whether OpenLineage events carry the prompt (with the other
         request parameters). False leaves prompts out, for teams that treat them as sensitive.
+    :param budgets: Names of shared group budgets (defined in the connection's ``budgets`` extra
+        or ``[nanogpt] budgets``) this task spends from, besides the connection's own budget
+        and those named by DAG tags ``nanogpt-budget:<name>``. See docs/cost-control.md.
+    :param on_budget_exceeded: ``"fail"``: a send a shared budget does not allow fails before
+        sending with ``NanoGPTBudgetError``.
 
     On success, every ``Asset`` in ``outlets`` gets an event whose ``extra`` holds ``run_id``,
     ``model``, ``cost``, ``currency``, ``video_url`` and ``output_path``, for data-aware
@@ -152,6 +158,8 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         max_cost_usd: float | None = None,
         settle_seconds: float = 60.0,
         lineage_include_prompts: bool = True,
+        budgets: Sequence[str] = (),
+        on_budget_exceeded: str = "fail",
         **kwargs: Any,
     ) -> None:
         arguments = locals()  # the request parameters are listed once, in VideoRequest
@@ -190,6 +198,15 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         )
         self.settle_seconds = settle_seconds
         self.lineage_include_prompts = lineage_include_prompts
+        if isinstance(budgets, str) or not all(isinstance(name, str) for name in budgets):
+            raise ValueError(f"budgets must be a list of budget names, got {budgets!r}")
+        self.budgets = tuple(budgets)
+        if on_budget_exceeded != "fail":
+            raise ValueError(
+                f"on_budget_exceeded={on_budget_exceeded!r} is not supported: only 'fail' is "
+                "(waiting for a budget window to reset is not implemented yet)."
+            )
+        self.on_budget_exceeded = on_budget_exceeded
 
     def _limit(self, name: str) -> float | None:
         """A templated money guard as an amount (Jinja renders text unless native rendering).
@@ -262,9 +279,10 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         payload = self._payload_to_send()
         records = RunRecords(context.get("task_state_store"))
         attempt = self._attempt(context, state.started_at)
+        budget = self._budget_guard(context, payload)
         while True:
             try:
-                decision = self._find_or_submit(records, attempt, payload, state)
+                decision = self._find_or_submit(records, attempt, payload, state, budget)
             except NanoGPTRateLimitError as exc:
                 state = self._wait_out_rate_limit(exc, state)
                 continue
@@ -315,6 +333,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         attempt: TaskAttempt,
         payload: Mapping[str, Any],
         state: SubmitState,
+        budget: BudgetGuard | None = None,
     ) -> Decision:
         """One pass of ``submission.find_or_submit``, its waits bounded by the task's limits."""
         from airflow_provider_nanogpt.deadline import earliest
@@ -337,6 +356,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 if self.deferrable
                 else None,
                 deadline=deadline,
+                budget=budget,
             )
         except NanoGPTDeadlinePassedError as exc:
             if since is None:
@@ -401,6 +421,25 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             started_at=started_at,
             not_before=earliest.timestamp() if isinstance(earliest, datetime) else None,
         )
+
+    def _budget_guard(self, context: Context, payload: Mapping[str, Any]) -> BudgetGuard | None:
+        """The shared budgets' guard, or None (and no database touched) when none applies."""
+        extras = self.hook.settings().budget_extras
+        dag = context.get("dag") or (self.dag if self.has_dag() else None)  # type: ignore[no-untyped-call]
+        tags = getattr(dag, "tags", None) or ()
+        if (
+            not extras
+            and not self.budgets
+            and not any(isinstance(t, str) and t.startswith("nanogpt-budget:") for t in tags)
+        ):
+            return None
+        from airflow_provider_nanogpt.budget import estimate_for
+        from airflow_provider_nanogpt.shared_budget import BudgetGuard, budget_plan_for
+
+        plan = budget_plan_for(self.nanogpt_conn_id, extras, self.budgets, tags)
+        if plan is None:
+            return None
+        return BudgetGuard(plan, lambda: estimate_for(self.hook, payload), log=self.log)
 
     def _check_budget(self, payload: Mapping[str, Any]) -> None:
         from airflow_provider_nanogpt.budget import enforce_budget

@@ -1,0 +1,608 @@
+"""The shared budget ledger: reservations of estimated cost, held in a SQL database the user names.
+
+Task code in Airflow 3 cannot reach Airflow's own database, and no Execution API store offers
+compare-and-set, so the ledger lives in a database named by the NanoGPT connection's
+``budget_ledger_conn_id`` (PostgreSQL in production, a SQLite file on one machine). The
+*database* holds the lock: on PostgreSQL a ``SELECT ... FOR UPDATE`` of each budget window's row,
+on SQLite ``BEGIN IMMEDIATE`` (one writer at a time). Every reserve, mark, settle and release is
+one transaction.
+
+A reservation row per (reservation, budget) moves through
+
+    reserved --mark_sent--> sent --settle--> settled
+        |                     |                 |
+        +-- expired (TTL)     +---- release ----+--> released   (nothing created, or refunded)
+
+* ``reserved``: counted, not sent yet. It expires ``ttl`` seconds after it was made (a crash
+  between reserve and send); ``mark_sent`` refuses an expired one, so the send never happens.
+* ``sent``: the request may have left; counted at the estimate until settled or released. It
+  never expires by itself: money may have been spent.
+* ``settled``: counted at the charged amount (the estimate when the charge is unknown or not in
+  USD).
+* ``released``/``expired``: not counted. Reserving the same id again reopens the row.
+
+Amounts are integer micro-dollars (never float sums). Nothing here imports Airflow, and
+SQLAlchemy is imported only when a ledger is opened.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError, NanoGPTConfigurationError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+MICRO = 1_000_000
+Period = Literal["day", "month"]
+PERIODS: tuple[Period, ...] = ("day", "month")
+# A reservation not marked sent within this many seconds is dropped (its task crashed before
+# sending). Reserve-to-send takes a second or two; the margin covers a slow state-store write.
+DEFAULT_RESERVATION_TTL_SECONDS = 900.0
+TABLE_RESERVATIONS = "nanogpt_budget_reservations"
+TABLE_WINDOWS = "nanogpt_budget_windows"
+
+_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {TABLE_WINDOWS} ("
+    " budget VARCHAR(250) NOT NULL,"
+    " window_key VARCHAR(40) NOT NULL,"
+    " created_at DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (budget, window_key))",
+    f"CREATE TABLE IF NOT EXISTS {TABLE_RESERVATIONS} ("
+    " reservation_id VARCHAR(250) NOT NULL,"
+    " budget VARCHAR(250) NOT NULL,"
+    " window_key VARCHAR(40) NOT NULL,"
+    " tag VARCHAR(250) NOT NULL,"
+    " state VARCHAR(16) NOT NULL,"
+    " estimate_micro BIGINT NOT NULL,"
+    " charged_micro BIGINT,"
+    " run_id VARCHAR(250),"
+    " created_at DOUBLE PRECISION NOT NULL,"
+    " expires_at DOUBLE PRECISION NOT NULL,"
+    " updated_at DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (reservation_id, budget))",
+    f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_window"
+    f" ON {TABLE_RESERVATIONS} (budget, window_key, state)",
+    f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_tag ON {TABLE_RESERVATIONS} (tag)",
+)
+
+
+# --- money ------------------------------------------------------------------------------------
+
+
+def to_micro(amount: object, *, what: str) -> int:
+    """``amount`` USD as whole micro-dollars, rounded up (a reservation never undercounts).
+
+    Raises NanoGPTBudgetError for anything that is not a finite amount >= 0 (a bool, NaN,
+    infinity, a negative number, junk): a budget fails closed.
+    """
+    if isinstance(amount, bool) or amount is None:
+        raise NanoGPTBudgetError(f"{what}={amount!r} is not an amount in USD; nothing was sent.")
+    try:
+        value = Decimal(str(amount)) if isinstance(amount, float) else Decimal(amount)  # type: ignore[arg-type]
+    except (InvalidOperation, TypeError, ValueError):
+        raise NanoGPTBudgetError(
+            f"{what}={amount!r} is not an amount in USD; nothing was sent."
+        ) from None
+    if not value.is_finite() or value < 0:
+        raise NanoGPTBudgetError(
+            f"{what}={amount!r} is not a finite amount >= 0 USD; nothing was sent."
+        )
+    return int((value * MICRO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def usd(micro: int) -> str:
+    """``micro`` micro-dollars as a dollar figure for messages (cents, or finer when needed)."""
+    value = Decimal(micro) / MICRO
+    text = f"{value:.2f}" if value == value.quantize(Decimal("0.01")) else f"{value.normalize():f}"
+    return f"${text}"
+
+
+# --- windows ----------------------------------------------------------------------------------
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The IANA time zone ``name`` (UTC when unset); a readable error for anything else."""
+    if name in (None, ""):
+        return ZoneInfo("UTC")
+    if not isinstance(name, str):
+        raise NanoGPTConfigurationError(f"budget_timezone={name!r} is not an IANA time zone name.")
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise NanoGPTConfigurationError(
+            f"budget_timezone={name!r} is not an IANA time zone name (e.g. 'UTC', "
+            "'Europe/Berlin', 'America/New_York')."
+        ) from None
+
+
+@dataclass(frozen=True)
+class Window:
+    """One day or month of a budget, in the budget's reset time zone."""
+
+    period: Period
+    start: datetime  # aware, in the budget's zone
+    end: datetime  # the next reset
+
+    @property
+    def key(self) -> str:
+        fmt = "%Y-%m-%d" if self.period == "day" else "%Y-%m"
+        return f"{self.period}:{self.start.strftime(fmt)}"
+
+
+def window_at(period: Period, tz: ZoneInfo, now: float) -> Window:
+    """The ``period`` window containing epoch second ``now`` in ``tz``."""
+    # Whole seconds: fromtimestamp rounds to the nearest microsecond, which would put the last
+    # instant of a window into the next one. Resets fall on whole seconds.
+    local = datetime.fromtimestamp(math.floor(now), tz)
+    if period == "day":
+        start_date = local.date()
+        end_date = start_date + timedelta(days=1)
+    elif period == "month":
+        start_date = local.date().replace(day=1)
+        days = calendar.monthrange(start_date.year, start_date.month)[1]
+        end_date = start_date + timedelta(days=days)
+    else:  # pragma: no cover - Period is closed
+        raise ValueError(period)
+    return Window(period, _local_midnight(start_date, tz), _local_midnight(end_date, tz))
+
+
+def _local_midnight(day: Any, tz: ZoneInfo) -> datetime:
+    # Midnight may not exist (a DST jump at 00:00): the wall time is then read with the offset
+    # before the jump, which lands just after it once normalised through UTC.
+    wall = datetime(day.year, day.month, day.day, tzinfo=tz)
+    return wall.astimezone(UTC).astimezone(tz)
+
+
+# --- budgets ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A limit in USD per day or month, reset at midnight in ``timezone``."""
+
+    name: str  # e.g. "connection nanogpt_default" or a group budget's name
+    period: Period
+    limit_micro: int
+    timezone: str = "UTC"
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}|{self.period}"
+
+    def window(self, now: float) -> Window:
+        return window_at(self.period, zone(self.timezone), now)
+
+    def describe(self) -> str:
+        return f"budget {self.name!r} ({usd(self.limit_micro)} per {self.period}, {self.timezone})"
+
+
+@dataclass(frozen=True)
+class WindowUse:
+    """What one budget's window holds: settled spend and open (reserved or sent) amounts."""
+
+    budget: Budget
+    window: Window
+    spent_micro: int
+    reserved_micro: int
+
+    @property
+    def total_micro(self) -> int:
+        return self.spent_micro + self.reserved_micro
+
+    @property
+    def label(self) -> str:
+        return f"{self.window.key.split(':', 1)[1]} ({self.window.period})"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    reservation_id: str
+    estimate_micro: int
+    budgets: tuple[Budget, ...]
+    state: str
+    reused: bool  # an existing reservation for the same id was returned
+
+
+class BudgetExceeded(NanoGPTBudgetError):
+    """A reserve would take a budget over its limit; nothing was reserved or sent."""
+
+    def __init__(self, use: WindowUse, estimate_micro: int) -> None:
+        self.use = use
+        self.estimate_micro = estimate_micro
+        self.resets_at = use.window.end
+        super().__init__(
+            f"The shared {use.budget.describe()} does not allow this video: "
+            f"{usd(use.spent_micro)} spent and {usd(use.reserved_micro)} reserved in the "
+            f"{use.label} window, and this video is estimated at {usd(estimate_micro)}. "
+            f"It resets at {use.window.end.isoformat()}. Nothing was sent to NanoGPT."
+        )
+
+
+# --- the ledger -----------------------------------------------------------------------------
+
+
+class Ledger:
+    """Reservations against budgets, in one SQL database (SQLAlchemy Core, lazily imported)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        ttl_seconds: float = DEFAULT_RESERVATION_TTL_SECONDS,
+        clock: Any = time.time,
+    ) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._create_tables()
+
+    # -- opening
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Ledger:
+        return cls(_engine(url), **kwargs)
+
+    def _create_tables(self) -> None:
+        from sqlalchemy import exc, text
+
+        for attempt in range(3):
+            try:
+                with self._transaction() as conn:
+                    for ddl in _DDL:
+                        conn.execute(text(ddl))
+                return
+            except exc.IntegrityError:
+                # PostgreSQL: two processes creating the same table at once; the other won.
+                if attempt == 2:
+                    raise
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[Connection]:
+        """One transaction; a writing one holds the database's write lock for budgets (see the
+        module doc). A reading one sees one consistent snapshot and blocks no writer."""
+        with self._engine.connect() as conn:
+            if self._postgres:
+                with conn.begin():
+                    yield conn
+            else:
+                # The engine leaves transactions to us (pysqlite's own handling is off), so the
+                # write lock is taken at BEGIN, not at the first write after reading the sums.
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.exec_driver_sql("ROLLBACK")
+                    raise
+                conn.exec_driver_sql("COMMIT")
+
+    # -- operations
+
+    def reserve(
+        self,
+        reservation_id: str,
+        tag: str,
+        budgets: Sequence[Budget],
+        estimate_micro: int,
+    ) -> Reservation:
+        """Reserve ``estimate_micro`` against every budget, all or nothing.
+
+        Idempotent: a reservation already open (reserved, sent or settled) under this id is
+        returned as it is. Earlier tries' reservations of the same ``tag`` that were never sent
+        are dropped (that try is over; ``mark_sent`` refuses them, so they can never be sent).
+        Raises ``BudgetExceeded`` naming the first budget that does not allow it.
+        """
+        from sqlalchemy import text
+
+        if estimate_micro < 0:
+            raise NanoGPTBudgetError("A negative cost estimate cannot be reserved.")
+        budgets = _unique(budgets)
+        now = self._clock()
+        with self._transaction() as conn:
+            windows = self._lock_windows(conn, budgets, now)
+            self._expire(conn, now, tag=tag, keep=reservation_id)
+            open_rows = conn.execute(
+                text(
+                    f"SELECT state, estimate_micro FROM {TABLE_RESERVATIONS} "
+                    "WHERE reservation_id = :rid AND state IN ('reserved', 'sent', 'settled')"
+                ),
+                {"rid": reservation_id},
+            ).all()
+            if open_rows:
+                return Reservation(
+                    reservation_id,
+                    int(open_rows[0].estimate_micro),
+                    tuple(budgets),
+                    str(open_rows[0].state),
+                    reused=True,
+                )
+            for budget in budgets:
+                use = self._use(conn, budget, windows[budget.key], now)
+                if use.total_micro + estimate_micro > budget.limit_micro:
+                    raise BudgetExceeded(use, estimate_micro)
+            conn.execute(
+                text(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
+                {"rid": reservation_id},
+            )
+            for budget in budgets:
+                conn.execute(
+                    text(
+                        f"INSERT INTO {TABLE_RESERVATIONS} (reservation_id, budget, window_key, "
+                        "tag, state, estimate_micro, charged_micro, run_id, created_at, "
+                        "expires_at, updated_at) VALUES (:rid, :budget, :window, :tag, "
+                        "'reserved', :estimate, NULL, NULL, :now, :expires, :now)"
+                    ),
+                    {
+                        "rid": reservation_id,
+                        "budget": budget.key,
+                        "window": windows[budget.key].key,
+                        "tag": tag,
+                        "estimate": estimate_micro,
+                        "now": now,
+                        "expires": now + self.ttl_seconds,
+                    },
+                )
+        return Reservation(reservation_id, estimate_micro, tuple(budgets), "reserved", False)
+
+    def mark_sent(self, reservation_id: str) -> None:
+        """Record that the request is about to leave: from now on the amount never expires.
+
+        Raises NanoGPTBudgetError when the reservation is gone or expired (then nothing may be
+        sent: its amount is no longer counted).
+        """
+        from sqlalchemy import text
+
+        now = self._clock()
+        with self._transaction() as conn:
+            self._lock_windows_of(conn, reservation_id, now)
+            states = {
+                row.state
+                for row in conn.execute(
+                    text(
+                        f"SELECT state, expires_at FROM {TABLE_RESERVATIONS} "
+                        "WHERE reservation_id = :rid"
+                    ),
+                    {"rid": reservation_id},
+                )
+                if row.state in ("sent", "settled")
+                or (row.state == "reserved" and row.expires_at > now)
+            }
+            if not states:
+                raise NanoGPTBudgetError(
+                    f"The budget reservation {reservation_id} expired or was released before "
+                    "the request was sent, so it is no longer counted; nothing was sent. A "
+                    "retry reserves again."
+                )
+            conn.execute(
+                text(
+                    f"UPDATE {TABLE_RESERVATIONS} SET state = 'sent', updated_at = :now "
+                    "WHERE reservation_id = :rid AND state = 'reserved'"
+                ),
+                {"rid": reservation_id, "now": now},
+            )
+
+    def settle(
+        self, reservation_id: str, charged_micro: int | None, run_id: str | None = None
+    ) -> bool:
+        """Count the reservation at what NanoGPT charged (None: the charge is unknown or not in
+        USD, so the estimate stays counted as spend). False when there is nothing to settle."""
+        from sqlalchemy import text
+
+        now = self._clock()
+        with self._transaction() as conn:
+            self._lock_windows_of(conn, reservation_id, now)
+            result = conn.execute(
+                text(
+                    f"UPDATE {TABLE_RESERVATIONS} SET state = 'settled', "
+                    "charged_micro = COALESCE(:charged, estimate_micro), "
+                    "run_id = COALESCE(:run_id, run_id), updated_at = :now "
+                    "WHERE reservation_id = :rid AND state IN ('reserved', 'sent', 'settled')"
+                ),
+                {"rid": reservation_id, "charged": charged_micro, "run_id": run_id, "now": now},
+            )
+            return bool(result.rowcount)
+
+    def release(self, reservation_id: str) -> bool:
+        """Stop counting the reservation: nothing was created, or NanoGPT refunded the job.
+        Idempotent; False when it was not counted."""
+        from sqlalchemy import text
+
+        now = self._clock()
+        with self._transaction() as conn:
+            self._lock_windows_of(conn, reservation_id, now)
+            result = conn.execute(
+                text(
+                    f"UPDATE {TABLE_RESERVATIONS} SET state = 'released', updated_at = :now "
+                    "WHERE reservation_id = :rid AND state IN ('reserved', 'sent', 'settled')"
+                ),
+                {"rid": reservation_id, "now": now},
+            )
+            return bool(result.rowcount)
+
+    def reconcile(self, charges: Mapping[str, int | None]) -> int:
+        """Settle open reservations from charge records (run id -> charged micro-dollars, None
+        when unknown). Returns how many reservation rows changed."""
+        from sqlalchemy import text
+
+        changed = 0
+        for run_id, charged in charges.items():
+            rids = self._reservations_of_run(run_id)
+            for rid in rids:
+                with self._transaction() as conn:
+                    self._lock_windows_of(conn, rid, self._clock())
+                    changed += conn.execute(
+                        text(
+                            f"UPDATE {TABLE_RESERVATIONS} SET state = 'settled', "
+                            "charged_micro = COALESCE(:charged, estimate_micro), "
+                            "updated_at = :now WHERE reservation_id = :rid "
+                            "AND state IN ('reserved', 'sent')"
+                        ),
+                        {"rid": rid, "charged": charged, "now": self._clock()},
+                    ).rowcount
+        return changed
+
+    def use(self, budget: Budget, now: float | None = None) -> WindowUse:
+        """The budget's current window: spent and reserved (read-only)."""
+        at = self._clock() if now is None else now
+        with self._transaction(write=False) as conn:
+            return self._use(conn, budget, budget.window(at), at)
+
+    def state_of(self, reservation_id: str) -> dict[str, tuple[str, int, int | None]]:
+        """Per budget: (state, estimate, charged) of a reservation (for tests and diagnostics)."""
+        from sqlalchemy import text
+
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT budget, state, estimate_micro, charged_micro FROM "
+                    f"{TABLE_RESERVATIONS} WHERE reservation_id = :rid"
+                ),
+                {"rid": reservation_id},
+            ).all()
+        return {r.budget: (r.state, int(r.estimate_micro), r.charged_micro) for r in rows}
+
+    # -- internals
+
+    def _reservations_of_run(self, run_id: str) -> list[str]:
+        from sqlalchemy import text
+
+        with self._engine.connect() as conn:
+            return sorted(
+                {
+                    row.reservation_id
+                    for row in conn.execute(
+                        text(
+                            f"SELECT reservation_id FROM {TABLE_RESERVATIONS} "
+                            "WHERE run_id = :run_id"
+                        ),
+                        {"run_id": run_id},
+                    )
+                }
+            )
+
+    def _lock_windows(
+        self, conn: Connection, budgets: Iterable[Budget], now: float
+    ) -> dict[str, Window]:
+        """Create and lock each budget's current window row, in one global order (no deadlock)."""
+        windows = {budget.key: budget.window(now) for budget in budgets}
+        self._lock_rows(conn, sorted((key, w.key) for key, w in windows.items()), now)
+        return windows
+
+    def _lock_windows_of(self, conn: Connection, reservation_id: str, now: float) -> None:
+        from sqlalchemy import text
+
+        rows = conn.execute(
+            text(
+                f"SELECT budget, window_key FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"
+            ),
+            {"rid": reservation_id},
+        ).all()
+        self._lock_rows(conn, sorted((r.budget, r.window_key) for r in rows), now)
+
+    def _lock_rows(self, conn: Connection, keys: Sequence[tuple[str, str]], now: float) -> None:
+        if not self._postgres:
+            return  # BEGIN IMMEDIATE already holds SQLite's single write lock
+        from sqlalchemy import text
+
+        for budget_key, window_key in keys:
+            params = {"budget": budget_key, "window": window_key, "now": now}
+            conn.execute(
+                text(
+                    f"INSERT INTO {TABLE_WINDOWS} (budget, window_key, created_at) "
+                    "VALUES (:budget, :window, :now) ON CONFLICT DO NOTHING"
+                ),
+                params,
+            )
+            conn.execute(
+                text(
+                    f"SELECT budget FROM {TABLE_WINDOWS} WHERE budget = :budget "
+                    "AND window_key = :window FOR UPDATE"
+                ),
+                params,
+            )
+
+    def _expire(self, conn: Connection, now: float, *, tag: str, keep: str) -> None:
+        """Drop reservations never sent: past their TTL, or an earlier try's of this tag."""
+        from sqlalchemy import text
+
+        conn.execute(
+            text(
+                f"UPDATE {TABLE_RESERVATIONS} SET state = 'expired', updated_at = :now "
+                "WHERE state = 'reserved' AND (expires_at <= :now "
+                "OR (tag = :tag AND reservation_id <> :keep))"
+            ),
+            {"now": now, "tag": tag, "keep": keep},
+        )
+
+    def _use(self, conn: Connection, budget: Budget, window: Window, now: float) -> WindowUse:
+        from sqlalchemy import text
+
+        row = conn.execute(
+            text(
+                "SELECT "
+                "COALESCE(SUM(CASE WHEN state = 'settled' THEN charged_micro ELSE 0 END), 0) "
+                "AS spent, "
+                "COALESCE(SUM(CASE WHEN state = 'sent' OR (state = 'reserved' AND "
+                "expires_at > :now) THEN estimate_micro ELSE 0 END), 0) AS reserved "
+                f"FROM {TABLE_RESERVATIONS} WHERE budget = :budget AND window_key = :window"
+            ),
+            {"budget": budget.key, "window": window.key, "now": now},
+        ).one()
+        return WindowUse(budget, window, int(row.spent), int(row.reserved))
+
+
+def _unique(budgets: Sequence[Budget]) -> list[Budget]:
+    seen: dict[str, Budget] = {}
+    for budget in budgets:
+        seen.setdefault(budget.key, budget)
+    if not seen:
+        raise ValueError("reserve() needs at least one budget")
+    return list(seen.values())
+
+
+# --- engines --------------------------------------------------------------------------------
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+
+
+def _engine(url: str) -> Engine:
+    """One engine per database URL per process (engines pool connections)."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = _create_engine(url)
+        return engine
+
+
+def _create_engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, event
+
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _own_transactions(dbapi_connection: Any, _record: Any) -> None:
+            # Turn pysqlite's implicit BEGIN off: Ledger._transaction issues BEGIN IMMEDIATE.
+            dbapi_connection.isolation_level = None
+            # Readers (a budget's totals) then never block the one writer, nor it them.
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)

@@ -1,0 +1,21 @@
+"""Two DAGs spending from one connection's shared budget (tests/airflow/test_shared_budget.py)."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+# kling-video-v2 at 5 s costs $0.35 in the simulator's catalog.
+VIDEO = {"model": "kling-video-v2", "duration": "5", "prompt": "a lighthouse at dusk"}
+
+with DAG("nanogpt_shared_budget_a", schedule=None, start_date=START, catchup=False):
+    GenerateVideoOperator(task_id="first", poll_interval=0.2, retries=0, **VIDEO)
+
+with DAG("nanogpt_shared_budget_b", schedule=None, start_date=START, catchup=False):
+    (
+        GenerateVideoOperator(task_id="second", poll_interval=0.2, retries=0, **VIDEO)
+        >> GenerateVideoOperator(task_id="third", poll_interval=0.2, retries=0, **VIDEO)
+    )

@@ -1,0 +1,372 @@
+"""The shared budget ledger (airflow_provider_nanogpt.ledger) against real SQLite files.
+
+The concurrency property runs the same random reserve/settle/release/crash plans in several
+threads and several processes at once against one SQLite file, and checks the ledger's
+arithmetic while they run and after.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError, NanoGPTConfigurationError
+from airflow_provider_nanogpt.ledger import (
+    MICRO,
+    Budget,
+    BudgetExceeded,
+    Ledger,
+    to_micro,
+    window_at,
+    zone,
+)
+
+DOLLAR = MICRO
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# 2024-05-10 12:00 UTC
+NOON = datetime(2024, 5, 10, 12, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOON)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, clock: Clock) -> Ledger:
+    return Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.db'}", clock=clock, ttl_seconds=600)
+
+
+DAY = Budget("connection nanogpt_default", "day", 1 * DOLLAR)
+MONTH = Budget("connection nanogpt_default", "month", 3 * DOLLAR)
+GROUP = Budget("marketing", "day", 5 * DOLLAR, "Europe/Berlin")
+
+
+# --- money --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "micro"),
+    [
+        (0, 0),
+        ("0.35", 350_000),
+        (0.35, 350_000),
+        (1, 1_000_000),
+        ("0.0000001", 1),
+        (12.5, 12_500_000),
+    ],
+)
+def test_amounts_become_whole_micro_dollars_rounded_up(amount: object, micro: int) -> None:
+    assert to_micro(amount, what="x") == micro
+
+
+@pytest.mark.parametrize(
+    "amount", [float("nan"), float("inf"), -0.01, "-1", True, None, "abc", [1]]
+)
+def test_an_amount_that_is_not_finite_non_negative_usd_blocks(amount: object) -> None:
+    with pytest.raises(NanoGPTBudgetError, match="nothing was sent"):
+        to_micro(amount, what="estimate")
+
+
+# --- windows ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("period", "tz", "moment", "start", "end"),
+    [
+        (
+            "day",
+            "UTC",
+            "2024-05-10T23:59:59+00:00",
+            "2024-05-10T00:00:00+00:00",
+            "2024-05-11T00:00:00+00:00",
+        ),
+        # 23:30 UTC is already the next day in Berlin (UTC+2 in May).
+        (
+            "day",
+            "Europe/Berlin",
+            "2024-05-10T23:30:00+00:00",
+            "2024-05-11T00:00:00+02:00",
+            "2024-05-12T00:00:00+02:00",
+        ),
+        # A 23-hour day (DST starts).
+        (
+            "day",
+            "Europe/Berlin",
+            "2024-03-31T12:00:00+00:00",
+            "2024-03-31T00:00:00+01:00",
+            "2024-04-01T00:00:00+02:00",
+        ),
+        (
+            "month",
+            "UTC",
+            "2024-02-29T10:00:00+00:00",
+            "2024-02-01T00:00:00+00:00",
+            "2024-03-01T00:00:00+00:00",
+        ),
+        (
+            "month",
+            "America/New_York",
+            "2025-01-01T03:00:00+00:00",
+            "2024-12-01T00:00:00-05:00",
+            "2025-01-01T00:00:00-05:00",
+        ),
+    ],
+)
+def test_windows_follow_the_reset_time_zone(
+    period: Any, tz: str, moment: str, start: str, end: str
+) -> None:
+    window = window_at(period, zone(tz), datetime.fromisoformat(moment).timestamp())
+    assert window.start == datetime.fromisoformat(start)
+    assert window.end == datetime.fromisoformat(end)
+
+
+@given(
+    st.sampled_from(["day", "month"]),
+    st.sampled_from(["UTC", "Europe/Berlin", "America/Santiago", "Asia/Kathmandu", "Pacific/Apia"]),
+    st.floats(min_value=946_684_800, max_value=4_102_444_800),
+)
+def test_every_moment_lies_in_its_window(period: Any, tz: str, moment: float) -> None:
+    window = window_at(period, zone(tz), moment)
+    assert window.start.timestamp() <= moment < window.end.timestamp()
+    # The next window starts where this one ends.
+    assert window_at(period, zone(tz), window.end.timestamp()).start == window.end
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "utc+2", 5, "../etc/passwd"])
+def test_an_unknown_time_zone_is_refused_readably(name: Any) -> None:
+    with pytest.raises(NanoGPTConfigurationError, match="IANA"):
+        zone(name)
+
+
+# --- reservations -------------------------------------------------------------------------------
+
+
+def test_reserve_until_the_limit_then_refuse_naming_budget_spend_and_reset(ledger: Ledger) -> None:
+    for n in range(2):
+        ledger.reserve(f"r{n}", f"t{n}", [DAY], 350_000)
+        ledger.mark_sent(f"r{n}")
+    ledger.settle("r0", 350_000, run_id="run-0")
+    with pytest.raises(BudgetExceeded) as caught:
+        ledger.reserve("r2", "t2", [DAY], 350_000)
+    message = str(caught.value)
+    assert "'connection nanogpt_default'" in message
+    assert "$0.35 spent and $0.35 reserved" in message
+    assert "$1.00 per day" in message
+    assert "resets at 2024-05-11T00:00:00+00:00" in message
+    assert ledger.state_of("r2") == {}  # nothing reserved
+
+
+def test_re_reserving_the_same_submission_returns_it_and_counts_it_once(ledger: Ledger) -> None:
+    first = ledger.reserve("sub", "tag", [DAY], 600_000)
+    again = ledger.reserve("sub", "tag", [DAY], 600_000)
+    assert (first.reused, again.reused) == (False, True)
+    assert ledger.use(DAY).total_micro == 600_000
+    ledger.mark_sent("sub")
+    assert ledger.reserve("sub", "tag", [DAY], 600_000).reused
+    assert ledger.use(DAY).reserved_micro == 600_000
+
+
+def test_settle_counts_the_charge_and_unknown_charge_keeps_the_estimate(ledger: Ledger) -> None:
+    ledger.reserve("a", "ta", [DAY], 400_000)
+    ledger.mark_sent("a")
+    ledger.settle("a", 250_000, run_id="run-a")
+    ledger.reserve("b", "tb", [DAY], 300_000)
+    ledger.mark_sent("b")
+    ledger.settle("b", None, run_id="run-b")  # charged in XNO, or not reported
+    use = ledger.use(DAY)
+    assert (use.spent_micro, use.reserved_micro) == (550_000, 0)
+
+
+@pytest.mark.parametrize("stage", ["reserved", "sent", "settled"])
+def test_release_frees_the_amount_at_any_stage_and_is_idempotent(
+    ledger: Ledger, stage: str
+) -> None:
+    ledger.reserve("a", "ta", [DAY, MONTH], 900_000)
+    if stage in ("sent", "settled"):
+        ledger.mark_sent("a")
+    if stage == "settled":
+        ledger.settle("a", 900_000)
+    assert ledger.release("a") is True
+    assert ledger.release("a") is False
+    assert ledger.use(DAY).total_micro == ledger.use(MONTH).total_micro == 0
+    # Released, the id can be reserved again (a new send after a refund or a 429).
+    assert not ledger.reserve("a", "ta", [DAY, MONTH], 900_000).reused
+
+
+def test_every_budget_must_allow_it_and_a_refusal_reserves_none(ledger: Ledger) -> None:
+    month = Budget("connection nanogpt_default", "month", 500_000)
+    ledger.reserve("a", "ta", [DAY, month, GROUP], 400_000)
+    with pytest.raises(BudgetExceeded, match="per month"):
+        ledger.reserve("b", "tb", [GROUP, DAY, month], 200_000)
+    assert ledger.use(DAY).total_micro == 400_000
+    assert ledger.use(GROUP).total_micro == 400_000
+
+
+def test_a_reservation_never_sent_expires_and_can_no_longer_be_sent(
+    ledger: Ledger, clock: Clock
+) -> None:
+    ledger.reserve("crashed", "t1", [DAY], 800_000)  # the worker died before sending
+    ledger.reserve("in-flight", "t2", [DAY], 200_000)
+    ledger.mark_sent("in-flight")
+    clock.now += 601
+    assert ledger.use(DAY).reserved_micro == 200_000  # a sent request never expires
+    ledger.reserve("next", "t3", [DAY], 800_000)
+    with pytest.raises(NanoGPTBudgetError, match="expired"):
+        ledger.mark_sent("crashed")
+
+
+def test_a_later_try_drops_an_earlier_try_s_unsent_reservation(ledger: Ledger) -> None:
+    ledger.reserve("tag#1", "tag", [DAY], 700_000)
+    ledger.reserve("tag#2", "tag", [DAY], 700_000)  # fits only once try 1's is dropped
+    with pytest.raises(NanoGPTBudgetError, match="expired or was released"):
+        ledger.mark_sent("tag#1")  # a zombie try 1 cannot send any more
+    ledger.mark_sent("tag#2")
+
+
+def test_a_new_window_starts_empty_and_the_reservation_keeps_its_own(
+    ledger: Ledger, clock: Clock
+) -> None:
+    ledger.reserve("a", "ta", [DAY], 1 * DOLLAR)
+    ledger.mark_sent("a")
+    clock.now += 12 * 3600  # past midnight UTC
+    ledger.reserve("b", "tb", [DAY], 1 * DOLLAR)
+    ledger.settle("a", 1 * DOLLAR)  # settles into yesterday's window
+    assert ledger.use(DAY).total_micro == 1 * DOLLAR
+
+
+def test_reconcile_settles_from_charge_records(ledger: Ledger) -> None:
+    ledger.reserve("a", "ta", [DAY], 500_000)
+    ledger.mark_sent("a")
+    ledger.settle("a", None, run_id="run-a")
+    ledger.reserve("b", "tb", [DAY], 300_000)
+    ledger.mark_sent("b")
+    assert ledger.reconcile({"run-a": 200_000, "unknown-run": 1}) == 0  # settled already
+    ledger.settle("b", None, run_id="run-b")
+    assert ledger.use(DAY).spent_micro == 800_000
+
+
+def test_overshoot_is_bounded_by_the_estimate_error_of_jobs_in_flight(ledger: Ledger) -> None:
+    ledger.reserve("a", "ta", [DAY], 500_000)
+    ledger.reserve("b", "tb", [DAY], 500_000)
+    for rid in "ab":
+        ledger.mark_sent(rid)
+    ledger.settle("a", 600_000)  # NanoGPT charged more than the estimate
+    ledger.settle("b", 500_000)
+    assert ledger.use(DAY).total_micro == 1 * DOLLAR + (600_000 - 500_000)
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve("c", "tc", [DAY], 0)  # over: nothing more, not even a free video
+
+
+# --- concurrency ----------------------------------------------------------------------------------
+
+LIMIT = 1 * DOLLAR
+OPS = ("settle", "release", "crash_before_send", "crash_after_send", "reserve_twice")
+plan_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(OPS),
+        st.integers(min_value=1, max_value=400_000),
+        st.integers(min_value=0, max_value=100),  # charged, in percent of the estimate
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def run_plan(url: str, worker: str, plan: list[tuple[str, int, int]]) -> list[tuple[str, int]]:
+    """Run ``plan`` against the ledger; return what each granted reservation now counts."""
+    ledger = Ledger.from_url(url)
+    counted: list[tuple[str, int]] = []
+    for n, (op, estimate, percent) in enumerate(plan):
+        rid = f"{worker}-{n}"
+        try:
+            ledger.reserve(rid, rid, [DAY], estimate)
+        except BudgetExceeded:
+            continue
+        if op == "crash_before_send":
+            counted.append((rid, estimate))  # counted until its TTL passes
+            continue
+        if op == "reserve_twice":
+            assert ledger.reserve(rid, rid, [DAY], estimate).reused
+        ledger.mark_sent(rid)
+        if op == "release":
+            ledger.release(rid)
+        elif op == "settle":
+            charged = estimate * percent // 100
+            ledger.settle(rid, charged)
+            counted.append((rid, charged))
+        else:
+            counted.append((rid, estimate))
+    return counted
+
+
+@pytest.fixture(scope="module")
+def processes() -> Iterator[concurrent.futures.ProcessPoolExecutor]:
+    # fork: a spawned child would spend seconds importing Airflow again. Forked before any
+    # thread of the test starts; the children only open ledgers at URLs new to them.
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+        for started in [pool.submit(int) for _ in range(2)]:
+            started.result()  # both started once for the module, not per example
+        yield pool
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(plans=st.lists(plan_strategy, min_size=4, max_size=4))
+def test_concurrent_threads_and_processes_never_overspend(
+    tmp_path: Path,
+    processes: concurrent.futures.ProcessPoolExecutor,
+    plans: list[list[tuple[str, int, int]]],
+) -> None:
+    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
+    watcher = Ledger.from_url(url)
+    done = threading.Event()
+    seen: list[int] = []
+
+    def watch() -> None:
+        while not done.wait(0.002):
+            seen.append(watcher.use(DAY).total_micro)
+
+    monitor = threading.Thread(target=watch)
+    monitor.start()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as threads:
+        futures = [
+            processes.submit(run_plan, url, "p0", plans[0]),
+            processes.submit(run_plan, url, "p1", plans[1]),
+            threads.submit(run_plan, url, "t0", plans[2]),
+            threads.submit(run_plan, url, "t1", plans[3]),
+        ]
+        counted = [item for future in futures for item in future.result()]
+    done.set()
+    monitor.join()
+
+    use = watcher.use(DAY)
+    # Every charge here is at most its estimate, so the bound is the limit itself, at all times.
+    assert max(seen, default=0) <= LIMIT
+    assert use.total_micro <= LIMIT
+    # Exactly what the workers left counted, each reservation once.
+    assert use.total_micro == sum(amount for _, amount in counted)
+    assert len({rid for rid, _ in counted}) == len(counted)
