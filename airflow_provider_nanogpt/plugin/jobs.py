@@ -467,6 +467,8 @@ def _sensors_card(dag_ids: set[str], field: str) -> Any:
             watch.value["run_id"].as_string() == XComModel.value["run_id"].as_string(),
             watch.value["state"].as_string() != JobState.SUBMITTED.value,
         )
+        # The same sensor as the row shows when several saw the run end.
+        .order_by(watch.dag_id, watch.run_id, watch.task_id, watch.map_index)
         .limit(1)
         .scalar_subquery()
     )
@@ -573,18 +575,28 @@ def _refine_with_watchers(session: Session, dag_ids: set[str], jobs: list[Job]) 
     waiting = {job.run_id: job for job in jobs if job.state == "submitted" and job.run_id}
     if not waiting:
         return
-    query = _joined(select(XComModel, _ti_columns()[0])).where(
-        XComModel.key == WATCH_KEY,
-        XComModel.dag_id.in_(dag_ids),
-        XComModel.value["run_id"].as_string().in_(sorted(waiting)),
+    query = (
+        _joined(select(XComModel, _ti_columns()[0]))
+        .where(
+            XComModel.key == WATCH_KEY,
+            XComModel.dag_id.in_(dag_ids),
+            XComModel.value["run_id"].as_string().in_(sorted(waiting)),
+        )
+        # When several sensors saw the run end, the first in this order speaks for it, as in
+        # the sort (_sensors_card): the row and its place in the list agree.
+        .order_by(XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index)
     )
+    ended: set[str] = set()
     for xcom, sensor_state in session.execute(query).all():
         watched = _value(xcom)
-        job = waiting.get(str(watched.get("run_id")))
+        run_id = str(watched.get("run_id"))
+        job = waiting.get(run_id)
         if job is None:
             continue
         if watched.get("state") != JobState.SUBMITTED:
-            job.card = {**job.card, **{k: v for k, v in watched.items() if v is not None}}
+            if run_id not in ended:
+                ended.add(run_id)
+                job.card = {**job.card, **{k: v for k, v in watched.items() if v is not None}}
         elif (_state_name(sensor_state) or "") in WAITING_TI_STATES:
             job.sensor_waits = True
 
