@@ -98,16 +98,14 @@ wheel-test: venv
 	NANOGPT_WHEEL_PYTHON="$(WHEEL_PYTHON)" \
 	$(BIN)/pytest -q -m wheel tests/release
 
-# Side by side where nothing is shared (output kept per target), to stay inside CI's time budget.
-# The two virtualenvs are built together. The tests that measure seconds run with nothing beside
-# them. The end-to-end deployments mostly wait for simulated renders and rate-limit windows, so
-# the 3.1 floor suite and the wheel checks (no common files or ports) run beside them, on fewer
-# workers so the deployments keep a core.
-SIDE_WORKERS ?= $(if $(filter 0,$(TEST_WORKERS)),0,2)
+# Side by side where nothing is shared (output kept per target): the two virtualenvs are built
+# together, and the 3.1 floor and the wheel checks (no common files or ports) run together after
+# the 3.3 suite. The end-to-end deployments run alone: beside the floor suite and the wheel checks
+# (tried: three lanes on two cores) a deployment's resumed task process died without a log line.
 test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target venv floor-venv
-	$(MAKE) --no-print-directory lint typecheck unit-parallel unit-timing floor-timing
-	$(MAKE) --no-print-directory -j3 --output-sync=target TEST_WORKERS=$(SIDE_WORKERS) e2e floor-parallel wheel-test
+	$(MAKE) --no-print-directory lint typecheck unit-parallel unit-timing floor-timing e2e
+	$(MAKE) --no-print-directory -j2 --output-sync=target floor-parallel wheel-test
 
 # The release artifacts in dist/: sdist and wheel, checked.
 dist: venv
