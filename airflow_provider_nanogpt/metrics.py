@@ -18,6 +18,7 @@ reads them from there, so the two cannot drift).
 from __future__ import annotations
 
 import logging
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -79,8 +80,24 @@ def _tags(conn_id: str, **more: object) -> dict[str, str]:
     return {"conn_id": _label(conn_id), **{key: _label(value) for key, value in more.items()}}
 
 
-def usd_micros(amount: float) -> int:
+def usd_micros(amount: float) -> int | None:
+    """``amount`` USD in whole micro-dollars; None for an amount that is no money figure
+    (NaN, infinite, negative, not a number)."""
+    if isinstance(amount, bool) or not isinstance(amount, int | float):
+        return None
+    if not math.isfinite(amount) or amount < 0:
+        return None
     return round(amount * USD_MICROS)
+
+
+def _incr_usd(name: str, amount_usd: float, tags: dict[str, str]) -> None:
+    """Count ``amount_usd`` as micro-dollars; an amount that is no money figure is left out (a
+    metric never fails a task, and never counts a made-up figure)."""
+    micros = usd_micros(amount_usd)
+    if micros is None:
+        log.debug("Not counting %s: %r is not a USD amount", name, amount_usd)
+        return
+    _incr(name, micros, tags)
 
 
 # --- submission --------------------------------------------------------------------------------
@@ -111,7 +128,7 @@ def charged(
         tags = _tags(conn_id, model=model)
         if budget:
             tags["budget"] = _label(budget)
-        _incr(SPEND_USD_MICROS, usd_micros(amount), tags)
+        _incr_usd(SPEND_USD_MICROS, amount, tags)
     else:
         _incr(SPEND_NOT_USD, 1, _tags(conn_id, model=model, currency=currency))
 
@@ -122,7 +139,7 @@ def refunded(
     """A run this task paid for ended in a state NanoGPT refunds (failed, blocked, cancelled)."""
     _incr(REFUNDS, 1, _tags(conn_id, model=model, outcome=outcome))
     if amount is not None and currency == "USD":
-        _incr(REFUND_USD_MICROS, usd_micros(amount), _tags(conn_id, model=model))
+        _incr_usd(REFUND_USD_MICROS, amount, _tags(conn_id, model=model))
 
 
 def rate_limit_wait(conn_id: str | None, endpoint: str, seconds: float) -> None:
@@ -189,14 +206,14 @@ def downloaded(conn_id: str, size_bytes: int, seconds: float) -> None:
 
 def reserved(conn_id: str, budget: str, amount_usd: float) -> None:
     """USD set aside from ``budget`` before a submission."""
-    _incr(BUDGET_RESERVED_USD_MICROS, usd_micros(amount_usd), _tags(conn_id, budget=budget))
+    _incr_usd(BUDGET_RESERVED_USD_MICROS, amount_usd, _tags(conn_id, budget=budget))
 
 
 def settled(conn_id: str, budget: str, amount_usd: float) -> None:
     """USD of a reservation turned into spend (what NanoGPT charged)."""
-    _incr(BUDGET_SETTLED_USD_MICROS, usd_micros(amount_usd), _tags(conn_id, budget=budget))
+    _incr_usd(BUDGET_SETTLED_USD_MICROS, amount_usd, _tags(conn_id, budget=budget))
 
 
 def released(conn_id: str, budget: str, amount_usd: float) -> None:
     """USD of a reservation given back (nothing was created, or the run was refunded)."""
-    _incr(BUDGET_RELEASED_USD_MICROS, usd_micros(amount_usd), _tags(conn_id, budget=budget))
+    _incr_usd(BUDGET_RELEASED_USD_MICROS, amount_usd, _tags(conn_id, budget=budget))

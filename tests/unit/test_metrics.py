@@ -62,3 +62,23 @@ def test_a_charge_not_in_usd_is_counted_not_converted(monkeypatch: pytest.Monkey
         (metrics.SPEND_USD_MICROS, 123456, {"conn_id": "c", "model": "m"}),
         (metrics.SPEND_NOT_USD, 1, {"conn_id": "c", "model": "unknown", "currency": "unknown"}),
     ]
+
+
+MONEY_EMITTERS: dict[str, Callable[[float], None]] = {
+    "charged": lambda amount: metrics.charged("c", "m", amount, "USD"),
+    "refunded": lambda amount: metrics.refunded("c", "m", "failed", amount, "USD"),
+    "reserved": lambda amount: metrics.reserved("c", "b", amount),
+    "settled": lambda amount: metrics.settled("c", "b", amount),
+    "released": lambda amount: metrics.released("c", "b", amount),
+}
+
+
+@pytest.mark.parametrize("amount", [float("nan"), float("inf"), -0.35, "0.35"])
+@pytest.mark.parametrize("emit", MONEY_EMITTERS.values(), ids=MONEY_EMITTERS.keys())
+def test_an_amount_that_is_no_money_figure_is_never_counted_and_never_raises(
+    emit: Callable[[Any], None], amount: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[tuple[str, int, dict[str, str]]] = []
+    monkeypatch.setattr(metrics, "_incr", lambda *args: sent.append(args))
+    emit(amount)  # after a paid submission: raising here would fail a task NanoGPT charged
+    assert [name for name, _, _ in sent if name.endswith("usd_micros")] == []
