@@ -333,7 +333,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         attempt: TaskAttempt,
         payload: Mapping[str, Any],
         state: SubmitState,
-        budget: BudgetGuard | None = None,
+        budget: BudgetGuard | None,
     ) -> Decision:
         """One pass of ``submission.find_or_submit``, its waits bounded by the task's limits."""
         from airflow_provider_nanogpt.deadline import earliest
@@ -424,18 +424,12 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
 
     def _budget_guard(self, context: Context, payload: Mapping[str, Any]) -> BudgetGuard | None:
         """The shared budgets' guard, or None (and no database touched) when none applies."""
-        extras = self.hook.settings().budget_extras
-        dag = context.get("dag") or (self.dag if self.has_dag() else None)  # type: ignore[no-untyped-call]
-        tags = getattr(dag, "tags", None) or ()
-        if (
-            not extras
-            and not self.budgets
-            and not any(isinstance(t, str) and t.startswith("nanogpt-budget:") for t in tags)
-        ):
-            return None
         from airflow_provider_nanogpt.budget import estimate_for
         from airflow_provider_nanogpt.shared_budget import BudgetGuard, budget_plan_for
 
+        dag = context.get("dag") or (self.dag if self.has_dag() else None)  # type: ignore[no-untyped-call]
+        tags = getattr(dag, "tags", None) or ()
+        extras = self.hook.settings().budget_extras
         plan = budget_plan_for(self.nanogpt_conn_id, extras, self.budgets, tags)
         if plan is None:
             return None
