@@ -92,8 +92,9 @@ def create_app(base_path: str) -> FastAPI:
         readable = _readable_dags(user, session)
         listing = job_store.list_jobs(session, readable, filters)
         _add_progress(listing.jobs)
-        spent_by = readable & {filters.dag_id} if filters.dag_id else readable  # that DAG's, too
-        charges = job_store.spend(session, spent_by, filters.since, filters.until)
+        charges = _spend_of(
+            session, readable, SpendFilters(filters.dag_id, filters.since, filters.until)
+        )
         query = {
             k: str(v)
             for k, v in (
@@ -545,7 +546,11 @@ SpendQuery = Annotated[SpendFilters, Depends(_spend_filters)]
 
 
 def _spend(user: Any, session: Any, spent: SpendFilters) -> job_store.Spend:
-    readable = _readable_dags(user, session)
+    return _spend_of(session, _readable_dags(user, session), spent)
+
+
+def _spend_of(session: Any, readable: set[str], spent: SpendFilters) -> job_store.Spend:
+    """The spend of the readable DAGs (of ``spent.dag_id`` only, when it names one)."""
     spent_by = readable & {spent.dag_id} if spent.dag_id else readable
     return job_store.spend(session, spent_by, spent.since, spent.until)
 
