@@ -83,13 +83,16 @@ def read_xcoms(dag_id: str, run_id: str) -> dict[tuple[Any, ...], Any]:
 def run_dag(
     dag_id: str,
     conf: dict[str, Any],
-    watch_task: str | None = None,
+    watch_task: str | tuple[str, ...] | None = None,
     path: Path = TEST_DAGS / "nanogpt_test_dags.py",
     *,
     without_logical_date: bool = False,
     watch_key: str = "run_id",
 ) -> DagOutcome:
     """dag.test() the DAG; optionally sample (task state, ``watch_key`` XCom) while it runs.
+
+    ``watch_task`` may name several tasks: each sample then holds one entry per task, so a test
+    need not depend on which of two parallel tasks dag.test() happens to run first.
 
     ``without_logical_date`` runs it as a REST trigger with ``logical_date: null`` or an asset
     event does: no ``ds``, ``logical_date`` or data interval in the template context.
@@ -98,6 +101,7 @@ def run_dag(
     observed: list[tuple[str, Any]] = []
     stop = threading.Event()
     run_ids: list[str] = []
+    watched = (watch_task,) if isinstance(watch_task, str) else (watch_task or ())
 
     def watch() -> None:
         from airflow.models.dagrun import DagRun
@@ -115,10 +119,11 @@ def run_dag(
                         ).first()
                     if latest:
                         run_ids.append(latest)
-                if run_ids and watch_task:
+                if run_ids and watched:
                     states, _ = read_task_instances(dag_id, run_ids[0])
-                    xcom = read_xcoms(dag_id, run_ids[0]).get((watch_task, watch_key))
-                    observed.append((states.get(watch_task, ""), xcom))
+                    xcoms = read_xcoms(dag_id, run_ids[0])
+                    for task in watched:
+                        observed.append((states.get(task, ""), xcoms.get((task, watch_key))))
             except Exception:  # the DB is busy with the run itself; sample again
                 pass
             time.sleep(0.05)

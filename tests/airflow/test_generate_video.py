@@ -186,13 +186,14 @@ def test_split_submit_then_sensors(
     outcome = run_dag(
         "nanogpt_split",
         {"prompt": PROMPT, "output_path": str(tmp_path / "s.mp4")},
-        watch_task="wait_deferred",
+        watch_task=("wait_deferred", "wait_poke"),
         watch_key=WATCH_KEY,
     )
     assert outcome.state == "success", outcome.task_states
     run_id = outcome.xcoms[("submit", "run_id")]
-    # While the sensor waits (dag.test() runs the trigger inside the "running" task), its card
-    # says so: the NanoGPT page shows the run rendering.
+    # While a sensor waits (dag.test() runs the trigger inside the "running" task), its card
+    # says so: the NanoGPT page shows the run rendering. Whichever sensor dag.test() runs first
+    # waits the whole render; the second may find the video already done.
     waiting = [
         card
         for state, card in outcome.observed_while_running
