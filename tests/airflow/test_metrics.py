@@ -104,7 +104,9 @@ def emitted(
         runs = [
             [
                 "nanogpt_deferrable",
-                {"prompt": "a kite [sim:shape=nested]", "output_path": str(out)},
+                # Queued for 3 real seconds: a loaded machine's first poll still sees it queued,
+                # so its queue time is measured (0.5 s was missed once under load).
+                {"prompt": "a kite [sim:shape=nested] [sim:queue=30]", "output_path": str(out)},
             ],
             ["nanogpt_refunded_then_retried", {"prompt": "a heron"}],
             ["nanogpt_fails_after_delivery", {"prompt": "a fox"}],

@@ -483,9 +483,10 @@ def test_a_5xx_typed_as_a_refusal_is_a_server_error(
 
 # 15. TLS failures are permanent: one connection, a clear message, no retries -------------------
 
-# Backoff this slow would make any retry show in the elapsed time, not only in the socket count.
+# Real retries: a TLS failure the hook retried would connect again before the call raised.
 SLOW_RETRIES = RetryPolicy(max_retries=3, base_delay=1.0, max_delay=2.0)
-FAST_ENOUGH = 0.9  # seconds: well under the first backoff (0.5-1 s) and the three after it
+# "At once" is counted, not timed: one accepted connection proves no retry (a time bound failed
+# on a loaded machine).
 
 
 def _certificate(tmp_path: Path, names: list[str]) -> tuple[Path, ssl.SSLContext]:
@@ -569,10 +570,8 @@ def test_a_tls_failure_fails_at_once_on_the_worker(
     server, url, expected = tls_trap
     hook = _tls_hook(url, monkeypatch)
     send = hook.get_balance if call == "read" else lambda: hook.submit_video({"model": "m"})
-    started = time.monotonic()
     with pytest.raises(NanoGPTTLSError) as info:
         send()
-    assert time.monotonic() - started < FAST_ENOUGH
     assert server.accepted == 1
     assert expected in str(info.value)
     assert info.value.request_sent is False and server.seen == []
@@ -584,13 +583,11 @@ async def test_a_tls_failure_fails_at_once_in_the_triggerer(
 ) -> None:
     server, url, expected = tls_trap
     hook = _tls_hook(url, monkeypatch)
-    started = time.monotonic()
     try:
         with pytest.raises(NanoGPTTLSError, match=re.escape(expected)):
             await hook.aget_balance()
     finally:
         await hook.aclose()
-    assert time.monotonic() - started < FAST_ENOUGH
     assert server.accepted == 1
 
 
@@ -602,10 +599,8 @@ def test_a_tls_failure_fails_a_download_at_once(
 ) -> None:
     video_host, url, expected = tls_trap
     hook = _tls_hook(server.url, monkeypatch)  # the API is fine; the video's host is not
-    started = time.monotonic()
     with pytest.raises(NanoGPTTLSError, match=re.escape(expected)) as info:
         hook.download_video(f"{url}/v.mp4?signature=secret", tmp_path / "v.mp4")
-    assert time.monotonic() - started < FAST_ENOUGH
     assert video_host.accepted == 1
     assert "secret" not in str(info.value)
     assert not (tmp_path / "v.mp4").exists()
