@@ -315,6 +315,7 @@ class Filler:
         from airflow_provider_nanogpt.job_card import (
             CHARGE_KEY_PREFIX,
             JOB_KEY,
+            REFUNDED,
             JobState,
             charge_record,
             ended,
@@ -403,6 +404,7 @@ class Filler:
                 ("submission", submission.to_xcom(), submitted),
             ]
             finished: datetime | None = None
+            charged = card  # the charge record as the task leaves it
             if live:
                 state, ti_state = "submitted", "deferred"
                 xcoms += [(JOB_KEY, card, submitted), ("video_url", "", submitted)]
@@ -443,6 +445,8 @@ class Filler:
                     error = ERRORS[state].format(run=nano_run)[:500]
                     final = ended(card, JobState(state), error=error)
                     xcoms.append(("video_url", "", submitted))
+                    if JobState(state) in REFUNDED:  # the operator marks its record refunded
+                        charged = final
                 # ``ended`` stamps the moment it is called: this job ended at ``finished``.
                 final["finished_at"] = finished.timestamp()
                 xcoms.append((JOB_KEY, final, finished + timedelta(seconds=1)))
@@ -456,7 +460,7 @@ class Filler:
                 run.xcom.append(_xcom(dag_id, run_id, "generate", index, key, value, when))
             for key, value in (
                 (STATE_KEY, asdict(record)),
-                (CHARGE_KEY_PREFIX + nano_run, charge_record(card)),
+                (CHARGE_KEY_PREFIX + nano_run, charge_record(charged)),
             ):
                 run.task_state_store.append(
                     {

@@ -613,7 +613,7 @@ def _refunded_without_card(
     if filters.state and filters.state not in REFUNDED:
         return {}
     found: dict[str, ChargeRow] = {}
-    for charge in charge_rows(session, dag_ids):
+    for charge in charge_rows(session, dag_ids, refunded_only=True):
         run_id = charge.record.get("run_id")
         if (
             charge.record.get("refunded") is True

@@ -59,8 +59,14 @@ def charge_table() -> Any:
     return TaskStateStoreModel
 
 
-def charge_rows(session: Session, dag_ids: set[str]) -> Iterator[ChargeRow]:
-    """The charge records of the readable DAGs: Airflow 3.3+, else nothing."""
+def charge_rows(
+    session: Session, dag_ids: set[str], *, refunded_only: bool = False
+) -> Iterator[ChargeRow]:
+    """The charge records of the readable DAGs: Airflow 3.3+, else nothing.
+
+    ``refunded_only``: at least every record marked refunded (callers still check the flag). The
+    database drops the others first, so a listing does not decode every charge ever made.
+    """
     table = charge_table()
     if table is None:
         return
@@ -75,6 +81,10 @@ def charge_rows(session: Session, dag_ids: set[str]) -> Iterator[ChargeRow]:
         table.updated_at,
         table.value,
     ).where(table.key.startswith(CHARGE_KEY_PREFIX, autoescape=True), table.dag_id.in_(dag_ids))
+    if refunded_only:
+        # The value is JSON text: a record whose "refunded" is true has the key and, after it,
+        # the literal true, however it is spaced; a false match is dropped by the caller.
+        query = query.where(table.value.like('%"refunded"%true%'))
     for row_id, dag_id, run_id, task_id, map_index, updated, value in session.execute(query):
         try:
             record = json.loads(value) if isinstance(value, str) else value

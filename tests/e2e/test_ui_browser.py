@@ -3,21 +3,25 @@ through Airflow's login form, against a real deployment (PostgreSQL, scheduler, 
 dag-processor, api-server) whose jobs ran for real against the simulator.
 
 Screenshots of every view are kept as test artifacts (``NANOGPT_ARTIFACTS``, default
-``test-artifacts/`` in the repository).
+``test-artifacts/`` in the repository). With ``NANOGPT_UPDATE_SCREENSHOTS=1`` the test also
+rewrites the screenshots docs/ui.md shows (docs/images/), so CI never touches tracked files.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -48,6 +52,10 @@ PROMPTS = {
     "secret": f"the secret product launch {QUICK}",
 }
 SETTLED = {"completed": "success", "failed": "failed", "rendering": "deferred", "secret": "success"}
+THEMES = ("light", "dark")
+DOC_IMAGES = REPO / "docs" / "images"
+UPDATE_SCREENSHOTS = os.environ.get("NANOGPT_UPDATE_SCREENSHOTS") == "1"
+DOC_VIEWPORT = (1280, 800)
 
 
 @dataclass
@@ -57,6 +65,8 @@ class UiWorld:
     canary: str
     runs: dict[str, str]  # name -> DAG run id
     seen_html: list[str] = field(default_factory=list)
+    # (user, theme) -> the page's background and text colour, to compare light with dark.
+    colours: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     requested_hosts: set[str] = field(default_factory=set)
 
     @property
@@ -66,9 +76,21 @@ class UiWorld:
     def rest(self) -> Rest:
         return self.deployment.rest()
 
-    def sign_in(self, user: str) -> Any:
-        """A fresh browser context, signed in through Airflow's login form."""
-        context = self.browser.new_context(viewport={"width": 1400, "height": 1200})
+    def sign_in(
+        self, user: str, theme: str | None = None, viewport: tuple[int, int] = (1400, 1200)
+    ) -> Any:
+        """A fresh browser context, signed in through Airflow's login form.
+
+        ``theme`` ("light"/"dark") is set as a person's choice is: the browser's colour scheme,
+        and Airflow's own stored theme (its user menu keeps it in localStorage "theme").
+        """
+        width, height = viewport
+        scheme = {} if theme is None else {"color_scheme": theme}
+        context = self.browser.new_context(
+            viewport={"width": width, "height": height}, accept_downloads=True, **scheme
+        )
+        if theme is not None:
+            context.add_init_script(f"localStorage.setItem('theme', {json.dumps(theme)})")
         page = context.new_page()
         page.on("request", self._note_request)
         page.goto(f"{self.url}/")
@@ -94,6 +116,11 @@ class UiWorld:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         self.seen_html.extend(frame.content() for frame in page.frames)
+
+    def keep_for_docs(self, page: Any, name: str) -> None:
+        """The screenshot docs/ui.md shows, rewritten only when asked (it is a tracked file)."""
+        if UPDATE_SCREENSHOTS:
+            page.screenshot(path=str(DOC_IMAGES / f"{name}.png"))
 
     def ti_page(self, name: str, dag_id: str = DAG) -> str:
         run = quote(self.runs[name], safe="")
@@ -270,6 +297,136 @@ def test_the_video_tab_explains_a_failed_and_a_rendering_job(ui: UiWorld) -> Non
     assert frame.inner_text("#state") == "rendering"
     frame.wait_for_function("document.querySelector('#progress').textContent.includes('% done')")
     ui.keep(page, "video-tab-rendering")
+    page.context.close()
+
+
+# --- as a person sees it: admin and viewer, light and dark ----------------------------------------
+
+# The colours Airflow's own theme gives a page (its Chakra tokens bg and fg), resolved by the
+# Airflow page itself in its current mode.
+AIRFLOW_COLOURS_JS = """() => {
+  const probe = document.createElement("div");
+  probe.style.cssText = "background-color: var(--chakra-colors-bg); color: var(--chakra-colors-fg)";
+  document.body.append(probe);
+  const style = getComputedStyle(probe);
+  const colours = {background: style.backgroundColor, text: style.color};
+  probe.remove();
+  return colours;
+}"""
+SHOWN_COLOURS_JS = """() => {
+  const style = getComputedStyle(document.body);
+  return {background: style.backgroundColor, text: style.color};
+}"""
+TABLE_JS = """rows => rows.map(row => ({
+  run: row.dataset.runId, state: row.dataset.state,
+  charged: row.cells[4].innerText, submitted: row.cells[5].innerText}))"""
+
+
+def _table(frame: Any) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = frame.eval_on_selector_all("#jobs tbody tr[data-run-id]", TABLE_JS)
+    return rows
+
+
+def _check_colours(ui: UiWorld, page: Any, frame: Any, user: str, theme: str) -> None:
+    """The frame shows Airflow's colours of the mode the person chose in Airflow."""
+    assert page.evaluate("t => document.documentElement.classList.contains(t)", theme)
+    assert frame.evaluate("document.documentElement.dataset.theme") == theme
+    shown = frame.evaluate(SHOWN_COLOURS_JS)
+    assert shown == page.evaluate(AIRFLOW_COLOURS_JS), (user, theme)
+    ui.colours.setdefault((user, theme), shown)
+    assert shown == ui.colours[(user, theme)]  # every page of the plugin alike
+    other = ui.colours.get((user, "dark" if theme == "light" else "light"))
+    assert other is None or (
+        other["background"] != shown["background"] and other["text"] != shown["text"]
+    )
+
+
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("user", ["admin", "viewer"])
+def test_the_page_as_a_person_uses_it_in_light_and_dark(ui: UiWorld, user: str, theme: str) -> None:
+    page = ui.sign_in(user, theme, viewport=DOC_VIEWPORT)
+    page.goto(f"{ui.url}/plugin/nanogpt")
+    frame = ui.plugin_frame(page, "/nanogpt/ui/jobs")
+    _wait_for_balances(frame)
+    _check_colours(ui, page, frame, user, theme)
+    # admin and viewer may both read every DAG (the simple auth manager's roles are global).
+    assert len(_table(frame)) == len(PROMPTS)
+    ui.keep(page, f"nanogpt-page-{user}-{theme}")
+    if user == "admin":
+        ui.keep_for_docs(page, "ui-nanogpt-page" + ("-dark" if theme == "dark" else ""))
+
+    # The spend chart: one bar per day from the first to the last day with a charge.
+    charged_days = sorted(
+        {
+            date.fromisoformat(row["submitted"][:10])
+            for row in _table(frame)
+            if not row["charged"].startswith("0.0000")
+        }
+    )
+    span = (charged_days[-1] - charged_days[0]).days + 1
+    every_day = [str(charged_days[0] + timedelta(days=n)) for n in range(span)]
+    bars = frame.eval_on_selector_all(
+        "figure.spend-chart svg rect.bar", "bars => bars.map(bar => bar.dataset.day)"
+    )
+    assert bars == every_day
+
+    # Sorting: a header click sorts by its column, a second click the other way.
+    frame.click("th[data-sort=state] a")
+    frame.wait_for_url(re.compile(r"order_by=state"))
+    ascending = [row["state"] for row in _table(frame)]
+    assert ascending == sorted(ascending) and len(set(ascending)) > 1
+    assert frame.get_attribute("th[data-sort=state]", "aria-sort") == "ascending"
+    frame.click("th[data-sort=state] a")
+    frame.wait_for_url(re.compile(r"order_by=-state"))
+    shown = _table(frame)
+    assert [row["state"] for row in shown] == sorted(ascending, reverse=True)
+
+    # The CSV link downloads the jobs of the table, in its order.
+    with page.expect_download() as download:
+        frame.click("#jobs-csv")
+    assert download.value.suggested_filename.endswith(".csv")
+    with open(download.value.path(), encoding="utf-8", newline="") as saved:
+        exported = list(csv.DictReader(saved))
+    assert [(r["nanogpt_run_id"], r["state"]) for r in exported] == [
+        (row["run"], row["state"]) for row in shown
+    ]
+
+    # Prompt search narrows the rows (case-insensitively); Watch, and back to the same list.
+    frame.fill("input[name=q]", "CALM SEA")
+    frame.press("input[name=q]", "Enter")
+    frame.wait_for_url(re.compile(r"[?&]q=CALM"))
+    found = frame.query_selector_all("#jobs tbody tr[data-run-id]")
+    assert len(found) == 1 and PROMPTS["completed"].split(" [")[0] in found[0].inner_text()
+    listed = frame.url
+    found[0].query_selector("a:text-is('Watch')").click()
+    frame.wait_for_url(re.compile(r"/nanogpt/ui/video\?"))
+    assert frame.inner_text("#prompt") == PROMPTS["completed"]
+    assert frame.query_selector("#player") is not None
+    frame.click("#back")
+    frame.wait_for_url(re.compile(r"/nanogpt/ui/jobs\?"))
+    assert parse_qs(urlsplit(frame.url).query, keep_blank_values=True) == parse_qs(
+        urlsplit(listed).query, keep_blank_values=True
+    )
+    assert len(_table(frame)) == 1 and frame.input_value("input[name=q]") == "CALM SEA"
+
+    # A bad parameter: a readable message inside the page, in the same colours.
+    answer = frame.goto(f"{ui.url}/nanogpt/ui/jobs?page=0")
+    assert answer is not None and answer.status == 400
+    assert frame.inner_text("#error") == "page must be a whole number from 1"
+    assert "/plugin/nanogpt" in page.url
+    _check_colours(ui, page, frame, user, theme)
+
+    # The Video tab, in the same mode.
+    page.goto(ui.ti_page("completed"))
+    frame = ui.plugin_frame(page, "/nanogpt/ui/video")
+    frame.wait_for_function(
+        "(p => p.error !== null || p.readyState >= 2)(document.querySelector('#player'))",
+        timeout=30_000,
+    )
+    _check_colours(ui, page, frame, user, theme)
+    ui.keep(page, f"video-tab-{user}-{theme}")
+    if user == "admin":
+        ui.keep_for_docs(page, "ui-video-tab" + ("-dark" if theme == "dark" else ""))
     page.context.close()
 
 
