@@ -281,10 +281,15 @@ def find_or_submit(
                 return attached
             if budget is not None and record.tag is not None:
                 budget.release(record.tag, record.try_number)  # refunded
-        elif decision := _settle_uncertain(look_up, records, record, attempt, settle_seconds, log):
-            if isinstance(decision, Attached):
-                _take_over(records, records.load() or record, attempt)
-            return decision
+        else:
+            decision = _settle_uncertain(look_up, records, record, attempt, settle_seconds, log)
+            if decision is not None:
+                if isinstance(decision, Attached):
+                    _take_over(records, records.load() or record, attempt)
+                return decision
+            if budget is not None and record.tag is not None:
+                # Settled with nothing found: that send made no video, so it holds no budget.
+                budget.release(record.tag, record.try_number)
     elif record is None and not records.available and attempt.try_number > 1:
         tag = users_tag or submission_tag(attempt.identity, request_fingerprint, None)
         decision = _look_up_earlier_try(

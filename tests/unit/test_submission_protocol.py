@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,7 +61,9 @@ from airflow_provider_nanogpt.exceptions import (
 from airflow_provider_nanogpt.hooks import download as download_module
 from airflow_provider_nanogpt.hooks import nanogpt as hook_module
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
-from airflow_provider_nanogpt.simulator import NanoGPTSimulator
+from airflow_provider_nanogpt.ledger import Budget, Ledger
+from airflow_provider_nanogpt.shared_budget import BudgetGuard, BudgetPlan
+from airflow_provider_nanogpt.simulator import NanoGPTSimulator, catalog
 from airflow_provider_nanogpt.simulator.video import video_sha256
 from airflow_provider_nanogpt.storage import atomic_writer
 from airflow_provider_nanogpt.submission import (
@@ -271,6 +274,7 @@ class World:
     hook: CrashingHook
     payload: dict[str, Any]
     output: Path
+    budget: BudgetGuard
     store: CrashingStore = field(default_factory=CrashingStore)
     try_number: int = 0
     generation: int | None = None  # None: the next try starts a generation
@@ -309,6 +313,16 @@ class World:
 
     def charged(self) -> int:
         return sum(len(runs) for runs in self.sim.state()["ledger"].values())
+
+    def charged_micro(self) -> int:
+        """What NanoGPT holds charged (refunds left out), in micro-dollars."""
+        jobs = self.sim.state()["jobs"]
+        return sum(round(job["cost"] * 1_000_000) for job in jobs if not job["refunded"])
+
+    def budget_counted_micro(self) -> int:
+        """What the shared budget counts: spend plus open reservations."""
+        (budget,) = self.budget.plan.budgets
+        return self.budget.ledger.use(budget).total_micro
 
     def land_late_creations(self) -> None:
         time.sleep(max(0.0, self.in_flight_until - time.time()))
@@ -398,6 +412,7 @@ def one_try(world: World, step: Try) -> bool:
                 settle_seconds=SETTLE_SECONDS,
                 before_send=before_send,
                 max_rate_limit_sleep=MAX_RATE_LIMIT_SLEEP,
+                budget=world.budget,
             )
             if isinstance(decision, Attached):
                 break
@@ -469,6 +484,20 @@ def check_charges(world: World) -> None:
         assert job["conversationUUID"] in tags, f"an untagged or foreign job: {job['runId']}"
     doubled = {tag: runs for tag, runs in state["ledger"].items() if len(runs) > 1}
     assert not doubled, f"charged twice in one generation: {doubled}\n{world.story()}"
+    # The shared budget reserves before every send: it never counts less than NanoGPT charged.
+    counted, charged = world.budget_counted_micro(), world.charged_micro()
+    assert counted >= charged, (
+        f"budget counts {counted}, NanoGPT charged {charged}\n{world.story()}"
+    )
+
+
+def check_budget_settled(world: World) -> None:
+    """Once the tries are over: the budget counts exactly what NanoGPT charged (every send that
+    made no video released its reservation; the world's estimate is the real price)."""
+    counted, charged = world.budget_counted_micro(), world.charged_micro()
+    assert counted == charged, (
+        f"budget counts {counted}, NanoGPT charged {charged}\n{world.story()}"
+    )
 
 
 def deliver_with_clean_tries(world: World) -> bool:
@@ -519,12 +548,34 @@ def world_parts(
         hook.close()
 
 
+class WorldBudget(BudgetGuard):
+    """The guard as the operator builds it, on a ledger handed to it instead of one opened
+    through an Airflow connection."""
+
+    def __init__(self, *args: Any, ledger: Ledger, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._world_ledger = ledger
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._world_ledger
+
+
 def new_world(parts: tuple[NanoGPTSimulator, Front, CrashingHook, Path], payload: str) -> World:
     simulator, front, hook, output = parts
     simulator.reset()
     simulator.configure(time_scale=TIME_SCALE)
     front.submits.clear()
-    return World(simulator, front, hook, dict(PAYLOADS[payload]), output)
+    request = dict(PAYLOADS[payload])
+    spec = catalog.get_model(request["model"])
+    assert spec is not None
+    price = float(catalog.compute_cost(spec, request))
+    # A budget never exhausted, in a ledger of this world's own: every world's tries use the same
+    # submission tags, so their reservation ids would meet in a shared one.
+    plan = BudgetPlan(budgets=(Budget("protocol world", "day", 10**12),), ledger_conn_id="-")
+    ledger = Ledger.from_url(f"sqlite:///{output.parent.parent / f'ledger-{uuid.uuid4()}.db'}")
+    budget = WorldBudget(plan, lambda: price, log=LOG, ledger=ledger)
+    return World(simulator, front, hook, request, output, budget)
 
 
 # --- every single fault -------------------------------------------------------------------------
@@ -559,6 +610,8 @@ def test_every_answer_at_every_crash_point_then_every_lookup_then_a_clear(
         assert world.charged() == charged_before_clear + 1, (
             "a clear must make exactly one new video\n" + world.story()
         )
+        world.land_late_creations()
+        check_budget_settled(world)
         LOG.info("history:\n%s", world.story())
     finally:
         world.land_late_creations()
@@ -603,6 +656,7 @@ def test_named_history(
         check_charges(world)
         # Each generation that delivered got its own video.
         assert len(set(world.delivered.values())) == len(world.delivered), world.story()
+        check_budget_settled(world)
         LOG.info("history:\n%s", world.story())
     finally:
         world.land_late_creations()
