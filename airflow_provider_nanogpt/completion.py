@@ -148,7 +148,12 @@ class VideoTaskMixin(JobCardMixin, LineageMixin):
         (epoch seconds) bounds that read and its retry waits.
         """
         from airflow_provider_nanogpt.delivery import deliver, record_outlet_events
-        from airflow_provider_nanogpt.job_card import JobState, job_state_for, precharge_on
+        from airflow_provider_nanogpt.job_card import (
+            REFUNDED,
+            JobState,
+            job_state_for,
+            precharge_on,
+        )
 
         self.remember_for_lineage(run_id=event.run_id)
         card = self.job_card(context)
@@ -169,7 +174,10 @@ class VideoTaskMixin(JobCardMixin, LineageMixin):
                 log=self.log,
             )
         except Exception as exc:
-            self.end_card(context, card, event.run_id, job_state_for(event), error=str(exc)[:500])
+            ended_as = job_state_for(event)
+            self.end_card(context, card, event.run_id, ended_as, error=str(exc)[:500])
+            if ended_as in REFUNDED:
+                self.on_refunded(context, event.run_id)
             raise
         self.end_card(
             context,
@@ -187,6 +195,9 @@ class VideoTaskMixin(JobCardMixin, LineageMixin):
 
     def raise_for_event(self, event: VideoEvent) -> None:
         event.raise_for_status()
+
+    def on_refunded(self, context: Context, run_id: str) -> None:
+        """Called when the run ended without a charge (failed, blocked, cancelled)."""
 
     def on_delivered(self, context: Context) -> None:
         """Called once the video is delivered."""

@@ -614,6 +614,18 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     def lineage_request(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in REQUEST_FIELDS}
 
+    def on_refunded(self, context: Context, run_id: str) -> None:
+        # NanoGPT refunds the run: its reservation stops counting against the shared budgets
+        # now, not when a retry or clear of this task happens to look at it again.
+        from airflow_provider_nanogpt.submission import RunRecords
+
+        record = RunRecords(context.get("task_state_store")).load()
+        if record is None or record.run_id != run_id or record.tag is None:
+            return
+        budget = self._budget_guard(context, {})  # a release estimates nothing
+        if budget is not None:
+            budget.release(record.tag, record.try_number)
+
     def on_delivered(self, context: Context) -> None:
         from airflow_provider_nanogpt.submission import RunRecords
 

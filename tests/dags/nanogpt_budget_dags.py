@@ -19,3 +19,17 @@ with DAG("nanogpt_shared_budget_b", schedule=None, start_date=START, catchup=Fal
         GenerateVideoOperator(task_id="second", poll_interval=0.2, retries=0, **VIDEO)
         >> GenerateVideoOperator(task_id="third", poll_interval=0.2, retries=0, **VIDEO)
     )
+
+# Every video NanoGPT fails (and refunds) while the task waits, deferred or on the worker.
+for _dag_id, _deferrable in (
+    ("nanogpt_shared_budget_refunded", True),
+    ("nanogpt_shared_budget_refunded_sync", False),
+):
+    with DAG(_dag_id, schedule=None, start_date=START, catchup=False):
+        GenerateVideoOperator(
+            task_id="refunded",
+            poll_interval=0.2,
+            retries=0,
+            deferrable=_deferrable,
+            **{**VIDEO, "prompt": "a lighthouse at dusk [sim:fail]"},
+        )
