@@ -1,0 +1,214 @@
+"""Approval above a threshold, through Airflow's own Human-in-the-loop, run by dag.test().
+
+dag.test() resolves no Human-in-the-loop request itself: on Airflow 3.3 it keeps the run alive
+while the task is ``awaiting_input``, before 3.3 it runs ``HITLTrigger`` in line, which polls the
+database. So a person is played by a thread that answers each pending request through the REST
+API's own handler (``update_hitl_detail``: what the Required Actions page calls), or, for the
+timeout, runs the scheduler's own timeout sweep (3.3; before 3.3 the trigger times out itself).
+Outcomes are read on the simulator: how many submissions reached NanoGPT.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from airflow_provider_nanogpt.simulator import NanoGPTSimulator
+from tests.airflow.harness import errors, run_dag, stored_triggers
+from tests.conftest import CANARY_KEY
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+PROMPT = "a paper boat on a *rainy* street"
+
+
+@pytest.fixture
+def sim(nanogpt_connection: NanoGPTSimulator) -> NanoGPTSimulator:
+    nanogpt_connection.configure(time_scale=0.05, queue_seconds=2, render_seconds=8)
+    return nanogpt_connection
+
+
+class _Approver:
+    """Who answers the requests: ``choice`` ("Approve", "Reject") or None to let them time out."""
+
+    def __init__(self, dag_id: str, choice: str | None) -> None:
+        self.dag_id = dag_id
+        self.choice = choice
+        self.answered: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Approver:
+        # Import here, not in the thread: two threads importing Airflow's models deadlock.
+        import airflow.api_fastapi.core_api.routes.public.hitl  # noqa: F401
+        import airflow.jobs.scheduler_job_runner  # noqa: F401
+        import airflow.models  # noqa: F401
+        from airflow.models import import_all_models
+
+        import_all_models()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._answer_pending()
+            except Exception as exc:  # the run holds the SQLite DB; look again
+                self.errors.append(repr(exc))
+                print("APPROVER", repr(exc)[:500], flush=True)
+            time.sleep(0.2)
+
+    def _answer_pending(self) -> None:
+        from airflow.models.hitl import HITLDetail
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            pending = session.execute(
+                select(HITLDetail, TaskInstance)
+                .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+                .where(TaskInstance.dag_id == self.dag_id, HITLDetail.responded_at.is_(None))
+            ).all()
+            for detail, ti in pending:
+                if self.choice is None:
+                    _sweep_timeouts()
+                    continue
+                from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+                from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+
+                self.answered.append(
+                    {"subject": detail.subject, "body": detail.body, "options": detail.options}
+                )
+                update_hitl_detail(
+                    dag_id=ti.dag_id,
+                    dag_run_id=ti.run_id,
+                    task_id=ti.task_id,
+                    update_hitl_detail_payload=UpdateHITLDetailPayload(
+                        chosen_options=[self.choice], params_input={}
+                    ),
+                    user=_Person(),
+                    session=session,
+                    map_index=ti.map_index,
+                )
+                session.commit()
+
+
+class _Person:
+    def get_id(self) -> str:
+        return "ada"
+
+    def get_name(self) -> str:
+        return "Ada"
+
+
+def _sweep_timeouts() -> None:
+    """The scheduler's awaiting-input timeout sweep (Airflow 3.3+; before, the trigger times out)."""
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    sweep = getattr(SchedulerJobRunner, "check_awaiting_input_timeouts", None)
+    if sweep is not None:
+        import logging
+
+        sweep(type("Sweeper", (), {"log": logging.getLogger("sweep")})())
+
+
+@pytest.fixture
+def approver() -> Iterator[Any]:
+    started: list[_Approver] = []
+
+    def start(dag_id: str, choice: str | None) -> _Approver:
+        started.append(_Approver(dag_id, choice).__enter__())
+        return started[-1]
+
+    yield start
+    for one in started:
+        one.__exit__()
+
+
+def submissions(sim: NanoGPTSimulator) -> int:
+    return int(sim.state()["submit_requests"])
+
+
+def test_approved_submits_once_and_shows_what_is_bought(
+    sim: NanoGPTSimulator, approver: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    person = approver("nanogpt_approval", "Approve")
+    outcome = run_dag("nanogpt_approval", {"prompt": PROMPT})
+    assert outcome.state == "success"
+    assert submissions(sim) == 1
+    (job,) = sim.state()["jobs"]
+    assert outcome.xcoms[("generate", "return_value")]["run_id"] == job["runId"]
+    (request,) = person.answered
+    assert request["options"] == ["Approve", "Reject"]
+    assert request["subject"] == "Approve a NanoGPT video for $0.7000?"
+    body = request["body"]
+    assert "kling-video-v2" in body and "$0.7000" in body and "$0.5000" in body
+    assert r"a paper boat on a \*rainy\* street" in body  # the prompt's Markdown is escaped
+    assert CANARY_KEY not in body
+    out = capfd.readouterr().out
+    assert out.count("asking for approval") == 1  # the resume did not ask again
+    assert CANARY_KEY not in out
+    # Before 3.3 the wait is a trigger: its kwargs carry the resume state, never the key.
+    assert all(CANARY_KEY not in repr(kw) for kw in stored_triggers("ApprovalTrigger"))
+
+
+def test_rejected_skips_and_sends_nothing(sim: NanoGPTSimulator, approver: Any) -> None:
+    person = approver("nanogpt_approval", "Reject")
+    outcome = run_dag("nanogpt_approval", {"prompt": f"{PROMPT} rejected"})
+    assert outcome.task_states["generate"] == "skipped"
+    assert submissions(sim) == 0
+    assert len(person.answered) == 1
+
+
+def test_unanswered_fails_by_its_timeout_and_sends_nothing(
+    sim: NanoGPTSimulator, approver: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    approver("nanogpt_approval_timeout", None)
+    started = time.monotonic()
+    outcome = run_dag("nanogpt_approval_timeout", {"prompt": f"{PROMPT} unanswered"})
+    assert outcome.state == "failed"
+    assert outcome.task_states["generate"] == "failed"
+    assert submissions(sim) == 0
+    # approval_timeout=1 s; HITLTrigger (before 3.3) looks every 5 s.
+    assert time.monotonic() - started < 30
+    assert len(errors(capfd.readouterr().out, "NanoGPTApprovalTimeoutError")) == 1
+
+
+def test_an_estimate_within_the_threshold_asks_nothing(
+    sim: NanoGPTSimulator, approver: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    person = approver("nanogpt_approval", "Reject")  # would stop the video, if it were asked
+    outcome = run_dag("nanogpt_approval", {"prompt": f"{PROMPT} cheap", "duration": "5"})
+    assert outcome.state == "success"
+    assert submissions(sim) == 1
+    assert person.answered == []
+    assert "no approval needed" in capfd.readouterr().out
+
+
+def test_a_retry_that_reattaches_is_not_asked_again(sim: NanoGPTSimulator, approver: Any) -> None:
+    # Try 1 is approved, pays and delivers, then fails; try 2 reattaches to the paid run.
+    person = approver("nanogpt_approval_fails_after_delivery", "Approve")
+    outcome = run_dag("nanogpt_approval_fails_after_delivery", {"prompt": f"{PROMPT} retried"})
+    assert outcome.state == "success"
+    assert outcome.try_numbers["generate"] == 2
+    assert submissions(sim) == 1
+    assert len(person.answered) == 1
+
+
+def test_a_retry_after_a_refund_asks_again(sim: NanoGPTSimulator, approver: Any) -> None:
+    # Try 1's job fails (refunded); try 2 pays for a new one: new money, a new approval.
+    person = approver("nanogpt_approval_refunded_then_retried", "Approve")
+    outcome = run_dag("nanogpt_approval_refunded_then_retried", {"prompt": f"{PROMPT} refund"})
+    assert outcome.state == "success"
+    assert submissions(sim) == 2
+    assert len(person.answered) == 2
