@@ -45,8 +45,8 @@ class _Approver:
 
     def __enter__(self) -> _Approver:
         # Import here, not in the thread: two threads importing Airflow's models deadlock.
-        import airflow.api_fastapi.core_api.routes.public.hitl  # noqa: F401
-        import airflow.jobs.scheduler_job_runner  # noqa: F401
+        import airflow.api_fastapi.core_api.routes.public.hitl
+        import airflow.jobs.scheduler_job_runner
         import airflow.models  # noqa: F401
         from airflow.models import import_all_models
 
@@ -112,7 +112,7 @@ class _Person:
 
 
 def _sweep_timeouts() -> None:
-    """The scheduler's awaiting-input timeout sweep (Airflow 3.3+; before, the trigger times out)."""
+    """The scheduler's awaiting-input timeout sweep (3.3+; before, the trigger times out)."""
     from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
 
     sweep = getattr(SchedulerJobRunner, "check_awaiting_input_timeouts", None)
