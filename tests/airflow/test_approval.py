@@ -16,12 +16,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from airflow.providers.standard.version_compat import AIRFLOW_V_3_3_PLUS
 
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import errors, run_dag, stored_triggers
 from tests.conftest import CANARY_KEY
 
-pytestmark = pytest.mark.usefixtures("airflow_db")
+pytestmark = [
+    pytest.mark.usefixtures("airflow_db"),
+    # Airflow 3.1's dag.test() runs HITLTrigger through its in-process supervisor, which does not
+    # answer the trigger's GetHITLDetailResponse (only the triggerer's does): the trigger gets
+    # None and fails. Airflow's own HITLOperator meets the same there. 3.1 deployments defer to
+    # the real triggerer (see the e2e suite); dag.test() is proven on 3.3.
+    pytest.mark.skipif(
+        not AIRFLOW_V_3_3_PLUS,
+        reason="dag.test() cannot answer HITLTrigger's lookups before Airflow 3.3",
+    ),
+]
 
 PROMPT = "a paper boat on a *rainy* street"
 
