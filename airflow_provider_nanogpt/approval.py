@@ -48,7 +48,8 @@ REJECT = "Reject"
 RESUME_METHOD = "execute_after_approval"
 # A prompt longer than this is cut in the request (the task's rendered template shows it whole).
 PROMPT_SHOWN_CHARS = 600
-_MARKDOWN_SPECIALS = frozenset("\\`*_{}[]()<>#+-.!|~")
+# The prompt is flattened onto one line after a label, so only inline syntax needs escaping.
+_MARKDOWN_SPECIALS = frozenset("\\`*_{}[]()<>#|~")
 
 
 # --- arguments --------------------------------------------------------------------------------
