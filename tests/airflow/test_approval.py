@@ -10,6 +10,7 @@ Outcomes are read on the simulator: how many submissions reached NanoGPT.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -43,8 +44,33 @@ def sim(nanogpt_connection: NanoGPTSimulator) -> NanoGPTSimulator:
     return nanogpt_connection
 
 
+# dag.test() logs this from its scheduling loop, only between task runs, while a task is parked.
+_DAG_TEST_LOGGER = "airflow.sdk.definitions.dag"
+_PARKED_LINE = "Waiting for Human-in-the-loop input"
+
+
+class _ParkedSignal(logging.Handler):
+    """Set each time dag.test() reports a task parked for input (its task run has returned)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.parked = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(_PARKED_LINE):
+            self.parked.set()
+
+
 class _Approver:
-    """Who answers the requests: ``choice`` ("Approve", "Reject") or None to let them time out."""
+    """Who answers the requests: ``choice`` ("Approve", "Reject") or None to let them time out.
+
+    Like a person, it answers a request only once the task shows as waiting for input. In
+    dag.test() that is when its loop says so, not as soon as the request row exists: after the
+    in-process task run returns, dag.test() writes the task's final state back (``ti.set_state``,
+    a ``session.merge`` of its stale copy). An answer landing between the task parking itself
+    and that write-back had already resumed the task, and the write-back parks it again with
+    the answer spent: the run then waits forever. (A deployed worker does no such write-back.)
+    """
 
     def __init__(self, dag_id: str, choice: str | None) -> None:
         self.dag_id = dag_id
@@ -52,6 +78,7 @@ class _Approver:
         self.answered: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
+        self._signal = _ParkedSignal()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> _Approver:
@@ -62,44 +89,65 @@ class _Approver:
         from airflow.models import import_all_models
 
         import_all_models()
+        logging.getLogger(_DAG_TEST_LOGGER).addHandler(self._signal)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        logging.getLogger(_DAG_TEST_LOGGER).removeHandler(self._signal)
 
     def _run(self) -> None:
+        waiting_since_parked = False  # a pending request seen, and the parked signal reset since
         while not self._stop.is_set():
             try:
-                self._answer_pending()
+                if not self._pending():
+                    waiting_since_parked = False
+                elif not waiting_since_parked:
+                    # Only a parked line logged after this point proves the task run returned.
+                    self._signal.parked.clear()
+                    waiting_since_parked = True
+                elif self._signal.parked.is_set():
+                    self._answer_pending()
+                    waiting_since_parked = False
             except Exception as exc:  # the run holds the SQLite DB; look again
                 self.errors.append(repr(exc))
                 print("APPROVER", repr(exc)[:500], flush=True)
-            time.sleep(0.2)
+            time.sleep(0.1)
 
-    def _answer_pending(self) -> None:
+    def _pending(self, session: Any = None) -> list[Any]:
+        """(HITL detail, task instance) of this DAG's requests that have no answer yet."""
         from airflow.models.hitl import HITLDetail
         from airflow.models.taskinstance import TaskInstance
         from airflow.utils.session import create_session
         from sqlalchemy import select
 
-        with create_session() as session:
-            pending = session.execute(
-                select(HITLDetail, TaskInstance)
-                .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
-                .where(TaskInstance.dag_id == self.dag_id, HITLDetail.responded_at.is_(None))
-            ).all()
-            for detail, ti in pending:
-                if self.choice is None:
-                    _sweep_timeouts()
-                    continue
-                from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
-                from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+        query = (
+            select(HITLDetail, TaskInstance)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .where(TaskInstance.dag_id == self.dag_id, HITLDetail.responded_at.is_(None))
+        )
+        if session is not None:
+            return list(session.execute(query).all())
+        with create_session() as own:
+            return list(own.execute(query).all())
 
+    def _answer_pending(self) -> None:
+        from airflow.utils.session import create_session
+
+        if self.choice is None:
+            _sweep_timeouts()
+            return
+        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+
+        with create_session() as session:
+            for detail, ti in self._pending(session):
                 self.answered.append(
                     {"subject": detail.subject, "body": detail.body, "options": detail.options}
                 )
+                # The REST API's own handler (what the Required Actions page calls).
                 update_hitl_detail(
                     dag_id=ti.dag_id,
                     dag_run_id=ti.run_id,
@@ -128,8 +176,6 @@ def _sweep_timeouts() -> None:
 
     sweep = getattr(SchedulerJobRunner, "check_awaiting_input_timeouts", None)
     if sweep is not None:
-        import logging
-
         sweep(type("Sweeper", (), {"log": logging.getLogger("sweep")})())
 
 
