@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -42,6 +42,7 @@ from airflow_provider_nanogpt.exceptions import (
 if TYPE_CHECKING:
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
     from airflow_provider_nanogpt.resume import SubmitState
+    from airflow_provider_nanogpt.shared_budget import BudgetGuard
 
 APPROVE = "Approve"
 REJECT = "Reject"
@@ -93,16 +94,6 @@ def _number(value: object) -> float | None:
 # --- what the approver sees -------------------------------------------------------------------
 
 
-def budget_left_usd(hook: NanoGPTHook) -> float | None:
-    """What the connection's shared budget has left, in USD; None when it has none.
-
-    Hook point for shared budgets (issue 22): none exist yet, so this returns None and the request
-    shows no budget line.
-    """
-    del hook
-    return None
-
-
 def markdown_text(text: str, limit: int = PROMPT_SHOWN_CHARS) -> str:
     """``text`` as literal Markdown on one line, cut at ``limit`` characters (with a note)."""
     flat = " ".join(text.split())
@@ -117,7 +108,7 @@ def approval_body(
     *,
     estimate: float | None,
     threshold: float,
-    budget_left: float | None,
+    budgets_left: Sequence[str] = (),
     answer_by: float,
 ) -> str:
     """The request's Markdown: what would be bought, for how much, and until when to answer."""
@@ -138,8 +129,8 @@ def approval_body(
         f"- **Resolution:** {markdown_text(str(resolution)) if resolution else 'not set'}",
         f"- **Estimated cost:** {cost}",
     ]
-    if budget_left is not None:
-        lines.append(f"- **Budget left:** {format_money(budget_left, 'USD')}")
+    # Each shared budget that applies (docs/cost-control.md), before this video is reserved.
+    lines += [f"- **Budget left:** {markdown_text(line)}" for line in budgets_left]
     lines += [
         "",
         f"Approve to submit it. Reject skips the task. Without an answer by "
@@ -164,9 +155,11 @@ def ask_if_above(
     context: Mapping[str, Any],
     payload: Mapping[str, Any],
     state: SubmitState,
+    budget: BudgetGuard | None = None,
 ) -> None:
     """Return when no approval is needed; else request one and park or defer the task (this
-    never returns then). Called only right before a new submission would be sent."""
+    never returns then). Called only right before a new submission would be sent; ``budget``
+    is the task's shared-budget guard, whose budgets' remainders the request shows."""
     settings = task.hook.settings()
     threshold = task.approval_above_usd
     if threshold is None:
@@ -201,7 +194,7 @@ def ask_if_above(
         payload,
         estimate=estimate,
         threshold=threshold,
-        budget_left=budget_left_usd(task.hook),
+        budgets_left=budget.left() if budget is not None else (),
         answer_by=answer_by,
     )
     subject = (

@@ -365,7 +365,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 payload,
                 log=self.log,
                 settle_seconds=self.settle_seconds,
-                before_send=lambda: self._before_send(context, payload, state),
+                before_send=lambda: self._before_send(context, payload, state, budget),
                 max_rate_limit_sleep=RATE_LIMIT_SLEEP_ON_WORKER_SECONDS
                 if self.deferrable
                 else None,
@@ -450,13 +450,17 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         return BudgetGuard(plan, lambda: estimate_for(self.hook, payload), log=self.log)
 
     def _before_send(
-        self, context: Context, payload: Mapping[str, Any], state: SubmitState
+        self,
+        context: Context,
+        payload: Mapping[str, Any],
+        state: SubmitState,
+        budget: BudgetGuard | None,
     ) -> None:
         """The checks right before a new submission: the cost guards, then the approval."""
         from airflow_provider_nanogpt.approval import ask_if_above
 
         self._check_budget(payload)
-        ask_if_above(self, context, payload, state)
+        ask_if_above(self, context, payload, state, budget)
 
     def execute_after_approval(
         self, context: Context, event: Any = None, carry: Any = None, **deferral_kwargs: Any

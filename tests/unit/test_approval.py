@@ -75,21 +75,64 @@ def test_a_long_prompt_is_cut_and_says_so() -> None:
     assert f"{PROMPT_SHOWN_CHARS + 50} characters in all" in shown
 
 
+BUDGET_LINES = ["$1.30 of budget 'team' ($2.00 per day, UTC) in the 2026-12-06 (day) window"]
+
+
 @pytest.mark.parametrize(("estimate", "shown"), [(0.7, "$0.7000"), (None, "unknown")])
-@pytest.mark.parametrize(("budget_left", "budget_line"), [(None, False), (12.5, True)])
+@pytest.mark.parametrize("budgets_left", [[], BUDGET_LINES, [*BUDGET_LINES, *BUDGET_LINES]])
 def test_the_body_shows_what_is_bought(
-    estimate: float | None, shown: str, budget_left: float | None, budget_line: bool
+    estimate: float | None, shown: str, budgets_left: list[str]
 ) -> None:
     body = approval_body(
         {"model": "kling-video-v2", "prompt": "a fox", "duration": "10", "resolution": "720p"},
         estimate=estimate,
         threshold=0.5,
-        budget_left=budget_left,
+        budgets_left=budgets_left,
         answer_by=0.0,
     )
     for part in ("kling-video-v2", "a fox", "10", "720p", shown, "1970-01-01 00:00:00 UTC"):
         assert part in body
-    assert ("Budget left" in body) is budget_line
+    assert body.count("Budget left:") == len(budgets_left)  # one line per budget that applies
+    if budgets_left:
+        assert r"$1.30 of budget 'team' \($2.00 per day, UTC\)" in body
+
+
+@pytest.mark.parametrize(
+    ("spent", "reserved", "left"),
+    [
+        (0.0, 0.0, "$2.00"),
+        (0.7, 0.0, "$1.30"),
+        (0.7, 0.35, "$0.95"),
+        (1.5, 0.5, "$0.00"),
+        (2.4, 0.0, "$0.00"),
+    ],
+)
+def test_the_budget_left_is_read_from_the_shared_ledger(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, spent: float, reserved: float, left: str
+) -> None:
+    import json
+
+    from airflow_provider_nanogpt.ledger import Ledger, to_micro
+    from airflow_provider_nanogpt.shared_budget import BudgetGuard, plan_budgets
+
+    ledger_file = tmp_path / "ledger.db"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})
+    )
+    plan = plan_budgets(
+        "nanogpt_default", {"budget_usd_per_day": 2, "budget_ledger_conn_id": "ledger"}
+    )
+    assert plan is not None
+    ledger = Ledger.from_url(f"sqlite:///{ledger_file}")
+    if spent:  # a settled earlier video (over the limit is possible by estimate error)
+        ledger.reserve("a#try-1", "a", plan.budgets, to_micro(min(spent, 2.0), what="spent"))
+        ledger.mark_sent("a#try-1")
+        ledger.settle("a#try-1", to_micro(spent, what="spent"))
+    if reserved:  # another task's open reservation
+        ledger.reserve("b#try-1", "b", plan.budgets, to_micro(reserved, what="reserved"))
+
+    (line,) = BudgetGuard(plan, lambda: 0.7, log=logging.getLogger("test")).left()
+    assert line.startswith(f"{left} of budget 'connection nanogpt_default' ($2.00 per day, UTC)")
 
 
 class _Task:
@@ -120,20 +163,61 @@ def test_approved_goes_on_with_the_tries_state_and_is_not_asked_again(
     ).approved
 
 
-def test_rejected_skips() -> None:
+# How each Airflow version hands the answer to execute_after_approval: 3.3 resumes from the
+# awaiting_input state with the carry as a kwarg; before 3.3 ApprovalTrigger's event holds it.
+ANSWER_SHAPES = [
+    pytest.param(lambda answer: {"event": answer, "carry": CARRY}, id="3.3-awaiting-input"),
+    pytest.param(lambda answer: {"event": {**answer, "carry": CARRY}}, id="3.1-trigger-event"),
+]
+
+
+def _operator() -> GenerateVideoOperator:
+    return GenerateVideoOperator(
+        task_id="generate", model="kling-video-v2", prompt="a fox", approval_above_usd=0.5
+    )
+
+
+@pytest.mark.parametrize("resume", ANSWER_SHAPES)
+def test_rejected_skips(resume: Any) -> None:
     from airflow.providers.common.compat.sdk import AirflowSkipException
 
+    answer = {**APPROVED, "chosen_options": ["Reject"]}
     with pytest.raises(AirflowSkipException, match="Ada rejected"):
-        approved_state({**APPROVED, "chosen_options": ["Reject"]}, CARRY, task=_Task(), context={})
+        _operator().execute_after_approval({}, **resume(answer))
 
 
-def test_no_answer_fails_without_retry() -> None:
+@pytest.mark.parametrize("resume", ANSWER_SHAPES)
+def test_no_answer_fails_without_retry(resume: Any) -> None:
     from airflow.providers.common.compat.sdk import AirflowFailException
 
-    event = {"error": "The timeout has passed", "error_type": "timeout"}
+    answer = {"error": "The timeout has passed", "error_type": "timeout"}
     with pytest.raises(NanoGPTApprovalTimeoutError, match="nothing was submitted") as raised:
-        approved_state(event, CARRY, task=_Task(), context={})
+        _operator().execute_after_approval({}, **resume(answer))
     assert isinstance(raised.value, AirflowFailException)
+
+
+def test_the_trigger_survives_serialisation_with_the_tries_state() -> None:
+    """What the triggerer stores and rebuilds before 3.3 (no API key is among its kwargs)."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk.module_loading import import_string
+
+    from airflow_provider_nanogpt.triggers.approval import ApprovalTrigger
+
+    trigger = ApprovalTrigger(
+        ti_id="01a24c8b-54ae-726e-b6a4-4b2daf469803",
+        options=["Approve", "Reject"],
+        params={},
+        defaults=None,
+        multiple=False,
+        timeout_datetime=datetime(2026, 12, 6, tzinfo=UTC),
+        carry=CARRY,
+    )
+    classpath, kwargs = trigger.serialize()
+    rebuilt = import_string(classpath)(**kwargs)
+    assert type(rebuilt) is ApprovalTrigger
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert kwargs["carry"] == CARRY and kwargs["defaults"] is None  # no default: no auto-approve
 
 
 @pytest.mark.parametrize(
