@@ -10,10 +10,12 @@ Outcomes are read on the simulator: how many submissions reached NanoGPT.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,19 +23,21 @@ from airflow.providers.standard.version_compat import AIRFLOW_V_3_3_PLUS
 
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import errors, run_dag, stored_triggers
-from tests.conftest import CANARY_KEY
+from tests.conftest import CANARY_KEY, connection_json
 
-pytestmark = [
-    pytest.mark.usefixtures("airflow_db"),
-    # Airflow 3.1's dag.test() runs HITLTrigger through its in-process supervisor, which does not
-    # answer the trigger's GetHITLDetailResponse (only the triggerer's does): the trigger gets
-    # None and fails. Airflow's own HITLOperator meets the same there. 3.1 deployments defer to
-    # the real triggerer (see the e2e suite); dag.test() is proven on 3.3.
-    pytest.mark.skipif(
-        not AIRFLOW_V_3_3_PLUS,
-        reason="dag.test() cannot answer HITLTrigger's lookups before Airflow 3.3",
-    ),
-]
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+# Airflow 3.1's dag.test() runs HITLTrigger through its in-process supervisor, which does not
+# answer the trigger's GetHITLDetailResponse (only the triggerer's does): the trigger gets None
+# and fails, so no answer can reach the task. Airflow's own HITLOperator meets the same there.
+# What 3.1's dag.test() can show (the request Airflow lists, the stored trigger, nothing sent)
+# runs on every version below; the answer's handling on 3.1 is in tests/unit/test_approval.py.
+answered_by_dag_test = pytest.mark.skipif(
+    not AIRFLOW_V_3_3_PLUS,
+    reason="Airflow 3.1's dag.test() cannot run HITLTrigger (its in-process supervisor answers "
+    "the trigger's HITL lookup with None), so no answer reaches the task; needs 3.3's "
+    "awaiting_input state",
+)
 
 PROMPT = "a paper boat on a *rainy* street"
 
@@ -196,6 +200,7 @@ def submissions(sim: NanoGPTSimulator) -> int:
     return int(sim.state()["submit_requests"])
 
 
+@answered_by_dag_test
 def test_approved_submits_once_and_shows_what_is_bought(
     sim: NanoGPTSimulator, approver: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -219,6 +224,7 @@ def test_approved_submits_once_and_shows_what_is_bought(
     assert all(CANARY_KEY not in repr(kw) for kw in stored_triggers("ApprovalTrigger"))
 
 
+@answered_by_dag_test
 def test_rejected_skips_and_sends_nothing(sim: NanoGPTSimulator, approver: Any) -> None:
     person = approver("nanogpt_approval", "Reject")
     outcome = run_dag("nanogpt_approval", {"prompt": f"{PROMPT} rejected"})
@@ -227,6 +233,7 @@ def test_rejected_skips_and_sends_nothing(sim: NanoGPTSimulator, approver: Any) 
     assert len(person.answered) == 1
 
 
+@answered_by_dag_test
 def test_unanswered_fails_by_its_timeout_and_sends_nothing(
     sim: NanoGPTSimulator, approver: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -241,6 +248,7 @@ def test_unanswered_fails_by_its_timeout_and_sends_nothing(
     assert len(errors(capfd.readouterr().out, "NanoGPTApprovalTimeoutError")) == 1
 
 
+@answered_by_dag_test
 def test_an_estimate_within_the_threshold_asks_nothing(
     sim: NanoGPTSimulator, approver: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -252,6 +260,7 @@ def test_an_estimate_within_the_threshold_asks_nothing(
     assert "no approval needed" in capfd.readouterr().out
 
 
+@answered_by_dag_test
 def test_a_retry_that_reattaches_is_not_asked_again(sim: NanoGPTSimulator, approver: Any) -> None:
     # Try 1 is approved, pays and delivers, then fails; try 2 reattaches to the paid run.
     person = approver("nanogpt_approval_fails_after_delivery", "Approve")
@@ -262,6 +271,7 @@ def test_a_retry_that_reattaches_is_not_asked_again(sim: NanoGPTSimulator, appro
     assert len(person.answered) == 1
 
 
+@answered_by_dag_test
 def test_a_retry_after_a_refund_asks_again(sim: NanoGPTSimulator, approver: Any) -> None:
     # Try 1's job fails (refunded); try 2 pays for a new one: new money, a new approval.
     person = approver("nanogpt_approval_refunded_then_retried", "Approve")
@@ -269,3 +279,74 @@ def test_a_retry_after_a_refund_asks_again(sim: NanoGPTSimulator, approver: Any)
     assert outcome.state == "success"
     assert submissions(sim) == 2
     assert len(person.answered) == 2
+
+
+def _requests_of(dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The Human-in-the-loop requests Airflow lists (Required Actions) for a DAG run."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(HITLDetail)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        ).all()
+        return [
+            {"ti_id": str(row.ti_id), "subject": row.subject, "body": row.body}
+            | {"options": row.options, "defaults": row.defaults}
+            for row in rows
+        ]
+
+
+def test_the_request_shows_the_video_and_the_shared_budget_left_and_nothing_is_sent(
+    sim: NanoGPTSimulator, approver: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every version: the request Airflow lists, what waits for it, nothing sent unanswered."""
+    from airflow_provider_nanogpt.ledger import Ledger, to_micro
+    from airflow_provider_nanogpt.shared_budget import plan_budgets
+
+    ledger_file = tmp_path / "ledger.db"
+    extras = {"budget_usd_per_day": "2.00", "budget_ledger_conn_id": "budget_ledger"}
+    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(sim.url, **extras))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BUDGET_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})
+    )
+    plan = plan_budgets("nanogpt_default", extras)
+    assert plan is not None
+    spent = Ledger.from_url(f"sqlite:///{ledger_file}")  # an earlier $0.70 video, settled
+    spent.reserve("earlier#try-1", "earlier", plan.budgets, to_micro(0.7, what="estimate"))
+    spent.mark_sent("earlier#try-1")
+    spent.settle("earlier#try-1", to_micro(0.7, what="charge"))
+    if AIRFLOW_V_3_3_PLUS:
+        approver("nanogpt_approval_timeout", None)  # nobody answers; Airflow times it out
+
+    outcome = run_dag("nanogpt_approval_timeout", {"prompt": f"{PROMPT} listed", "duration": "10"})
+
+    # Unanswered (3.3: timed out; 3.1: dag.test() cannot run the trigger): failed, not paid.
+    assert outcome.task_states["generate"] == "failed"
+    assert submissions(sim) == 0
+    (request,) = _requests_of("nanogpt_approval_timeout", outcome.run_id)
+    assert request["options"] == ["Approve", "Reject"]
+    assert request["defaults"] is None  # no default answer: it never approves itself
+    assert request["subject"] == "Approve a NanoGPT video for $0.7000?"
+    body = request["body"]
+    for shown in (
+        "**Model:** kling-video-v2",
+        r"**Prompt:** a paper boat on a \*rainy\* street listed",
+        "**Duration:** 10",
+        "**Estimated cost:** **$0.7000** (above the approval threshold $0.5000)",
+        r"**Budget left:** $1.30 of budget 'connection nanogpt\_default' \($2.00 per day, UTC\)",
+    ):
+        assert shown in body
+    assert CANARY_KEY not in body
+    waits = [kw for kw in stored_triggers("ApprovalTrigger") if kw["ti_id"] == request["ti_id"]]
+    if AIRFLOW_V_3_3_PLUS:
+        assert waits == []  # the task waits in awaiting_input, without a trigger
+    else:
+        (kwargs,) = waits  # the triggerer's copy: the try's state, never the key
+        assert kwargs["options"] == ["Approve", "Reject"] and kwargs["defaults"] is None
+        assert kwargs["carry"]["approved"] is False
+        assert CANARY_KEY not in repr(kwargs)
