@@ -211,3 +211,8 @@ class NanoGPTBudgetError(NanoGPTPermanentError):
 class NanoGPTConfigurationError(NanoGPTPermanentError):
     """The connection is missing or incomplete (no API key, bad base URL), or a path's storage
     protocol has no filesystem on this worker (its provider or fsspec package not installed)."""
+
+
+class NanoGPTApprovalTimeoutError(NanoGPTPermanentError):
+    """Nobody answered the approval request (``approval_above_usd``) before its response timeout;
+    nothing was submitted. Not retried: a retry would only ask again unanswered."""

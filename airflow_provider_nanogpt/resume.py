@@ -37,6 +37,8 @@ class SubmitState:
     execution_deadline: float | None
     rate_limited_since: float | None = None
     rate_limit_deferrals: int = 0
+    # A person approved this try's submission (approval_above_usd): a resume must not ask again.
+    approved: bool = False
 
     def to_carry(self) -> dict[str, Any]:
         """The ``carry`` of the wait trigger (plain JSON)."""
@@ -62,6 +64,9 @@ class SubmitState:
         deferrals = carry.get("rate_limit_deferrals", 0)
         if not isinstance(deferrals, int) or isinstance(deferrals, bool) or deferrals < 0:
             raise _unreadable("rate_limit_deferrals", deferrals)
+        approved = carry.get("approved", False)
+        if not isinstance(approved, bool):
+            raise _unreadable("approved", approved)
         return cls(
             started_at=float(started_at),
             execution_deadline=carried_execution_deadline(
@@ -69,6 +74,7 @@ class SubmitState:
             ),
             rate_limited_since=None if since is None else float(since),
             rate_limit_deferrals=deferrals,
+            approved=approved,
         )
 
 

@@ -302,6 +302,24 @@ class BudgetGuard:
             ", ".join(b.describe() for b in self.plan.budgets),
         )
 
+    def left(self) -> list[str]:
+        """Per budget, what its current window has left (limit less spent and reserved), as a
+        line for a person; read-only. An unreachable ledger raises, as a reserve would."""
+
+        def read() -> list[str]:
+            lines = []
+            for budget in self.plan.budgets:
+                use = self.ledger.use(budget)
+                left = max(0, budget.limit_micro - use.total_micro)
+                lines.append(
+                    f"{usd(left)} of {budget.describe()} in the {use.label} window "
+                    f"({usd(use.spent_micro)} spent, {usd(use.reserved_micro)} reserved)"
+                )
+            return lines
+
+        result: list[str] = self._call(read)
+        return result
+
     def mark_sent(self, tag: str, try_number: int) -> None:
         self._call(lambda: self.ledger.mark_sent(self.reservation_id(tag, try_number)))
 

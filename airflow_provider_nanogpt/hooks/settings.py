@@ -35,6 +35,9 @@ class ClientSettings:
     # The most one HTTP exchange with the API may take, all of it (not per read).
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    # Defaults of the operator's approval_above_usd / approval_timeout (docs/cost-control.md).
+    approval_above_usd: float | None = None
+    approval_timeout: float | None = None
     # Empty: videos may come from any public http(s) host (NanoGPT's CDN may change).
     allowed_video_hosts: tuple[str, ...] = ()
     max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
@@ -90,6 +93,8 @@ def settings_from(
         or reader.number("request_timeout", positive=True)
         or DEFAULT_REQUEST_TIMEOUT,
         max_retries=int(retries) if retries is not None else DEFAULT_MAX_RETRIES,
+        approval_above_usd=reader.number("approval_above_usd"),
+        approval_timeout=reader.number("approval_timeout", positive=True),
         allowed_video_hosts=reader.hosts("allowed_video_hosts"),
         max_video_bytes=int(reader.number("max_video_bytes", positive=True) or 0)
         or DEFAULT_MAX_VIDEO_BYTES,

@@ -6,7 +6,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
@@ -96,6 +96,13 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     :param settle_seconds: After a submission whose outcome is unknown (a timeout or 5xx after
         sending), how long NanoGPT's run list must go on showing nothing before a retry sends
         the request again.
+    :param approval_above_usd: Ask a person (Airflow's Human-in-the-loop, on the Required
+        Actions page) before submitting a video whose estimated cost exceeds this many USD, or
+        whose cost cannot be estimated. Reject skips the task; no answer fails it. Default: the
+        connection's ``approval_above_usd`` extra; unset there too, no approval is asked.
+    :param approval_timeout: How long to wait for the answer (timedelta or seconds), never past
+        the try's deadline (``execution_timeout``, ``timeout``). Default: the connection's
+        ``approval_timeout`` extra, else the try's deadline.
     :param lineage_include_prompts: Whether OpenLineage events carry the prompt (with the other
         request parameters). False leaves prompts out, for teams that treat them as sensitive.
     :param budgets: Names of shared group budgets (defined in the connection's ``budgets`` extra
@@ -160,6 +167,8 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         lineage_include_prompts: bool = True,
         budgets: Sequence[str] = (),
         on_budget_exceeded: str = "fail",
+        approval_above_usd: float | None = None,
+        approval_timeout: timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
         arguments = locals()  # the request parameters are listed once, in VideoRequest
@@ -207,6 +216,10 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 "(waiting for a budget window to reset is not implemented yet)."
             )
         self.on_budget_exceeded = on_budget_exceeded
+        from airflow_provider_nanogpt.approval import threshold_argument, timeout_argument
+
+        self.approval_above_usd = threshold_argument(approval_above_usd)
+        self.approval_timeout = timeout_argument(approval_timeout)
 
     def _limit(self, name: str) -> float | None:
         """A templated money guard as an amount (Jinja renders text unless native rendering).
@@ -282,7 +295,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         budget = self._budget_guard(context, payload)
         while True:
             try:
-                decision = self._find_or_submit(records, attempt, payload, state, budget)
+                decision = self._find_or_submit(context, records, attempt, payload, state, budget)
             except NanoGPTRateLimitError as exc:
                 state = self._wait_out_rate_limit(exc, state)
                 continue
@@ -329,6 +342,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
 
     def _find_or_submit(
         self,
+        context: Context,
         records: RunRecords,
         attempt: TaskAttempt,
         payload: Mapping[str, Any],
@@ -351,7 +365,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 payload,
                 log=self.log,
                 settle_seconds=self.settle_seconds,
-                before_send=lambda: self._check_budget(payload),
+                before_send=lambda: self._before_send(context, payload, state, budget),
                 max_rate_limit_sleep=RATE_LIMIT_SLEEP_ON_WORKER_SECONDS
                 if self.deferrable
                 else None,
@@ -434,6 +448,30 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         if plan is None:
             return None
         return BudgetGuard(plan, lambda: estimate_for(self.hook, payload), log=self.log)
+
+    def _before_send(
+        self,
+        context: Context,
+        payload: Mapping[str, Any],
+        state: SubmitState,
+        budget: BudgetGuard | None,
+    ) -> None:
+        """The checks right before a new submission: the cost guards, then the approval."""
+        from airflow_provider_nanogpt.approval import ask_if_above
+
+        self._check_budget(payload)
+        ask_if_above(self, context, payload, state, budget)
+
+    def execute_after_approval(
+        self, context: Context, event: Any = None, carry: Any = None, **deferral_kwargs: Any
+    ) -> Any:
+        """Carry on after the approval request: submit when approved (see ``approval``)."""
+        from airflow_provider_nanogpt.approval import approved_state
+        from airflow_provider_nanogpt.resume import ignore_deferral_kwargs
+
+        ignore_deferral_kwargs(deferral_kwargs, self.log)
+        state = approved_state(event, carry, task=self, context=context)
+        return self._submit_and_wait(context, state)
 
     def _check_budget(self, payload: Mapping[str, Any]) -> None:
         from airflow_provider_nanogpt.budget import enforce_budget

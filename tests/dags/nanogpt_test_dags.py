@@ -260,3 +260,22 @@ with DAG(
     "nanogpt_lineage_consumer", schedule=[VIDEOS_ALIAS], start_date=START, catchup=False
 ) as lineage_consumer:
     EmptyOperator(task_id="publish")
+
+# Approval above a threshold: kling-video-v2 costs $0.35 for 5 s and $0.70 for 10 s (or unset).
+APPROVAL = {
+    "approval_above_usd": 0.5,
+    "duration": "{{ dag_run.conf.get('duration') }}",
+    "timeout": 120.0,
+}
+approval = _generate_dag("nanogpt_approval", **APPROVAL)
+approval_timeout = _generate_dag("nanogpt_approval_timeout", **APPROVAL, approval_timeout=1.0)
+approval_fails_after_delivery = _fails_after_delivery_dag(
+    "nanogpt_approval_fails_after_delivery", **APPROVAL
+)
+approval_refunded_then_retried = _generate_dag(
+    "nanogpt_approval_refunded_then_retried",
+    **APPROVAL,
+    retries=1,
+    retry_delay=timedelta(seconds=0),
+    prompt="{{ dag_run.conf.get('prompt') }}{{ ' [sim:fail]' if ti.try_number == 1 else '' }}",
+)
