@@ -10,6 +10,9 @@ response bodies and our own text only.
 
 from __future__ import annotations
 
+import math
+import time
+
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
@@ -87,6 +90,54 @@ class NanoGPTPayloadTooLargeError(NanoGPTPermanentError):
 
 class NanoGPTRateLimitError(NanoGPTError):
     """429: too many requests. ``retry_after`` is in seconds when NanoGPT said so."""
+
+
+DAILY_CAP_NAMES = {"usd": "daily USD cap", "requests": "daily request cap"}
+
+
+class NanoGPTDailyCapError(NanoGPTRateLimitError):
+    """429 ``daily_usd_limit_exceeded`` / ``daily_rpd_limit_exceeded``: the API key's own daily
+    cap, set in NanoGPT's settings, is reached. Nothing was created.
+
+    ``cap`` is ``"usd"`` or ``"requests"``; ``resets_at`` (epoch seconds) is when it resets:
+    after NanoGPT's Retry-After, else at the next 00:00 UTC (``retry_after`` is then set to
+    match, so every wait reads one number).
+    """
+
+    def __init__(self, message: str, *, cap: str, resets_at: float, **kw: object):
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.cap = cap
+        self.resets_at = resets_at
+
+    def reached(self, now: float | None = None) -> str:
+        """ "NanoGPT's daily USD cap for this API key is reached; it resets at 00:00 UTC (in …)"."""
+        return daily_cap_reached(self.cap, self.resets_at, now)
+
+
+def daily_cap_reached(cap: str, resets_at: float, now: float | None = None) -> str:
+    """The plain sentence for a reached daily cap, with when (and in how long) it resets."""
+    left = resets_at - (time.time() if now is None else now)
+    return (
+        f"NanoGPT's {DAILY_CAP_NAMES.get(cap, 'daily cap')} for this API key is reached; it "
+        f"resets at {reset_clock(resets_at)} (in {describe_duration(left)})"
+    )
+
+
+def reset_clock(resets_at: float) -> str:
+    """The reset as "HH:MM UTC" (to the nearest minute: Retry-After lands a second off)."""
+    return time.strftime("%H:%M UTC", time.gmtime(round(resets_at / 60) * 60))
+
+
+def describe_duration(seconds: float) -> str:
+    """ "3 h 12 min", "12 min" or "40 s": minutes rounded up, so a wait is never undersold."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{math.ceil(seconds):d} s"
+    minutes = math.ceil(seconds / 60)
+    hours, minutes = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 class NanoGPTRedirectError(NanoGPTPermanentError):

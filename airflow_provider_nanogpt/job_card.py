@@ -37,6 +37,9 @@ class JobState(enum.StrEnum):
     TIMED_OUT = "timed_out"
     ERROR = "error"  # the wait ended abnormally
     REJECTED = "rejected"  # NanoGPT refused the submission (4xx): no job, nothing charged
+    # The API key's own daily cap held the submission back (waiting for its reset, or failed by
+    # it): no job, nothing charged.
+    DAILY_CAP = "daily_cap"
 
 
 # NanoGPT refunds a job that ends so: it is not a charge.
@@ -112,6 +115,25 @@ def refused_card(
     blocked = isinstance(error, NanoGPTContentPolicyError)
     # The error's text is built from NanoGPT's answer and our own words: never the key.
     return ended(card, JobState.BLOCKED if blocked else JobState.REJECTED, error=str(error)[:500])
+
+
+def daily_cap_card(
+    *, conn_id: str, model: str | None, prompt: object, error: Any, waiting: bool
+) -> dict[str, Any]:
+    """The card of a submission the key's daily cap held back (``error`` a
+    NanoGPTDailyCapError): which cap and when it resets; ended unless the task ``waiting``."""
+    card = new_card(
+        run_id=None, conn_id=conn_id, model=model, prompt=prompt, cost=0.0, currency=None
+    )
+    fields = {
+        "charged_here": False,
+        "daily_cap": error.cap,
+        "resets_at": error.resets_at,
+        "error": str(error)[:500],
+    }
+    if waiting:
+        return {**card, **fields, "state": JobState.DAILY_CAP.value}
+    return ended(card, JobState.DAILY_CAP, **fields)
 
 
 # What a charge record keeps of the card: enough for the spend, and for the NanoGPT page to list

@@ -104,9 +104,20 @@ def _incr_usd(name: str, amount_usd: float, tags: dict[str, str]) -> None:
 
 
 def submitted(conn_id: str, model: str | None, outcome: str) -> None:
-    """One submission sent: ``accepted`` (a job was created), ``refused`` (NanoGPT proved none
-    was), or ``uncertain`` (it may have been)."""
+    """One submission sent: ``accepted`` (a job was created), ``daily_cap`` or ``refused``
+    (NanoGPT proved none was), or ``uncertain`` (it may have been)."""
     _incr(SUBMISSIONS, 1, _tags(conn_id, model=model, outcome=outcome))
+
+
+def refusal_outcome(exc: BaseException) -> str:
+    """The ``outcome`` of a submission that failed: ``daily_cap`` (the API key's own daily cap
+    refused it), ``refused`` (any other proof that nothing was created) or ``uncertain``."""
+    from airflow_provider_nanogpt.api.retry import proves_nothing_created
+    from airflow_provider_nanogpt.exceptions import NanoGPTDailyCapError
+
+    if not proves_nothing_created(exc):
+        return "uncertain"
+    return "daily_cap" if isinstance(exc, NanoGPTDailyCapError) else "refused"
 
 
 def reattached(conn_id: str, model: str | None) -> None:

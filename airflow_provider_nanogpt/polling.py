@@ -20,6 +20,7 @@ from airflow_provider_nanogpt.api.coerce import snippet
 from airflow_provider_nanogpt.api.status import VideoState, VideoStatus
 from airflow_provider_nanogpt.events import ErrorReason, VideoEvent, reason_for
 from airflow_provider_nanogpt.exceptions import (
+    NanoGPTDailyCapError,
     NanoGPTError,
     NanoGPTNotFoundError,
     NanoGPTPermanentError,
@@ -91,6 +92,11 @@ class PollTracker:
             return None
         if isinstance(outcome, NanoGPTPermanentError):
             return VideoEvent.error(run_id, str(outcome), reason_for(outcome))
+        if isinstance(outcome, NanoGPTDailyCapError):
+            # The key's request cap counts status checks too. Not a failing check: the next one
+            # waits for the reset (``delay``), and the wait's deadline still ends it.
+            log.warning("%s; checking %s again after the reset.", outcome.reached(), run_id)
+            return None
         if isinstance(outcome, NanoGPTError):
             self.errors += 1
             if self.errors > self.max_consecutive_errors:

@@ -542,11 +542,7 @@ def _send(
             deadline=deadline,
         )
     except NanoGPTError as exc:
-        metrics.submitted(
-            hook.nanogpt_conn_id,
-            record.model,
-            "refused" if proves_nothing_created(exc) else "uncertain",
-        )
+        metrics.submitted(hook.nanogpt_conn_id, record.model, metrics.refusal_outcome(exc))
         if proves_nothing_created(exc):
             records.forget()
             if budget is not None:

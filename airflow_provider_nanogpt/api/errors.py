@@ -22,6 +22,7 @@ from airflow_provider_nanogpt.api.coerce import as_amount, as_str, scrub, scrub_
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTAuthError,
     NanoGPTContentPolicyError,
+    NanoGPTDailyCapError,
     NanoGPTError,
     NanoGPTInsufficientBalanceError,
     NanoGPTInvalidRequestError,
@@ -32,12 +33,18 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTResponseError,
     NanoGPTServerError,
     NanoGPTTLSError,
+    daily_cap_reached,
 )
 
 _CONTENT_POLICY_TYPES = frozenset({"content_policy_violation"})
 _BALANCE_TYPES = frozenset({"insufficient_balance", "insufficient_funds"})
-_RATE_LIMIT_TYPES = frozenset(
-    {"rate_limited", "rate_limit_error", "daily_rpd_limit_exceeded", "daily_usd_limit_exceeded"}
+# The per-key daily caps (fact sheet 4.2): which cap each code names.
+_DAILY_CAP_CODES = {"daily_usd_limit_exceeded": "usd", "daily_rpd_limit_exceeded": "requests"}
+_RATE_LIMIT_TYPES = frozenset({"rate_limited", "rate_limit_error", *_DAILY_CAP_CODES})
+# A 429 that words a daily cap without any code ("Daily request limit exceeded").
+_DAILY_CAP_TEXT = re.compile(
+    r"daily\s+(?:(?P<usd>usd|spend(?:ing)?|budget|cost)|request|rpd)\S*\s+(?:limit|cap)",
+    re.IGNORECASE,
 )
 _MAX_MESSAGE_CHARS = 500
 # How NanoGPT words a content-policy refusal where it gives no type or flag (plain-string error
@@ -60,6 +67,19 @@ class ErrorBody:
     error_type: str | None
     required_balance: float | None = None
     refund_message: str | None = None
+    # Every code and type the body carries (error.code, error.type, code, type): a daily cap's
+    # code may sit beside a broad type that ``error_type`` reports instead.
+    codes: tuple[str, ...] = ()
+
+
+def daily_cap_of(parsed: ErrorBody, status_code: int) -> str | None:
+    """Which per-key daily cap (``"usd"``, ``"requests"``) a refusal names, or None."""
+    for code in parsed.codes:
+        if (cap := _DAILY_CAP_CODES.get(code.lower())) is not None:
+            return cap
+    if status_code == 429 and (match := _DAILY_CAP_TEXT.search(parsed.message or "")):
+        return "usd" if match.group("usd") else "requests"
+    return None
 
 
 def parse_error_body(body: object) -> ErrorBody:
@@ -70,6 +90,9 @@ def parse_error_body(body: object) -> ErrorBody:
     error = body.get("error")
     message: str | None = None
     error_type: str | None = None
+    nested = error if isinstance(error, Mapping) else {}
+    found = (as_str(place.get(name)) for place in (nested, body) for name in ("code", "type"))
+    codes = tuple(code for code in found if code)
     if isinstance(error, Mapping):
         message = as_str(error.get("message"))
         # OpenAI-style bodies carry the precise reason in ``code`` and a broad class in ``type``.
@@ -83,6 +106,7 @@ def parse_error_body(body: object) -> ErrorBody:
         error_type=error_type,
         required_balance=as_amount(body.get("requiredBalance")),
         refund_message=as_str(body.get("refundMessage")),
+        codes=codes,
     )
 
 
@@ -172,6 +196,9 @@ def error_from_response(
         # as one of the 4xx refusals that prove nothing was created.
         return NanoGPTServerError(message, **common)
     if status_code == 429 or kind in _RATE_LIMIT_TYPES:
+        cap = daily_cap_of(parsed, status_code)
+        if cap is not None:
+            return _daily_cap_error(cap, action, detail, common)
         return NanoGPTRateLimitError(message, **common)
     if status_code == 402 or kind in _BALANCE_TYPES:
         if parsed.required_balance is not None:
@@ -209,6 +236,24 @@ def error_from_response(
     if 400 <= status_code < 500:
         return NanoGPTInvalidRequestError(message, **common)
     return NanoGPTResponseError(message, **common)
+
+
+def _daily_cap_error(
+    cap: str, action: str, detail: str, common: dict[str, Any]
+) -> NanoGPTDailyCapError:
+    """The daily cap, with when it resets: after Retry-After, else at the next 00:00 UTC."""
+    now = time.time()
+    retry_after = common["retry_after"]
+    if retry_after is None:
+        retry_after = 86400.0 - now % 86400.0
+    resets_at = now + retry_after
+    message = f"NanoGPT could not {action}: {daily_cap_reached(cap, resets_at, now)}. "
+    return NanoGPTDailyCapError(
+        message + f"NanoGPT said: {detail}",
+        cap=cap,
+        resets_at=resets_at,
+        **{**common, "retry_after": retry_after},
+    )
 
 
 def describe_location(location: str | None) -> str:

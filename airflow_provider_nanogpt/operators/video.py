@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_nanogpt.api.responses import Submission
-    from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
+    from airflow_provider_nanogpt.exceptions import NanoGPTDailyCapError, NanoGPTRateLimitError
     from airflow_provider_nanogpt.resume import SubmitState
     from airflow_provider_nanogpt.shared_budget import BudgetGuard
     from airflow_provider_nanogpt.submission import Decision, LookUpLater, RunRecords, TaskAttempt
@@ -32,7 +32,8 @@ RATE_LIMIT_SLEEP_ON_WORKER_SECONDS = 0.5
 # A wait this short is slept on the worker: a deferral's round trip through the triggerer takes
 # about as long.
 SHORT_WAIT_ON_WORKER_SECONDS = 10.0
-# A rate-limit window longer than this (a daily cap) fails the task instead of waiting for hours.
+# A rate-limit window longer than this fails the task instead of waiting for hours. A per-key
+# daily cap (NanoGPTDailyCapError) is waited for whenever it resets within the task's deadline.
 MAX_RATE_LIMIT_DEFERRAL_SECONDS = 900.0
 # Deferrals for a 429 without Retry-After: 5 s, 10 s, 20 s … up to 5 minutes, with jitter.
 RATE_LIMIT_BACKOFF_BASE_SECONDS = 5.0
@@ -297,7 +298,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             try:
                 decision = self._find_or_submit(context, records, attempt, payload, state, budget)
             except NanoGPTRateLimitError as exc:
-                state = self._wait_out_rate_limit(exc, state)
+                state = self._wait_out_rate_limit(context, exc, state)
                 continue
             except NanoGPTError as exc:
                 if exc.refused_submission:
@@ -378,13 +379,24 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             # Waiting out the 429 (and resuming from it) used up what was left: nothing sent.
             raise self._rate_limited_too_long(since, 0.0, "HTTP 429") from exc
 
-    def _wait_out_rate_limit(self, exc: NanoGPTRateLimitError, state: SubmitState) -> SubmitState:
+    def _wait_out_rate_limit(
+        self, context: Context, exc: NanoGPTRateLimitError, state: SubmitState
+    ) -> SubmitState:
         """Wait out a 429 (the submit's, or the lookup's of an earlier send: nothing was sent),
-        and return the state to ask again with."""
+        and return the state to ask again with. A daily cap's wait, or the failure when it
+        resets too late, is on the job card too, for the NanoGPT page."""
+        from airflow_provider_nanogpt.exceptions import NanoGPTDailyCapError
+
         since = state.rate_limited_since or time.time()
-        wait = self._rate_limit_wait(
-            exc, since, state.rate_limit_deferrals, state.execution_deadline
-        )
+        try:
+            wait = self._rate_limit_wait(
+                exc, since, state.rate_limit_deferrals, state.execution_deadline
+            )
+        except NanoGPTDailyCapError as final:
+            self._publish_daily_cap(context, final, waiting=False)
+            raise
+        if isinstance(exc, NanoGPTDailyCapError):
+            self._publish_daily_cap(context, exc, waiting=True)
         state = replace(
             state, rate_limited_since=since, rate_limit_deferrals=state.rate_limit_deferrals + 1
         )
@@ -499,8 +511,10 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         spreads a rate-limited batch over the window instead of returning all at once.
         """
         from airflow_provider_nanogpt.api.retry import RetryPolicy
-        from airflow_provider_nanogpt.exceptions import NanoGPTRateLimitError
+        from airflow_provider_nanogpt.exceptions import NanoGPTDailyCapError, NanoGPTRateLimitError
 
+        if isinstance(exc, NanoGPTDailyCapError):
+            return self._daily_cap_wait(exc, since, execution_deadline)
         if exc.retry_after is not None:
             if exc.retry_after > MAX_RATE_LIMIT_DEFERRAL_SECONDS:
                 raise exc  # a daily cap: fail with NanoGPT's explanation instead of waiting hours
@@ -526,6 +540,49 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 f"Nothing was submitted. Last answer: {exc}"
             ) from exc
         return wait
+
+    def _daily_cap_wait(
+        self, exc: NanoGPTDailyCapError, since: float, execution_deadline: float | None
+    ) -> float:
+        """Seconds until the key's daily cap resets, or raise when that is past the task's
+        deadline (``timeout`` since the first 429, or ``execution_timeout``). Either way the
+        log says it plainly: nothing was sent, so nothing is paid."""
+        from airflow_provider_nanogpt.deadline import earliest, execution_timeout_seconds
+        from airflow_provider_nanogpt.exceptions import NanoGPTDailyCapError, describe_duration
+
+        now = time.time()
+        reached = exc.reached(now)
+        deadline = earliest(execution_deadline, since + self.timeout)
+        assert deadline is not None  # since + timeout always bounds it
+        if exc.resets_at > deadline:
+            limit = (
+                f"execution_timeout ({execution_timeout_seconds(self) or 0:g} s)"
+                if deadline == execution_deadline
+                else f"timeout ({self.timeout:g} s)"
+            )
+            message = (
+                f"{reached}, after this task's {limit} ends. Nothing was submitted and nothing "
+                "was paid. Raise the cap in NanoGPT's settings for this API key, or let the task "
+                f"wait for the reset: give it a timeout (and execution_timeout) longer than "
+                f"{describe_duration(exc.resets_at - now)}."
+            )
+            self.log.warning("%s", message)
+            raise NanoGPTDailyCapError(
+                message,
+                cap=exc.cap,
+                resets_at=exc.resets_at,
+                status_code=exc.http_status,
+                error_type=exc.error_type,
+                request_id=exc.request_id,
+                retry_after=exc.retry_after,
+            ) from exc
+        self.log.warning(
+            "%s. Nothing was submitted and nothing was paid; the task waits for the reset "
+            "(within its deadline), then submits once.",
+            reached,
+        )
+        # Just after the reset, spread a little so capped tasks do not all return at once.
+        return min(max(0.1, (exc.resets_at - now) * random.uniform(1.0, 1.03)), deadline - now)
 
     def _rate_limited_too_long(
         self, since: float, wait: float, last_answer: str
@@ -604,6 +661,22 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             model=self.model,
             prompt=getattr(self, "prompt", None),
             error=error,
+        )
+        context["ti"].xcom_push(key=JOB_KEY, value=card)
+
+    def _publish_daily_cap(
+        self, context: Context, error: NanoGPTDailyCapError, *, waiting: bool
+    ) -> None:
+        """A job card for a task held back by the key's daily cap: waiting for its reset, or
+        failed by it. Nothing was submitted; a submission's card replaces it."""
+        from airflow_provider_nanogpt.job_card import JOB_KEY, daily_cap_card
+
+        card = daily_cap_card(
+            conn_id=self.nanogpt_conn_id,
+            model=self.model,
+            prompt=getattr(self, "prompt", None),
+            error=error,
+            waiting=waiting,
         )
         context["ti"].xcom_push(key=JOB_KEY, value=card)
 

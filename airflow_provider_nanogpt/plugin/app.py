@@ -478,6 +478,7 @@ def _row(job: job_store.Job, base: str, here: str) -> dict[str, Any]:
         "model": card.get("model"),
         "prompt": card.get("prompt"),
         "state": job.state,
+        "note": job.note,
         "error": card.get("error"),
         "cost": cost,
         "currency": card.get("currency"),

@@ -100,6 +100,20 @@ class Job:
         return "rendering" if waiting else "submitted"
 
     @property
+    def note(self) -> str | None:
+        """What held the submission back, in a few words: "daily USD cap reached, resets
+        00:00 UTC" (and whether the task still waits for the reset)."""
+        from airflow_provider_nanogpt.api.coerce import as_amount
+        from airflow_provider_nanogpt.exceptions import DAILY_CAP_NAMES, reset_clock
+
+        cap, resets_at = self.card.get("daily_cap"), as_amount(self.card.get("resets_at"))
+        if self.state != JobState.DAILY_CAP or not isinstance(cap, str) or resets_at is None:
+            return None
+        text = f"{DAILY_CAP_NAMES.get(cap, 'daily cap')} reached, resets {reset_clock(resets_at)}"
+        waiting = self.card.get("finished_at") is None and self.ti_state in WAITING_TI_STATES
+        return text + ("; waiting for the reset" if waiting else "")
+
+    @property
     def run_id(self) -> str | None:
         value = self.card.get("run_id")
         return value if isinstance(value, str) else None

@@ -552,11 +552,12 @@ def apply_fault(state: SimState, endpoint: str, fault: Fault) -> Response | None
         return ResetResponse()
     if kind == "malformed":
         return RawResponse(200, b'{"runId": "vid_0123", "status": "pend')
-    if kind == "daily_cap":
+    if kind in ("daily_cap", "daily_usd_cap"):
         wait = fault.retry_after
         if wait is None:
             wait = seconds_until_utc_midnight(time.time())
-        return JsonResponse(429, daily_cap_body(), _retry_after(state, wait))
+        cap = "usd" if kind == "daily_usd_cap" else "requests"
+        return JsonResponse(429, daily_cap_body(cap, fault.body_shape), _retry_after(state, wait))
     if kind == "429_no_retry_after":  # the docs say a 429 *may* carry Retry-After
         return JsonResponse(429, error_body(429, _fault_message(endpoint, "429"), fault.body_shape))
     status = int(kind)

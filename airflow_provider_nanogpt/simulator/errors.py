@@ -62,17 +62,27 @@ def simple_error(status: int, message: str, **extra: Any) -> ApiError:
     return ApiError(status, body)
 
 
-def daily_cap_body() -> dict[str, Any]:
-    """The per-key daily request cap body (OpenAI style, code ``daily_rpd_limit_exceeded``)."""
-    return {
-        "error": {
-            "message": "Daily request limit exceeded (simulated cap). "
-            "The limit resets at 00:00 UTC.",
-            "type": "rate_limit_error",
-            "code": "daily_rpd_limit_exceeded",
-            "param": None,
-        }
-    }
+DAILY_CAP_CODES = {"requests": "daily_rpd_limit_exceeded", "usd": "daily_usd_limit_exceeded"}
+_DAILY_CAP_MESSAGES = {
+    "requests": "Daily request limit exceeded (simulated cap). The limit resets at 00:00 UTC.",
+    "usd": "Daily USD limit exceeded (simulated cap). The limit resets at 00:00 UTC.",
+}
+
+
+def daily_cap_body(cap: str = "requests", shape: str = "openai") -> dict[str, Any]:
+    """A per-key daily cap body: ``cap`` is ``requests`` (``daily_rpd_limit_exceeded``) or
+    ``usd`` (``daily_usd_limit_exceeded``).
+
+    ``openai`` (and ``string``, the faults' default) is the documented body, the code in
+    ``error.code`` beside the broad ``type`` ``rate_limit_error``; ``typed`` puts the code in
+    ``error.type``; ``openapi`` puts it only in a top-level ``code``.
+    """
+    code, message = DAILY_CAP_CODES[cap], _DAILY_CAP_MESSAGES[cap]
+    if shape == "typed":
+        return {"error": {"message": message, "type": code}}
+    if shape == "openapi":
+        return {"error": 429, "message": message, "code": code}
+    return {"error": {"message": message, "type": "rate_limit_error", "code": code, "param": None}}
 
 
 RATE_LIMIT_MESSAGE = "Rate limit exceeded. Please wait before generating another video."

@@ -21,6 +21,7 @@ KINDS = (
     "timeout",
     "malformed",
     "daily_cap",
+    "daily_usd_cap",
 )
 DEFAULT_TIMEOUT_DELAY = 30.0  # simulated seconds
 DEFAULT_RETRY_AFTER = 1.0  # simulated seconds

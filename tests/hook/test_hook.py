@@ -16,6 +16,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTConfigurationError,
     NanoGPTConnectionError,
     NanoGPTContentPolicyError,
+    NanoGPTDailyCapError,
     NanoGPTDownloadError,
     NanoGPTError,
     NanoGPTInsufficientBalanceError,
@@ -267,10 +268,60 @@ def test_long_retry_after_is_not_slept_on_a_worker(
 ) -> None:
     simulator.add_fault(endpoint="submit", kind="daily_cap", count=1, retry_after=3600 * 50)
     started = time.monotonic()
-    with pytest.raises(NanoGPTRateLimitError, match="retry after"):
+    with pytest.raises(NanoGPTRateLimitError, match=r"resets at \d\d:\d\d UTC \(in 1 h"):
         hook.submit_video(KLING)
     assert time.monotonic() - started < 5
     assert simulator.state()["submits_accepted"] == 0
+
+
+# Where a daily cap's code may sit: error.code (documented), error.type, a top-level code.
+DAILY_CAP_SHAPES = ["openai", "typed", "openapi"]
+DAILY_CAPS = [
+    ("daily_usd_cap", "usd", "daily USD cap"),
+    ("daily_cap", "requests", "daily request cap"),
+]
+
+
+@pytest.mark.parametrize("shape", DAILY_CAP_SHAPES)
+@pytest.mark.parametrize(("kind", "cap", "named"), DAILY_CAPS)
+def test_a_daily_cap_on_submit_is_typed_with_its_cap_and_reset(
+    hook: NanoGPTHook, simulator: NanoGPTSimulator, shape: str, kind: str, cap: str, named: str
+) -> None:
+    simulator.add_fault(endpoint="submit", kind=kind, body_shape=shape, retry_after=3600 * 50)
+    before = time.time()
+    with pytest.raises(NanoGPTDailyCapError) as info:
+        hook.submit_video(KLING)
+    error = info.value
+    assert isinstance(error, NanoGPTRateLimitError)  # every `except` of a 429 still catches it
+    assert error.cap == cap
+    # 3600 * 50 simulated seconds at 50x: one hour.
+    assert before + 3590 <= error.resets_at <= time.time() + 3610
+    assert f"NanoGPT's {named} for this API key is reached" in str(error)
+    assert "(in 1 h)" in str(error) or "(in 1 h 1 min)" in str(error)
+    assert simulator.state()["submits_accepted"] == 0
+
+
+@pytest.mark.parametrize("shape", DAILY_CAP_SHAPES)
+@pytest.mark.parametrize(("kind", "cap", "named"), DAILY_CAPS)
+async def test_a_daily_cap_on_an_async_status_poll_is_typed_the_same(
+    hook: NanoGPTHook, simulator: NanoGPTSimulator, shape: str, kind: str, cap: str, named: str
+) -> None:
+    # The request cap counts every endpoint, status polls in the triggerer included.
+    run_id = hook.submit_video(KLING).run_id
+    simulator.add_fault(
+        endpoint="status", kind=kind, body_shape=shape, count=10, retry_after=3600 * 50
+    )
+    before = time.time()
+    async_hook = NanoGPTHook(retry_policy=FAST_RETRIES)
+    try:
+        with pytest.raises(NanoGPTDailyCapError) as info:
+            await async_hook.aget_video_status(run_id)
+    finally:
+        await async_hook.aclose()
+    error = info.value
+    assert isinstance(error, NanoGPTRateLimitError)
+    assert error.cap == cap and f"NanoGPT's {named} for this API key is reached" in str(error)
+    assert before + 3590 <= error.resets_at <= time.time() + 3610
 
 
 @pytest.mark.parametrize(

@@ -198,6 +198,29 @@ def test_daily_cap_fault(sim: NanoGPTSimulator) -> None:
     assert submit(sim).headers["Retry-After"] == "7"
 
 
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [("daily_cap", "daily_rpd_limit_exceeded"), ("daily_usd_cap", "daily_usd_limit_exceeded")],
+)
+@pytest.mark.parametrize(
+    ("shape", "where"),
+    [
+        ("string", lambda b: (b["error"]["code"], b["error"]["type"] == "rate_limit_error")),
+        ("openai", lambda b: (b["error"]["code"], b["error"]["type"] == "rate_limit_error")),
+        ("typed", lambda b: (b["error"]["type"], "code" not in b["error"])),
+        ("openapi", lambda b: (b["code"], b["error"] == 429)),
+    ],
+)
+def test_daily_cap_faults_name_their_cap_where_the_shape_puts_it(
+    sim: NanoGPTSimulator, kind: str, code: str, shape: str, where: object
+) -> None:
+    sim.add_fault(endpoint="submit", kind=kind, body_shape=shape, retry_after=7)
+    resp = submit(sim)
+    assert resp.status == 429 and resp.headers["Retry-After"] == "7"
+    assert where(resp.json()) == (code, True)  # type: ignore[operator]
+    assert sim.state()["submits_accepted"] == 0
+
+
 def test_404_fault_on_status_and_legacy(sim: NanoGPTSimulator, done_run: str) -> None:
     sim.add_fault(endpoint="status", kind="404")
     sim.add_fault(endpoint="legacy_status", kind="404", body_shape="openapi")

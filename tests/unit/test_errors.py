@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import time
 
 import pytest
 
@@ -20,6 +21,7 @@ from airflow_provider_nanogpt.api.retry import (
 from airflow_provider_nanogpt.exceptions import (
     NanoGPTAuthError,
     NanoGPTContentPolicyError,
+    NanoGPTDailyCapError,
     NanoGPTInsufficientBalanceError,
     NanoGPTInvalidRequestError,
     NanoGPTNotFoundError,
@@ -27,6 +29,7 @@ from airflow_provider_nanogpt.exceptions import (
     NanoGPTPermanentError,
     NanoGPTRateLimitError,
     NanoGPTServerError,
+    describe_duration,
 )
 
 
@@ -188,3 +191,73 @@ def test_error_from_response_scrubs_after_decoding() -> None:
     )
     assert "bad ***" in str(error)
     assert key not in str(error) + repr(vars(error))
+
+
+DAILY_CAP_BODIES = [
+    # The documented body: the code in error.code, a broad type beside it.
+    {"error": {"message": "Daily limit", "code": "{code}", "type": "rate_limit_error"}},
+    {"error": {"message": "Daily limit", "type": "{code}"}},  # the code as error.type
+    {"error": {"message": "Daily limit", "type": "rate_limit_error"}, "code": "{code}"},
+    {"error": "Daily limit", "status": 429, "code": "{code}"},  # only a top-level code
+    {"error": 429, "message": "Daily limit", "type": "{code}"},
+]
+
+
+@pytest.mark.parametrize("template", DAILY_CAP_BODIES)
+@pytest.mark.parametrize(
+    ("code", "cap"), [("daily_usd_limit_exceeded", "usd"), ("DAILY_RPD_LIMIT_EXCEEDED", "requests")]
+)
+def test_a_daily_cap_is_typed_wherever_its_code_sits(
+    template: dict[str, object], code: str, cap: str
+) -> None:
+    body = json.loads(json.dumps(template).replace("{code}", code))
+    error = _error(429, body, {"Retry-After": "5400"})
+    assert isinstance(error, NanoGPTDailyCapError) and error.cap == cap
+    assert error.retry_after == 5400
+    assert "for this API key is reached" in str(error) and "(in 1 h 30 min)" in str(error)
+    assert is_retryable_submit(error, RetryPolicy(max_retry_after=6000))  # a 4xx: nothing made
+
+
+@pytest.mark.parametrize(
+    ("message", "cap"),
+    [
+        ("Daily request limit exceeded (500/500). Resets at 00:00 UTC.", "requests"),
+        ("Daily USD limit exceeded ($5.00).", "usd"),
+        ("Daily spending cap reached", "usd"),
+    ],
+)
+def test_a_429_that_only_words_a_daily_cap_is_one(message: str, cap: str) -> None:
+    error = _error(429, {"error": message, "status": 429})
+    assert isinstance(error, NanoGPTDailyCapError) and error.cap == cap
+
+
+def test_a_daily_cap_without_retry_after_resets_at_the_next_midnight_utc() -> None:
+    before = time.time()
+    body = {"error": {"message": "cap", "code": "daily_usd_limit_exceeded"}}
+    error = _error(429, body)
+    assert isinstance(error, NanoGPTDailyCapError)
+    midnight = (before // 86400 + 1) * 86400
+    assert error.resets_at == pytest.approx(midnight, abs=2)
+    assert error.retry_after == pytest.approx(midnight - before, abs=2)
+    assert "it resets at 00:00 UTC (in " in str(error)
+    assert "NanoGPT's daily USD cap for this API key is reached" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.2, "1 s"),
+        (59, "59 s"),
+        (60, "1 min"),
+        (61, "2 min"),
+        (3600, "1 h"),
+        (11520, "3 h 12 min"),
+    ],
+)
+def test_time_to_a_reset_is_never_undersold(seconds: float, text: str) -> None:
+    assert describe_duration(seconds) == text
+
+
+def test_a_plain_rate_limit_is_not_a_daily_cap() -> None:
+    error = _error(429, {"error": "Rate limit exceeded. Please wait.", "status": 429})
+    assert type(error) is NanoGPTRateLimitError

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_nanogpt.exceptions import (
+    NanoGPTDailyCapError,
     NanoGPTRateLimitError,
     NanoGPTSubmissionUncertainError,
     NanoGPTSubmissionUnresolvedError,
@@ -134,6 +135,36 @@ def test_a_proven_refusal_forgets_the_intent(
     with pytest.raises(NanoGPTRateLimitError):
         find_or_submit(hook, RunRecords(store), attempt(), KLING, log=LOG, max_rate_limit_sleep=1.0)
     assert STATE_KEY not in store  # nothing was created, so nothing is pending
+    assert accepted(simulator) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "outcome"),
+    [
+        ("daily_usd_cap", NanoGPTDailyCapError, "daily_cap"),
+        ("daily_cap", NanoGPTDailyCapError, "daily_cap"),
+        ("429", NanoGPTRateLimitError, "refused"),
+        ("500", NanoGPTSubmissionUncertainError, "uncertain"),
+    ],
+)
+def test_the_submission_metric_names_a_daily_cap(
+    hook: NanoGPTHook,
+    simulator: NanoGPTSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+    error: type[Exception],
+    outcome: str,
+) -> None:
+    from airflow_provider_nanogpt import metrics
+
+    sent: list[tuple[str, int, dict[str, str]]] = []
+    monkeypatch.setattr(metrics, "_incr", lambda *args: sent.append(args))
+    simulator.add_fault(endpoint="submit", kind=fault, retry_after=100_000)
+    with pytest.raises(error):
+        find_or_submit(
+            hook, RunRecords(Store()), attempt(), KLING, log=LOG, max_rate_limit_sleep=1.0
+        )
+    assert [tags["outcome"] for name, _, tags in sent if name == metrics.SUBMISSIONS] == [outcome]
     assert accepted(simulator) == (1, 0)
 
 

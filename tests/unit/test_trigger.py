@@ -194,6 +194,19 @@ async def test_persistent_errors_end_with_error_not_an_exception(
     assert "3 status checks in a row failed" in event["message"]
 
 
+async def test_a_daily_cap_on_status_checks_is_waited_out_not_counted_as_failures(
+    nanogpt_connection: NanoGPTSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    run_id = submit(" [sim:queue=0][sim:render=0]")
+    # Three status calls' worth of answers (each call tries three times), resetting in 0.04 s:
+    # counted as failures, they would end the wait after two calls.
+    nanogpt_connection.add_fault(endpoint="status", kind="daily_cap", count=9, retry_after=2)
+    event = await first_event(trigger_for(run_id, max_consecutive_errors=2))
+    assert event["status"] == "success"
+    out = capfd.readouterr()
+    assert "NanoGPT's daily request cap for this API key is reached" in out.out + out.err
+
+
 async def test_missing_connection_is_an_error_event(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_NANOGPT_DEFAULT", raising=False)
     event = await first_event(trigger_for("vid_x"))
