@@ -112,6 +112,42 @@ def get_provider_info() -> dict[str, Any]:
                         "path or URI (.. and links followed). Empty: paths are used as given.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "budget_usd_per_day": {
+                        "label": "Shared budget per day (USD)",
+                        "description": "At most this much spent through this connection per day, "
+                        "across every DAG, worker and triggerer (reserved before each submit). "
+                        "Needs a budget ledger connection.",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
+                    "budget_usd_per_month": {
+                        "label": "Shared budget per month (USD)",
+                        "description": "As the daily budget, per calendar month. Both may apply.",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
+                    "budget_timezone": {
+                        "label": "Budget reset time zone",
+                        "description": "The budgets reset at midnight in this IANA time zone "
+                        "(e.g. Europe/Paris). Default UTC.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "budget_ledger_conn_id": {
+                        "label": "Budget ledger connection",
+                        "description": "The id of a PostgreSQL (or, on one machine, SQLite) "
+                        "connection whose database keeps the budgets' ledger.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "approval_above_usd": {
+                        "label": "Ask for approval above (USD)",
+                        "description": "A video estimated above this waits for a person's "
+                        "approval (Airflow's Required Actions) before it is sent. Operators may "
+                        "set their own.",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
+                    "approval_timeout": {
+                        "label": "Approval timeout (seconds)",
+                        "description": "No answer by then: the task fails and nothing is sent.",
+                        "schema": {"type": ["number", "null"], "minimum": 1},
+                    },
                 },
             }
         ],

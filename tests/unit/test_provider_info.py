@@ -42,6 +42,12 @@ def test_connection_form_validates_against_declarative_schema() -> None:
         "max_video_bytes",
         "download_timeout",
         "output_base_dir",
+        "budget_usd_per_day",
+        "budget_usd_per_month",
+        "budget_timezone",
+        "budget_ledger_conn_id",
+        "approval_above_usd",
+        "approval_timeout",
     }
 
 
@@ -75,8 +81,8 @@ def test_providers_manager_serves_the_form_metadata() -> None:
     behaviours = manager.field_behaviours
     assert behaviours["nanogpt"]["relabeling"]["password"] == "API Key"
     widgets = manager.connection_form_widgets
-    assert "extra__nanogpt__request_timeout" in widgets
-    assert "extra__nanogpt__max_retries" in widgets
+    for field in ("request_timeout", "max_retries", "budget_usd_per_day", "approval_above_usd"):
+        assert f"extra__nanogpt__{field}" in widgets
 
 
 def test_package_import_is_lazy() -> None:

@@ -58,3 +58,19 @@ def test_a_budget_misconfiguration_is_refused_readably(
 
 def test_dag_tags_name_group_budgets() -> None:
     assert tag_budget_names(["nanogpt-budget:marketing", "other", 3]) == ["marketing"]
+
+
+@pytest.mark.parametrize("prefix", ["", "extra__nanogpt__"])
+def test_budgets_set_in_the_connection_form_apply(prefix: str) -> None:
+    # Airflow's connection form may store its fields under the legacy "extra__<type>__" names.
+    from airflow_provider_nanogpt.hooks.settings import settings_from
+
+    extras = {
+        f"{prefix}budget_usd_per_day": "2.50",
+        f"{prefix}budget_timezone": "Europe/Paris",
+        f"{prefix}budget_ledger_conn_id": "ledger",
+    }
+    settings = settings_from("c", "sk-nano-form", "https://nano-gpt.com", extras)
+    plan = plan_budgets("c", settings.budget_extras)
+    assert plan is not None and plan.ledger_conn_id == "ledger"
+    assert plan.budgets == (Budget("connection c", "day", 2_500_000, "Europe/Paris"),)
