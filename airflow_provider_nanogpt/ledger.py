@@ -218,7 +218,7 @@ class Reservation:
 class BudgetExceeded(NanoGPTBudgetError):
     """A reserve would take a budget over its limit; nothing was reserved or sent."""
 
-    def __init__(self, use: WindowUse, estimate_micro: int) -> None:
+    def __init__(self, use: WindowUse, estimate_micro: int, *, advice: str = "") -> None:
         self.use = use
         self.estimate_micro = estimate_micro
         self.resets_at = use.window.end
@@ -227,7 +227,12 @@ class BudgetExceeded(NanoGPTBudgetError):
             f"{usd(use.spent_micro)} spent and {usd(use.reserved_micro)} reserved in the "
             f"{use.label} window, and this video is estimated at {usd(estimate_micro)}. "
             f"It resets at {use.window.end.isoformat()}. Nothing was sent to NanoGPT."
+            + (f" {advice}" if advice else "")
         )
+
+    def advised(self, advice: str) -> BudgetExceeded:
+        """The same refusal, its message ending with what to do about it."""
+        return BudgetExceeded(self.use, self.estimate_micro, advice=advice)
 
 
 # --- the ledger -----------------------------------------------------------------------------

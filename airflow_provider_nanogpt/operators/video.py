@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
 
 from airflow.sdk import BaseOperator
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_nanogpt.api.responses import Submission
     from airflow_provider_nanogpt.exceptions import NanoGPTDailyCapError, NanoGPTRateLimitError
+    from airflow_provider_nanogpt.ledger import BudgetExceeded
     from airflow_provider_nanogpt.resume import SubmitState
     from airflow_provider_nanogpt.shared_budget import BudgetGuard
     from airflow_provider_nanogpt.submission import Decision, LookUpLater, RunRecords, TaskAttempt
@@ -38,6 +39,10 @@ MAX_RATE_LIMIT_DEFERRAL_SECONDS = 900.0
 # Deferrals for a 429 without Retry-After: 5 s, 10 s, 20 s … up to 5 minutes, with jitter.
 RATE_LIMIT_BACKOFF_BASE_SECONDS = 5.0
 RATE_LIMIT_BACKOFF_MAX_SECONDS = 300.0
+
+# What a task does when a shared budget does not allow its video: fail before sending, or wait
+# (holding no reservation and no slot) for the budget's window to reset within its deadline.
+OnBudgetExceeded = Literal["fail", "wait"]
 
 
 # Mapped tasks are labelled with their prompt (shortened) instead of [0], [1], ... in the UI.
@@ -87,7 +92,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     :param deferrable: Wait in the triggerer (default) instead of on the worker.
     :param poll_interval: Seconds between status checks (the floor; estimates may stretch it).
     :param timeout: Seconds from submission until the video must be ready; also the longest
-        time spent waiting out rate limits before submitting.
+        time spent waiting out rate limits, or a shared budget's reset, before submitting.
     :param output_path: Where to save the video (path, ``file://``, ``s3://``, … templated).
     :param validate: Check the request against the documented model rules, and
         ``extra_params`` against NanoGPT's catalog, before sending.
@@ -109,8 +114,11 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     :param budgets: Names of shared group budgets (defined in the connection's ``budgets`` extra
         or ``[nanogpt] budgets``) this task spends from, besides the connection's own budget
         and those named by DAG tags ``nanogpt-budget:<name>``. See docs/cost-control.md.
-    :param on_budget_exceeded: ``"fail"``: a send a shared budget does not allow fails before
-        sending with ``NanoGPTBudgetError``.
+    :param on_budget_exceeded: ``"fail"`` (default): a send a shared budget does not allow
+        fails before sending with ``NanoGPTBudgetError``. ``"wait"``: the task waits (deferred,
+        holding no reservation; on the worker with ``deferrable=False``) until the budget's
+        window resets, then reserves again; it fails as ``"fail"`` does when the reset comes
+        after its deadline (``timeout`` from the try's start, or ``execution_timeout``).
 
     On success, every ``Asset`` in ``outlets`` gets an event whose ``extra`` holds ``run_id``,
     ``model``, ``cost``, ``currency``, ``video_url`` and ``output_path``, for data-aware
@@ -167,7 +175,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         settle_seconds: float = 60.0,
         lineage_include_prompts: bool = True,
         budgets: Sequence[str] = (),
-        on_budget_exceeded: str = "fail",
+        on_budget_exceeded: OnBudgetExceeded = "fail",
         approval_above_usd: float | None = None,
         approval_timeout: timedelta | float | None = None,
         **kwargs: Any,
@@ -211,10 +219,9 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         if isinstance(budgets, str) or not all(isinstance(name, str) for name in budgets):
             raise ValueError(f"budgets must be a list of budget names, got {budgets!r}")
         self.budgets = tuple(budgets)
-        if on_budget_exceeded != "fail":
+        if on_budget_exceeded not in get_args(OnBudgetExceeded):
             raise ValueError(
-                f"on_budget_exceeded={on_budget_exceeded!r} is not supported: only 'fail' is "
-                "(waiting for a budget window to reset is not implemented yet)."
+                f"on_budget_exceeded must be 'fail' or 'wait', got {on_budget_exceeded!r}."
             )
         self.on_budget_exceeded = on_budget_exceeded
         from airflow_provider_nanogpt.approval import threshold_argument, timeout_argument
@@ -288,6 +295,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         """Find or submit this task's run (waiting out rate limits and settle times), then wait
         for it and deliver it."""
         from airflow_provider_nanogpt.exceptions import NanoGPTError, NanoGPTRateLimitError
+        from airflow_provider_nanogpt.ledger import BudgetExceeded
         from airflow_provider_nanogpt.submission import LookUpLater, RunRecords
 
         payload = self._payload_to_send()
@@ -300,6 +308,11 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             except NanoGPTRateLimitError as exc:
                 state = self._wait_out_rate_limit(context, exc, state)
                 continue
+            except BudgetExceeded as exc:
+                if self.on_budget_exceeded != "wait":
+                    raise
+                self._wait_for_budget(exc, state)
+                continue  # reserve again, once per wakeup: others may have filled the window
             except NanoGPTError as exc:
                 if exc.refused_submission:
                     self._publish_refusal(context, exc)
@@ -403,6 +416,35 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         # Short Retry-Afters were slept inside the call: whatever is left here is deferred.
         self._wait_until(time.time() + wait, state, "NanoGPT is rate limiting", on_worker_up_to=0)
         return state
+
+    def _wait_for_budget(self, exc: BudgetExceeded, state: SubmitState) -> None:
+        """Wait until the full budget's window resets, or raise when that is past the task's
+        deadline (``timeout`` from the try's start, or ``execution_timeout``). Nothing was sent
+        and the reserve that refused reserved nothing, so the wait holds no budget."""
+        from airflow_provider_nanogpt.exceptions import describe_duration
+
+        now = time.time()
+        resets_at = exc.resets_at.timestamp()
+        deadline, limit = self._reset_deadline(state.started_at, state.execution_deadline)
+        if resets_at > deadline:
+            final = exc.advised(
+                f"That is after this task's {limit} ends, so it does not wait for the reset. "
+                "Nothing was paid. To let it wait, give it a timeout (and execution_timeout) "
+                f"longer than {describe_duration(resets_at - now)}; or raise the budget."
+            )
+            self.log.warning("%s", final)
+            raise final from exc
+        self.log.warning(
+            "%s Nothing was paid and no reservation is held while waiting; the task waits for "
+            "the reset (on_budget_exceeded='wait'), then tries to reserve again.",
+            exc,
+        )
+        self._wait_until(
+            now + _just_after(resets_at, deadline, now),
+            state,
+            f"Shared budget full until {_clock(resets_at)}",
+            on_worker_up_to=0,
+        )
 
     def _wait_to_look_again(self, decision: LookUpLater, state: SubmitState) -> None:
         """Wait until an earlier send may be listed, unless that passes the try's deadline."""
@@ -547,19 +589,12 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         """Seconds until the key's daily cap resets, or raise when that is past the task's
         deadline (``timeout`` since the first 429, or ``execution_timeout``). Either way the
         log says it plainly: nothing was sent, so nothing is paid."""
-        from airflow_provider_nanogpt.deadline import earliest, execution_timeout_seconds
         from airflow_provider_nanogpt.exceptions import NanoGPTDailyCapError, describe_duration
 
         now = time.time()
         reached = exc.reached(now)
-        deadline = earliest(execution_deadline, since + self.timeout)
-        assert deadline is not None  # since + timeout always bounds it
+        deadline, limit = self._reset_deadline(since, execution_deadline)
         if exc.resets_at > deadline:
-            limit = (
-                f"execution_timeout ({execution_timeout_seconds(self) or 0:g} s)"
-                if deadline == execution_deadline
-                else f"timeout ({self.timeout:g} s)"
-            )
             message = (
                 f"{reached}, after this task's {limit} ends. Nothing was submitted and nothing "
                 "was paid. Raise the cap in NanoGPT's settings for this API key, or let the task "
@@ -581,8 +616,19 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             "(within its deadline), then submits once.",
             reached,
         )
-        # Just after the reset, spread a little so capped tasks do not all return at once.
-        return min(max(0.1, (exc.resets_at - now) * random.uniform(1.0, 1.03)), deadline - now)
+        return _just_after(exc.resets_at, deadline, now)
+
+    def _reset_deadline(self, since: float, execution_deadline: float | None) -> tuple[float, str]:
+        """When a wait for a limit's reset (a daily cap, a shared budget) must be over:
+        ``timeout`` from ``since`` or the try's ``execution_deadline``, whichever comes first;
+        and that limit, named for messages."""
+        from airflow_provider_nanogpt.deadline import earliest, execution_timeout_seconds
+
+        deadline = earliest(execution_deadline, since + self.timeout)
+        assert deadline is not None  # since + timeout always bounds it
+        if deadline == execution_deadline:
+            return deadline, f"execution_timeout ({execution_timeout_seconds(self) or 0:g} s)"
+        return deadline, f"timeout ({self.timeout:g} s)"
 
     def _rate_limited_too_long(
         self, since: float, wait: float, last_answer: str
@@ -748,6 +794,12 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             "Stopped waiting for the NanoGPT video. NanoGPT has no cancel endpoint: the job keeps "
             "running and may be charged; a retry of this task reattaches to it."
         )
+
+
+def _just_after(resets_at: float, deadline: float, now: float) -> float:
+    """Seconds from ``now`` to wait for a reset at ``resets_at``: just after it, spread a little
+    so a batch held back by the same limit does not return at once; never past ``deadline``."""
+    return min(max(0.1, (resets_at - now) * random.uniform(1.0, 1.03)), deadline - now)
 
 
 def _clock(epoch: float) -> str:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import re
+import sqlite3
+import time
+from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from airflow_provider_nanogpt import ledger
+from airflow_provider_nanogpt.ledger import Budget, Period, Window, to_micro
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.airflow.harness import run_dag
+from tests.airflow.harness import errors, run_dag
 from tests.conftest import TEST_DAGS, connection_json
 
 BUDGET_DAGS = TEST_DAGS / "nanogpt_budget_dags.py"
@@ -86,3 +95,116 @@ def test_a_video_refunded_while_waiting_gives_its_reservation_back_at_once(
     assert after.task_states == {"first": "success"}
     jobs = simulator.state()["jobs"]
     assert [(job["refunded"], job["cost"]) for job in jobs] == [(True, 0.35), (False, 0.35)]
+
+
+FULL_BUDGET = Budget("connection nanogpt_default", "day", to_micro("0.50", what="limit"), "UTC")
+RESET_SOON_SECONDS = 3
+
+
+class ShortWindows:
+    """``ledger.window_at`` for windows of a few seconds instead of a day: once ``armed``, the
+    current window resets ``reset_in`` seconds after the task first reads it (dag.test() takes
+    a while to start a task, so a reset counted from the test's start could pass before it).
+
+    The ledger reads every window through ``window_at``, and the operator reads the reset from
+    the ledger's ``BudgetExceeded``: patching this one function moves no clock anywhere else,
+    and the production code needs no test-only seam.
+    """
+
+    def __init__(self, reset_in: float) -> None:
+        self.reset_in = reset_in
+        self.reset_at: float | None = None
+        self.armed = False
+
+    def __call__(self, period: Period, tz: ZoneInfo, now: float) -> Window:
+        if self.armed and self.reset_at is None:
+            self.reset_at = math.ceil(now) + self.reset_in  # windows reset on whole seconds
+        if self.reset_at is None or now < self.reset_at:
+            end = now + 86400 if self.reset_at is None else self.reset_at
+            return Window(period, datetime(2000, 1, 1, tzinfo=tz), datetime.fromtimestamp(end, tz))
+        later = datetime.fromtimestamp(self.reset_at + 86400, tz)
+        return Window(period, datetime(2000, 1, 2, tzinfo=tz), later)
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize(
+    "reset_in", [RESET_SOON_SECONDS, 3600], ids=["reset_within_deadline", "reset_after"]
+)
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "sync"])
+@pytest.mark.parametrize("mode", ["fail", "wait"])
+def test_a_full_budget_fails_or_is_waited_for_within_the_deadline(
+    simulator: NanoGPTSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    mode: str,
+    deferrable: bool,
+    reset_in: int,
+) -> None:
+    ledger_file = tmp_path / "budget-ledger.db"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NANOGPT_DEFAULT",
+        connection_json(
+            simulator.url, budget_usd_per_day="0.50", budget_ledger_conn_id="budget_ledger"
+        ),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BUDGET_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})
+    )
+    windows = ShortWindows(reset_in)
+    monkeypatch.setattr(ledger, "window_at", windows)
+    # Another DAG spent $0.30 of the $0.50: the $0.35 video does not fit until the reset.
+    shared = ledger.Ledger.from_url(f"sqlite:///{ledger_file}")
+    shared.reserve("earlier#try-1", "earlier", [FULL_BUDGET], to_micro("0.30", what="spent"))
+    shared.settle("earlier#try-1", to_micro("0.30", what="spent"))
+    windows.armed = True
+
+    started = time.monotonic()
+    outcome = run_dag(
+        f"nanogpt_budget_full_{mode}_{'deferred' if deferrable else 'sync'}",
+        {},
+        path=BUDGET_DAGS,
+    )
+    took = time.monotonic() - started
+
+    out = capfd.readouterr().out
+    assert windows.reset_at is not None  # the task met the full budget
+    if mode == "wait" and reset_in == RESET_SOON_SECONDS:
+        assert outcome.task_states == {"over_budget": "success"}
+        assert simulator.state()["submit_requests"] == 1  # sent once, after the reset
+        where = "in the triggerer" if deferrable else "on the worker"
+        assert re.search(rf"Shared budget full until \S+ UTC; waiting [\d.]+ s {where}", out)
+        assert "Nothing was paid and no reservation is held while waiting" in out
+        # The new window holds the one video, reserved after the reset and settled at its
+        # charge; the full window is as it was.
+        rows = _reservations(ledger_file)
+        assert [(tag, state) for tag, state, _ in rows] == [
+            ("earlier", "settled"),
+            ("task", "settled"),
+        ]
+        assert rows[1][2] >= windows.reset_at
+        assert shared.use(FULL_BUDGET, windows.reset_at).spent_micro == to_micro("0.35", what="x")
+        return
+    assert outcome.task_states == {"over_budget": "failed"}
+    assert simulator.state()["submit_requests"] == 0  # nothing reached NanoGPT
+    assert took < 60  # failed at once: not after the wait it refused
+    line = errors(out, "BudgetExceeded")[-1]
+    resets = datetime.fromtimestamp(windows.reset_at, UTC).isoformat()
+    assert "$0.30 spent and $0.00 reserved" in line and f"It resets at {resets}" in line, line
+    if mode == "wait":
+        assert "after this task's timeout (30 s) ends" in line, line
+        assert "give it a timeout (and execution_timeout) longer than 1 h" in line, line
+        assert "or raise the budget" in line, line
+    # Nothing held while it failed: the one row is the other DAG's.
+    assert [(tag, state) for tag, state, _ in _reservations(ledger_file)] == [
+        ("earlier", "settled")
+    ]
+
+
+def _reservations(ledger_file: Path) -> list[tuple[str, str, float]]:
+    """(whose, state, created_at) of every reservation row, oldest first."""
+    with closing(sqlite3.connect(ledger_file)) as db:
+        rows = db.execute(
+            f"SELECT tag, state, created_at FROM {ledger.TABLE_RESERVATIONS} ORDER BY created_at"
+        ).fetchall()
+    return [("earlier" if tag == "earlier" else "task", state, at) for tag, state, at in rows]

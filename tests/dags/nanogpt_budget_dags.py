@@ -33,3 +33,23 @@ for _dag_id, _deferrable in (
             deferrable=_deferrable,
             **{**VIDEO, "prompt": "a lighthouse at dusk [sim:fail]"},
         )
+
+# on_budget_exceeded x deferrable, for a budget already full (tests/airflow/test_shared_budget.py
+# moves the window's reset a few seconds or an hour away; the timeout of 30 s is the deadline).
+for _mode in ("fail", "wait"):
+    for _deferrable in (True, False):
+        with DAG(
+            f"nanogpt_budget_full_{_mode}_{'deferred' if _deferrable else 'sync'}",
+            schedule=None,
+            start_date=START,
+            catchup=False,
+        ):
+            GenerateVideoOperator(
+                task_id="over_budget",
+                poll_interval=0.2,
+                retries=0,
+                timeout=30,
+                deferrable=_deferrable,
+                on_budget_exceeded=_mode,
+                **VIDEO,
+            )
