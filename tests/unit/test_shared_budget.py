@@ -74,3 +74,20 @@ def test_budgets_set_in_the_connection_form_apply(prefix: str) -> None:
     plan = plan_budgets("c", settings.budget_extras)
     assert plan is not None and plan.ledger_conn_id == "ledger"
     assert plan.budgets == (Budget("connection c", "day", 2_500_000, "Europe/Paris"),)
+
+
+@pytest.mark.parametrize("mode", ["fail", "wait"])
+def test_on_budget_exceeded_takes_fail_or_wait(mode: str) -> None:
+    from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
+
+    task = GenerateVideoOperator(task_id="t", model="kling-video-v2", on_budget_exceeded=mode)  # type: ignore[arg-type]
+    assert task.on_budget_exceeded == mode
+
+
+@pytest.mark.parametrize("mode", ["Wait", "retry", "", None, "{{ params.mode }}"])
+def test_on_budget_exceeded_refuses_anything_else_at_construction(mode: object) -> None:
+    from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
+
+    # Not a templated field: a Jinja string would never render, so it is refused at once.
+    with pytest.raises(ValueError, match="on_budget_exceeded must be 'fail' or 'wait'"):
+        GenerateVideoOperator(task_id="t", model="kling-video-v2", on_budget_exceeded=mode)  # type: ignore[arg-type]
