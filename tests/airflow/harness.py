@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from airflow_provider_nanogpt.ledger import Period, Window
 from tests.conftest import TEST_DAGS
 
 
@@ -248,3 +252,28 @@ RESULT_KEYS = frozenset(
 def errors(output: str, error_class: str) -> list[str]:
     """The lines of a dag.test() run's output that report ``error_class``."""
     return [line for line in output.splitlines() if re.match(rf"^\S*{error_class}: ", line)]
+
+
+class ShortWindows:
+    """``ledger.window_at`` for windows of a few seconds instead of a day: once ``armed``, the
+    current window resets ``reset_in`` seconds after the task first reads it (dag.test() takes
+    a while to start a task, so a reset counted from the test's start could pass before it).
+
+    The ledger reads every window through ``window_at``, and the operator reads the reset from
+    the ledger's ``BudgetExceeded``: patching this one function moves no clock anywhere else,
+    and the production code needs no test-only seam.
+    """
+
+    def __init__(self, reset_in: float) -> None:
+        self.reset_in = reset_in
+        self.reset_at: float | None = None
+        self.armed = False
+
+    def __call__(self, period: Period, tz: ZoneInfo, now: float) -> Window:
+        if self.armed and self.reset_at is None:
+            self.reset_at = math.ceil(now) + self.reset_in  # windows reset on whole seconds
+        if self.reset_at is None or now < self.reset_at:
+            end = now + 86400 if self.reset_at is None else self.reset_at
+            return Window(period, datetime(2000, 1, 1, tzinfo=tz), datetime.fromtimestamp(end, tz))
+        later = datetime.fromtimestamp(self.reset_at + 86400, tz)
+        return Window(period, datetime(2000, 1, 2, tzinfo=tz), later)

@@ -350,3 +350,53 @@ def test_the_request_shows_the_video_and_the_shared_budget_left_and_nothing_is_s
         assert kwargs["options"] == ["Approve", "Reject"] and kwargs["defaults"] is None
         assert kwargs["carry"]["approved"] is False
         assert CANARY_KEY not in repr(kwargs)
+
+
+@answered_by_dag_test
+def test_an_approval_is_not_asked_again_after_waiting_for_a_budget_reset(
+    sim: NanoGPTSimulator,
+    approver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from airflow_provider_nanogpt import ledger
+    from airflow_provider_nanogpt.ledger import Budget, to_micro
+    from tests.airflow.harness import ShortWindows
+
+    ledger_file = tmp_path / "budget-ledger.db"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NANOGPT_DEFAULT",
+        connection_json(sim.url, budget_usd_per_day="0.50", budget_ledger_conn_id="ledger"),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})
+    )
+    windows = ShortWindows(3)
+    monkeypatch.setattr(ledger, "window_at", windows)
+    daily = Budget("connection nanogpt_default", "day", to_micro("0.50", what="limit"), "UTC")
+    shared = ledger.Ledger.from_url(f"sqlite:///{ledger_file}")
+    shared.reserve("earlier#try-1", "earlier", [daily], to_micro("0.30", what="spent"))
+    shared.settle("earlier#try-1", to_micro("0.30", what="spent"))
+    person = approver("nanogpt_budget_full_wait_approved", "Approve")
+
+    # The window resets 3 s after the task's first reserve, made once the person has answered
+    # (answering takes longer than that in dag.test()).
+    def arm_once_answered() -> None:
+        while not person.answered:
+            time.sleep(0.05)
+        windows.armed = True
+
+    threading.Thread(target=arm_once_answered, daemon=True).start()
+    outcome = run_dag(
+        "nanogpt_budget_full_wait_approved",
+        {},
+        path=Path(__file__).parents[1] / "dags" / "nanogpt_budget_dags.py",
+    )
+
+    assert outcome.task_states == {"over_budget": "success"}
+    assert submissions(sim) == 1
+    assert len(person.answered) == 1
+    out = capfd.readouterr().out
+    assert "Shared budget full until" in out  # it did wait for the reset
+    assert out.count("asking for approval") == 1  # and the resume after it did not ask again

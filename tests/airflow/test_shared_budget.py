@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import re
 import sqlite3
 import time
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from airflow_provider_nanogpt import ledger
-from airflow_provider_nanogpt.ledger import Budget, Period, Window, to_micro
+from airflow_provider_nanogpt.ledger import Budget, to_micro
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.airflow.harness import errors, run_dag
+from tests.airflow.harness import ShortWindows, errors, run_dag
 from tests.conftest import TEST_DAGS, connection_json
 
 BUDGET_DAGS = TEST_DAGS / "nanogpt_budget_dags.py"
@@ -99,31 +97,6 @@ def test_a_video_refunded_while_waiting_gives_its_reservation_back_at_once(
 
 FULL_BUDGET = Budget("connection nanogpt_default", "day", to_micro("0.50", what="limit"), "UTC")
 RESET_SOON_SECONDS = 3
-
-
-class ShortWindows:
-    """``ledger.window_at`` for windows of a few seconds instead of a day: once ``armed``, the
-    current window resets ``reset_in`` seconds after the task first reads it (dag.test() takes
-    a while to start a task, so a reset counted from the test's start could pass before it).
-
-    The ledger reads every window through ``window_at``, and the operator reads the reset from
-    the ledger's ``BudgetExceeded``: patching this one function moves no clock anywhere else,
-    and the production code needs no test-only seam.
-    """
-
-    def __init__(self, reset_in: float) -> None:
-        self.reset_in = reset_in
-        self.reset_at: float | None = None
-        self.armed = False
-
-    def __call__(self, period: Period, tz: ZoneInfo, now: float) -> Window:
-        if self.armed and self.reset_at is None:
-            self.reset_at = math.ceil(now) + self.reset_in  # windows reset on whole seconds
-        if self.reset_at is None or now < self.reset_at:
-            end = now + 86400 if self.reset_at is None else self.reset_at
-            return Window(period, datetime(2000, 1, 1, tzinfo=tz), datetime.fromtimestamp(end, tz))
-        later = datetime.fromtimestamp(self.reset_at + 86400, tz)
-        return Window(period, datetime(2000, 1, 2, tzinfo=tz), later)
 
 
 @pytest.mark.usefixtures("airflow_db")

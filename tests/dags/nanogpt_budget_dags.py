@@ -53,3 +53,15 @@ for _mode in ("fail", "wait"):
                 on_budget_exceeded=_mode,
                 **VIDEO,
             )
+
+# Over budget after a person approved it: waits for the reset, then submits without asking again.
+with DAG("nanogpt_budget_full_wait_approved", schedule=None, start_date=START, catchup=False):
+    GenerateVideoOperator(
+        task_id="over_budget",
+        poll_interval=0.2,
+        retries=0,
+        timeout=60,
+        on_budget_exceeded="wait",
+        approval_above_usd=0.10,
+        **VIDEO,
+    )
