@@ -362,16 +362,9 @@ def test_an_approval_is_not_asked_again_after_waiting_for_a_budget_reset(
 ) -> None:
     from airflow_provider_nanogpt import ledger
     from airflow_provider_nanogpt.ledger import Budget, to_micro
-    from tests.airflow.harness import ShortWindows
+    from tests.airflow.harness import ShortWindows, use_budget_ledger
 
-    ledger_file = tmp_path / "budget-ledger.db"
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_NANOGPT_DEFAULT",
-        connection_json(sim.url, budget_usd_per_day="0.50", budget_ledger_conn_id="ledger"),
-    )
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})
-    )
+    ledger_file = use_budget_ledger(monkeypatch, sim.url, "0.50", tmp_path)
     windows = ShortWindows(3)
     monkeypatch.setattr(ledger, "window_at", windows)
     daily = Budget("connection nanogpt_default", "day", to_micro("0.50", what="limit"), "UTC")

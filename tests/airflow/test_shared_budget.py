@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import sqlite3
 import time
@@ -16,8 +15,8 @@ import pytest
 from airflow_provider_nanogpt import ledger
 from airflow_provider_nanogpt.ledger import Budget, to_micro
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.airflow.harness import ShortWindows, errors, run_dag
-from tests.conftest import TEST_DAGS, connection_json
+from tests.airflow.harness import ShortWindows, errors, run_dag, use_budget_ledger
+from tests.conftest import TEST_DAGS
 
 BUDGET_DAGS = TEST_DAGS / "nanogpt_budget_dags.py"
 
@@ -26,16 +25,7 @@ BUDGET_DAGS = TEST_DAGS / "nanogpt_budget_dags.py"
 def test_two_dags_share_one_connection_budget_and_the_third_video_is_never_sent(
     simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    ledger_file = tmp_path / "budget-ledger.db"
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_NANOGPT_DEFAULT",
-        connection_json(
-            simulator.url, budget_usd_per_day="1.00", budget_ledger_conn_id="budget_ledger"
-        ),
-    )
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BUDGET_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})
-    )
+    ledger_file = use_budget_ledger(monkeypatch, simulator.url, "1.00", tmp_path)
 
     first = run_dag("nanogpt_shared_budget_a", {}, path=BUDGET_DAGS)
     second = run_dag("nanogpt_shared_budget_b", {}, path=BUDGET_DAGS)
@@ -75,16 +65,7 @@ def test_a_video_refunded_while_waiting_gives_its_reservation_back_at_once(
 ) -> None:
     # $0.50 a day holds one $0.35 video: the next one fits only if the refunded one stopped
     # counting when its task saw it fail (no retry or clear ever looks at it again).
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_NANOGPT_DEFAULT",
-        connection_json(
-            simulator.url, budget_usd_per_day="0.50", budget_ledger_conn_id="budget_ledger"
-        ),
-    )
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BUDGET_LEDGER",
-        json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "budget-ledger.db")}),
-    )
+    use_budget_ledger(monkeypatch, simulator.url, "0.50", tmp_path)
 
     refunded = run_dag(dag_id, {}, path=BUDGET_DAGS)
     after = run_dag("nanogpt_shared_budget_a", {}, path=BUDGET_DAGS)
@@ -114,16 +95,7 @@ def test_a_full_budget_fails_or_is_waited_for_within_the_deadline(
     deferrable: bool,
     reset_in: int,
 ) -> None:
-    ledger_file = tmp_path / "budget-ledger.db"
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_NANOGPT_DEFAULT",
-        connection_json(
-            simulator.url, budget_usd_per_day="0.50", budget_ledger_conn_id="budget_ledger"
-        ),
-    )
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BUDGET_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})
-    )
+    ledger_file = use_budget_ledger(monkeypatch, simulator.url, "0.50", tmp_path)
     windows = ShortWindows(reset_in)
     monkeypatch.setattr(ledger, "window_at", windows)
     # Another DAG spent $0.30 of the $0.50: the $0.35 video does not fit until the reset.
