@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 APPROVE = "Approve"
 REJECT = "Reject"
 RESUME_METHOD = "execute_after_approval"
+# How every request's subject starts: the NanoGPT page counts the open requests by it.
+SUBJECT_START = "Approve a NanoGPT video"
 # A prompt longer than this is cut in the request (the task's rendered template shows it whole).
 PROMPT_SHOWN_CHARS = 600
 # The prompt is flattened onto one line after a label, so only inline syntax needs escaping.
@@ -198,9 +200,9 @@ def ask_if_above(
         answer_by=answer_by,
     )
     subject = (
-        f"Approve a NanoGPT video for {format_money(estimate, 'USD')}?"
+        f"{SUBJECT_START} for {format_money(estimate, 'USD')}?"
         if estimate is not None
-        else "Approve a NanoGPT video of unknown cost?"
+        else f"{SUBJECT_START} of unknown cost?"
     )
     task.log.info(
         "Estimated cost %s exceeds approval_above_usd=%s: asking for approval (Required "

@@ -207,6 +207,16 @@ class WindowUse:
 
 
 @dataclass(frozen=True)
+class TagUse:
+    """What one submission tag (and NanoGPT run, once settled) counts in a budget's window."""
+
+    tag: str
+    run_id: str | None
+    spent_micro: int
+    reserved_micro: int
+
+
+@dataclass(frozen=True)
 class Reservation:
     reservation_id: str
     estimate_micro: int
@@ -555,17 +565,39 @@ class Ledger:
         from sqlalchemy import text
 
         row = conn.execute(
-            text(
-                "SELECT "
-                "COALESCE(SUM(CASE WHEN state = 'settled' THEN charged_micro ELSE 0 END), 0) "
-                "AS spent, "
-                "COALESCE(SUM(CASE WHEN state = 'sent' OR (state = 'reserved' AND "
-                "expires_at > :now) THEN estimate_micro ELSE 0 END), 0) AS reserved "
-                f"FROM {TABLE_RESERVATIONS} WHERE budget = :budget AND window_key = :window"
-            ),
+            text(f"SELECT {_COUNTED} {_OF_WINDOW}"),
             {"budget": budget.key, "window": window.key, "now": now},
         ).one()
         return WindowUse(budget, window, int(row.spent), int(row.reserved))
+
+    def use_by_tag(self, budget: Budget, now: float | None = None) -> list[TagUse]:
+        """The budget's current window per submission tag and NanoGPT run: what each counts
+        (read-only; the same sums as ``use``, so they add up to it). Rows counting nothing are
+        left out."""
+        from sqlalchemy import text
+
+        at = self._clock() if now is None else now
+        window = budget.window(at)
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                text(f"SELECT tag, run_id, {_COUNTED} {_OF_WINDOW} GROUP BY tag, run_id"),
+                {"budget": budget.key, "window": window.key, "now": at},
+            ).all()
+        return [
+            TagUse(str(r.tag), r.run_id, int(r.spent), int(r.reserved))
+            for r in rows
+            if r.spent or r.reserved
+        ]
+
+
+# What a budget's window counts, in one place (``use`` and ``use_by_tag``): settled rows at their
+# charge, sent ones and unexpired reserved ones at their estimate; released and expired: nothing.
+_COUNTED = (
+    "COALESCE(SUM(CASE WHEN state = 'settled' THEN charged_micro ELSE 0 END), 0) AS spent, "
+    "COALESCE(SUM(CASE WHEN state = 'sent' OR (state = 'reserved' AND expires_at > :now) "
+    "THEN estimate_micro ELSE 0 END), 0) AS reserved"
+)
+_OF_WINDOW = f"FROM {TABLE_RESERVATIONS} WHERE budget = :budget AND window_key = :window"
 
 
 def _unique(budgets: Sequence[Budget]) -> list[Budget]:

@@ -136,6 +136,23 @@ def plan_budgets(
     return BudgetPlan(tuple(budgets), ledger_conn_id.strip())
 
 
+def connection_budgets(
+    conn_id: str, extras: Mapping[str, Any], config_budgets: object = None
+) -> BudgetPlan | None:
+    """Every budget a task of connection ``conn_id`` may reserve against: its own, and, when it
+    names a ledger, every group budget (its ``budgets`` extra and ``[nanogpt] budgets``).
+
+    None when it has none; NanoGPTConfigurationError as ``plan_budgets`` raises it.
+    """
+    ledger = extras.get("budget_ledger_conn_id")
+    has_ledger = isinstance(ledger, str) and bool(ledger.strip())
+    groups = {
+        **_groups("[nanogpt] budgets", config_budgets if has_ledger else None),
+        **_groups(f"Connection {conn_id!r}", extras.get("budgets")),
+    }
+    return plan_budgets(conn_id, extras, groups, config_budgets if has_ledger else None)
+
+
 def tag_budget_names(tags: Iterable[object]) -> list[str]:
     """Group budgets named by DAG tags ``nanogpt-budget:<name>``."""
     return [
@@ -323,7 +340,16 @@ class BudgetGuard:
     def mark_sent(self, tag: str, try_number: int) -> None:
         self._call(lambda: self.ledger.mark_sent(self.reservation_id(tag, try_number)))
 
-    def settle(self, tag: str, try_number: int, cost: float | None, currency: str | None) -> None:
+    def settle(
+        self,
+        tag: str,
+        try_number: int,
+        cost: float | None,
+        currency: str | None,
+        run_id: str | None = None,
+    ) -> None:
+        """Count the reservation at NanoGPT's charge; ``run_id`` (NanoGPT's) ties it to the job,
+        which names its DAG on the NanoGPT page."""
         charged = None
         if cost is not None and currency == "USD":
             try:
@@ -337,7 +363,8 @@ class BudgetGuard:
                 cost,
                 currency,
             )
-        self._after_send(lambda: self.ledger.settle(self.reservation_id(tag, try_number), charged))
+        rid = self.reservation_id(tag, try_number)
+        self._after_send(lambda: self.ledger.settle(rid, charged, run_id))
 
     def release(self, tag: str, try_number: int) -> None:
         self._after_send(lambda: self.ledger.release(self.reservation_id(tag, try_number)))

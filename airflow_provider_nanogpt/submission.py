@@ -573,7 +573,9 @@ def _send(
         )
     )
     if budget is not None:
-        budget.settle(tag, attempt.try_number, submission.cost, submission.currency)
+        budget.settle(
+            tag, attempt.try_number, submission.cost, submission.currency, submission.run_id
+        )
     return Attached(submission, reattached=False)
 
 

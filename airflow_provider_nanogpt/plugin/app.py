@@ -14,6 +14,7 @@ through this app).
 from __future__ import annotations
 
 import mimetypes
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from fastapi.templating import Jinja2Templates
 
 from airflow_provider_nanogpt.api.coerce import as_amount
 from airflow_provider_nanogpt.job_card import PROMPT_CHARS, REFUNDED
+from airflow_provider_nanogpt.plugin import budgets as budget_store
 from airflow_provider_nanogpt.plugin import chart, export, live
 from airflow_provider_nanogpt.plugin import jobs as job_store
 
@@ -113,6 +115,11 @@ def create_app(base_path: str) -> FastAPI:
         rows = [_row(job, base_path, here) for job in listing.jobs]
         for row in rows:  # a job's view links back to the list as it is shown now
             row["view_link"] += "&" + urlencode({"back": request.url.query})
+        approvals = budget_store.pending_approvals(session, readable)
+        waiting = {(a.dag_id, a.dag_run_id, a.task_id, a.map_index) for a in approvals}
+        for row in rows:
+            key = (row["dag_id"], row["dag_run_id"], row["task_id"], row["map_index"])
+            row["awaiting_approval"] = key in waiting
         spend_query = {k: v for k, v in query.items() if k in ("dag_id", "since", "until")}
 
         def sort_link(column: str) -> str:
@@ -146,6 +153,11 @@ def create_app(base_path: str) -> FastAPI:
                 "page_link": lambda n: f"{here}/ui/jobs?{urlencode({**query, 'page': n})}",
                 "sort_link": sort_link,
                 "rendering": any(job.state == "rendering" for job in listing.jobs),
+                "budgets": budget_store.read_budgets(
+                    session, job_store.connection_ids(session, readable), readable, time.time()
+                ),
+                "approvals": approvals,
+                "required_actions": base_path + budget_store.REQUIRED_ACTIONS_PATH,
             },
         )
 
