@@ -1,8 +1,10 @@
 """Run test DAGs with dag.test() in a process of its own: Airflow picks its metrics backend once
 per process, so the metrics test starts this one with ``[metrics]`` set in its environment.
 
-Usage: ``python -m tests.airflow.metrics_runner '[["dag_id", {conf}], ...]'``; prints one JSON
-line per run, ``{"dag_id", "state"}``. It must not import tests.conftest (a new Airflow home).
+Usage: ``python -m tests.airflow.metrics_runner '[["dag_id", {conf}], ...]' RESULTS``; writes one
+JSON line per run, ``{"dag_id", "state"}``, to the file RESULTS (not stdout: Airflow's log lines,
+written by other threads, land in stdout mid-line). It must not import tests.conftest (a new
+Airflow home).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ def main(argv: list[str]) -> None:
         from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     bag = DagBag(dag_folder=str(TEST_DAGS))
-    for dag_id, conf in json.loads(argv[0]):
-        run = bag.get_dag(dag_id).test(run_conf=conf)
-        print(json.dumps({"dag_id": dag_id, "state": str(run.state)}), flush=True)
+    with Path(argv[1]).open("w") as results:
+        for dag_id, conf in json.loads(argv[0]):
+            run = bag.get_dag(dag_id).test(run_conf=conf)
+            results.write(json.dumps({"dag_id": dag_id, "state": str(run.state)}) + "\n")
 
     from airflow_provider_nanogpt import metrics
 

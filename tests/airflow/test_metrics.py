@@ -96,6 +96,7 @@ def emitted(
     from tests.conftest import connection_json
 
     out = tmp_path_factory.mktemp("metrics") / "video.mp4"
+    results = out.with_name("runs.jsonl")
     listener = StatsdListener()
     with NanoGPTSimulator(
         api_key=CANARY_KEY, time_scale=0.1, quiet=True, queue_seconds=5, render_seconds=10
@@ -122,7 +123,7 @@ def emitted(
             "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
         }
         finished = subprocess.run(
-            [sys.executable, "-m", "tests.airflow.metrics_runner", json.dumps(runs)],
+            [sys.executable, "-m", "tests.airflow.metrics_runner", json.dumps(runs), str(results)],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -131,7 +132,7 @@ def emitted(
         )
     lines = listener.close()
     assert finished.returncode == 0, finished.stderr[-3000:]
-    states = [json.loads(line) for line in finished.stdout.splitlines() if line.startswith("{")]
+    states = [json.loads(line) for line in results.read_text().splitlines()]
     assert [s["state"] for s in states] == ["success"] * 3, finished.stdout[-3000:]
     return parse(lines, "airflow."), out, lines
 
