@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow_provider_nanogpt.ledger import Period, Window
+from tests.airflow.execution_api import build_the_execution_api_once
 from tests.conftest import TEST_DAGS
 
 
@@ -33,20 +33,6 @@ def budget_dag(conf: dict[str, Any]) -> str:
     the DAG sets but the conf leaves out renders to nothing, which fails the task)."""
     given = [name for name in ("min_balance_usd", "max_cost_usd") if name in conf]
     return "nanogpt_budget" if len(given) != 1 else f"nanogpt_budget_{given[0]}"
-
-
-def build_the_execution_api_once() -> None:
-    """Airflow 3.1's dag.test() builds its in-process Execution API app (FastAPI and Cadwyn's
-    versioned routers) anew for every task run it starts: about 2.5 s of CPU each, most of the
-    3.1 suite's CPU. Airflow 3.3 builds it once per process (``functools.lru_cache`` on
-    ``in_process_api_server``); do the same on older versions, so the floor suite measures the
-    provider, not that rebuild."""
-    from airflow.sdk.execution_time import supervisor
-
-    if not hasattr(supervisor.in_process_api_server, "cache_info"):
-        supervisor.in_process_api_server = functools.lru_cache(maxsize=1)(  # type: ignore[assignment]
-            supervisor.in_process_api_server
-        )
 
 
 def load_dag(dag_id: str, path: Path = TEST_DAGS / "nanogpt_test_dags.py") -> Any:

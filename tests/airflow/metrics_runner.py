@@ -22,6 +22,9 @@ def main(argv: list[str]) -> None:
     except ImportError:  # Airflow < 3.2
         from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
+    from tests.airflow.execution_api import build_the_execution_api_once
+
+    build_the_execution_api_once()
     bag = DagBag(dag_folder=str(TEST_DAGS))
     with Path(argv[1]).open("w") as results:
         for dag_id, conf in json.loads(argv[0]):
