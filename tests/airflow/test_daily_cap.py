@@ -67,9 +67,10 @@ def test_a_daily_cap_resetting_within_the_deadline_is_waited_for_then_submitted_
     assert (state["submit_requests"], state["submits_accepted"]) == (2, 1)
     assert time.monotonic() - started >= 2.0  # it waited for the reset before sending again
     out = capfd.readouterr().out
+    # "in 2 s", or "in 1 s" when a loaded machine took a moment between the 429 and the log line.
     assert re.search(
         r"NanoGPT's daily USD cap for this API key is reached; it resets at \d\d:\d\d UTC "
-        r"\(in 2 s\)\. Nothing was submitted and nothing was paid; the task waits for the reset",
+        r"\(in [12] s\)\. Nothing was submitted and nothing was paid; the task waits for the reset",
         out,
     ), out[-3000:]
     assert re.search(r"rate limiting; waiting [\d.]+ s in the triggerer", out)
