@@ -348,6 +348,8 @@ def spend(session: Session, dag_ids: set[str], since: date | None, until: date |
 EPOCH_DATE = date(1970, 1, 1)
 FIRST_SECOND, AFTER_LAST_SECOND = -62_135_596_800, 253_402_300_800
 LARGEST_FLOAT = 1.7976931348623157e308
+# What the spend reads of a card or charge record.
+DOCUMENT_FIELDS = ("run_id", "submitted_at", "cost", "currency", "state", "refunded")
 
 
 def _spend_rows(session: Session, dag_ids: set[str], since: date | None, until: date | None) -> Any:
@@ -372,35 +374,37 @@ def _spend_rows(session: Session, dag_ids: set[str], since: date | None, until: 
     from airflow_provider_nanogpt.plugin.models import XComModel, charge_table
 
     dialect = session.get_bind().dialect.name
-    card = _JsonDocument(XComModel.value, dialect)
-    cost_given = card.present("cost")
+    card = _JsonDocument(
+        XComModel, (XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids)), dialect, "cards"
+    )
     sources = [
         select(
             card.string("run_id").label("nanogpt_run"),
-            XComModel.dag_id.label("dag_id"),
+            card.rows.c.dag_id,
             card.number("submitted_at").label("submitted_at"),
             card.number("cost").label("cost"),
             card.string("currency").label("currency"),
             case((card.string("state").in_(sorted(REFUNDED)), 1), else_=0).label("refunded"),
             # The card with a cost, then the charge record, then the card without one.
-            case((cost_given, 2), else_=0).label("rank"),
-        ).where(XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids))
+            case((card.present("cost"), 2), else_=0).label("rank"),
+        )
     ]
     store = charge_table()
     if store is not None:
-        record = _JsonDocument(store.value, dialect)
+        charge_records = (
+            store.key.startswith(CHARGE_KEY_PREFIX, autoescape=True),
+            store.dag_id.in_(dag_ids),
+        )
+        record = _JsonDocument(store, charge_records, dialect, "charge_records")
         sources.append(
             select(
                 record.string("run_id"),
-                store.dag_id,
+                record.rows.c.dag_id,
                 record.number("submitted_at"),
                 record.number("cost"),
                 record.string("currency"),
                 case((record.is_true("refunded"), 1), else_=0),
                 literal(1, Integer),
-            ).where(
-                store.key.startswith(CHARGE_KEY_PREFIX, autoescape=True),
-                store.dag_id.in_(dag_ids),
             )
         )
     runs = union_all(*sources).subquery()
@@ -460,19 +464,35 @@ class _JsonDocument:
     otherwise), in the database's own JSON functions: SQLite ``json_extract``, PostgreSQL
     ``jsonb``, MySQL ``JSON_EXTRACT``. A document that is not valid JSON has no fields."""
 
-    def __init__(self, column: Any, dialect: str):
-        from sqlalchemy import case, cast, func
+    def __init__(self, table: Any, where: tuple[Any, ...], dialect: str, name: str):
+        """The ``value`` documents of ``table``'s rows that ``where`` selects, with their
+        ``dag_id`` (``rows``), each read once: the fields are taken from what was read."""
+        from sqlalchemy import case, cast, func, select
         from sqlalchemy.dialects.postgresql import JSONB
 
         self.dialect = dialect
-        self.document: Any
+        column = table.value
+        read: Any
         if dialect == "postgresql":
             # XComs are json, charge records text: jsonb reads both (and rejects invalid text).
-            self.document = cast(column, JSONB)
+            read = cast(column, JSONB)
         elif dialect == "mysql":
-            self.document = case((func.json_valid(column) == 1, column), else_=None)
-        else:  # SQLite: json_extract raises on a malformed document, json_valid does not
-            self.document = case((func.json_valid(column) == 1, column), else_=None)
+            read = case((func.json_valid(column) == 1, column), else_=None)
+        else:
+            # SQLite parses a document at each function call: one call takes every field into
+            # a small array (json_extract raises on a malformed document, json_valid does not).
+            valid = case((func.json_valid(column) == 1, column), else_=None)
+            read = func.json_extract(valid, *(f"$.{field}" for field in DOCUMENT_FIELDS))
+        rows = select(table.dag_id.label("dag_id"), read.label("document")).where(*where).cte(name)
+        if dialect != "mysql":  # read once, not once per field the outer query names
+            rows = rows.prefix_with("MATERIALIZED")
+        self.rows = rows
+        self.document = rows.c.document
+
+    def _path(self, name: str) -> str:
+        if self.dialect == "sqlite":
+            return f"$[{DOCUMENT_FIELDS.index(name)}]"
+        return f"$.{name}"
 
     def _type(self, name: str) -> Any:
         from sqlalchemy import func
@@ -480,8 +500,8 @@ class _JsonDocument:
         if self.dialect == "postgresql":
             return func.jsonb_typeof(self.document[name])
         if self.dialect == "mysql":
-            return func.json_type(func.json_extract(self.document, f"$.{name}"))
-        return func.json_type(self.document, f"$.{name}")
+            return func.json_type(func.json_extract(self.document, self._path(name)))
+        return func.json_type(self.document, self._path(name))
 
     def _text(self, name: str) -> Any:
         from sqlalchemy import func
@@ -489,8 +509,8 @@ class _JsonDocument:
         if self.dialect == "postgresql":
             return self.document[name].astext
         if self.dialect == "mysql":
-            return func.json_unquote(func.json_extract(self.document, f"$.{name}"))
-        return func.json_extract(self.document, f"$.{name}")
+            return func.json_unquote(func.json_extract(self.document, self._path(name)))
+        return func.json_extract(self.document, self._path(name))
 
     def string(self, name: str) -> Any:
         from sqlalchemy import String, case, type_coerce
