@@ -150,7 +150,8 @@ class Spend:
     by_day_and_dag: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     totals: dict[str, float] = field(default_factory=dict)
     jobs: int = 0
-    unknown_cost: int = 0  # charged jobs whose cost NanoGPT did not report
+    # Jobs whose cost does not count: none reported, not a finite number >= 0, or no known currency.
+    unknown_cost: int = 0
 
 
 def list_jobs(

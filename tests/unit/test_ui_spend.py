@@ -226,11 +226,9 @@ def _store(session: Any, cards: Rows, records: Rows) -> None:
 
     written = datetime(2027, 1, 16, tzinfo=UTC)
     session.execute(delete(XComModel))
-    xcom = table(
-        "xcom",
-        *map(column, ("dag_run_id", "task_id", "map_index", "key")),
-        *map(column, ("dag_id", "run_id", "value", "timestamp", "dag_result")),
-    )
+    # A plain table of this Airflow's xcom columns (3.1 has no dag_result): the text goes as is.
+    names = [c.name for c in XComModel.__table__.columns if c.name != "id"]
+    xcom = table("xcom", *map(column, names))
     rows = [
         {
             "dag_run_id": 1,
@@ -247,6 +245,7 @@ def _store(session: Any, cards: Rows, records: Rows) -> None:
         # A sensor's card beside each: never a charge of its own.
         for key in (JOB_KEY, WATCH_KEY)
     ]
+    rows = [{k: v for k, v in row.items() if k in names} for row in rows]
     if rows:
         session.execute(insert(xcom), rows)
     store = charge_table()
