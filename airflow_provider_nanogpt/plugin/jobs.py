@@ -11,10 +11,9 @@ in Airflow touches one place.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +150,8 @@ class Spend:
     by_day_and_dag: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     totals: dict[str, float] = field(default_factory=dict)
     jobs: int = 0
-    unknown_cost: int = 0  # charged jobs whose cost NanoGPT did not report
+    # Jobs whose cost does not count: none reported, not a finite number >= 0, or no known currency.
+    unknown_cost: int = 0
 
 
 def list_jobs(
@@ -312,56 +312,259 @@ def video_source(session: Session, job: Job) -> VideoSource:
 
 
 def spend(session: Session, dag_ids: set[str], since: date | None, until: date | None) -> Spend:
-    """Charges per day and per DAG: one per NanoGPT run, refunded (failed) jobs left out."""
-    from sqlalchemy import select
+    """Charges per day and per DAG: one per NanoGPT run, refunded (failed) jobs left out.
 
-    from airflow_provider_nanogpt.plugin.models import XComModel, charge_rows
-
-    charges: dict[str, tuple[str, Mapping[str, Any]]] = {}
-    refunded: set[str] = set()
-    for charge in charge_rows(session, dag_ids):
-        run_id = charge.record.get("run_id")
-        if isinstance(run_id, str):
-            charges[run_id] = (charge.dag_id, charge.record)
-            if charge.record.get("refunded") is True:  # its card may be gone with an earlier try
-                refunded.add(run_id)
-    # Two columns, not XCom objects: ORM objects (and the DAG run each one loads along) cost
-    # several times the JSON itself, and this reads every card of the readable DAGs.
-    query = select(XComModel.dag_id, XComModel.value).where(
-        XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids)
-    )
-    for dag_id, value in session.execute(query):
-        card = _card(value)
-        run_id = card.get("run_id")
-        if not isinstance(run_id, str):
-            continue
-        if card.get("state") in REFUNDED:
-            refunded.add(run_id)
-        elif run_id not in charges or card.get("cost") is not None:
-            charges[run_id] = (dag_id, card)
+    Added up in the database (``_spend_rows``): the page shows this on every view, and reading
+    every card and charge into Python cost most of a view with 10,000 jobs.
+    """
     result = Spend()
-    for run_id, (dag_id, record) in charges.items():
-        when = _when(record.get("submitted_at"))
-        if run_id in refunded or when is None or not _in_range(when.date(), since, until):
+    by_day: dict[str, dict[str, float]] = {}
+    by_dag: dict[str, dict[str, float]] = {}
+    for epoch_day, dag_id, currency, amount, jobs, unknown in session.execute(
+        _spend_rows(session, dag_ids, since, until)
+    ):
+        result.jobs += int(jobs)
+        result.unknown_cost += int(unknown or 0)
+        if currency is None:  # the group of jobs without a cost that counts
             continue
-        result.jobs += 1
-        cost, currency = record.get("cost"), record.get("currency") or "unknown currency"
-        if not isinstance(cost, int | float) or isinstance(cost, bool):
-            result.unknown_cost += 1
-            continue
-        day = when.date().isoformat()
-        sums: tuple[tuple[dict[Any, Any], Any], ...] = (
-            (result.by_day, day),
-            (result.by_dag, dag_id),
+        day = (EPOCH_DATE + timedelta(days=int(epoch_day))).isoformat()
+        amount = float(amount)
+        sums: tuple[tuple[dict[Any, dict[str, float]], Any], ...] = (
+            (by_day, day),
+            (by_dag, dag_id),
             (result.by_day_and_dag, (day, dag_id)),
         )
         for table, key in sums:
-            table.setdefault(key, defaultdict(float))[currency] += cost
-        result.totals[currency] = result.totals.get(currency, 0.0) + cost
-    result.by_day = {k: dict(v) for k, v in sorted(result.by_day.items(), reverse=True)}
-    result.by_dag = {k: dict(v) for k, v in sorted(result.by_dag.items())}
-    result.by_day_and_dag = {k: dict(v) for k, v in sorted(result.by_day_and_dag.items())}
+            figures = table.setdefault(key, {})
+            figures[currency] = figures.get(currency, 0.0) + amount
+        result.totals[currency] = result.totals.get(currency, 0.0) + amount
+    result.by_day = dict(sorted(by_day.items(), reverse=True))
+    result.by_dag = dict(sorted(by_dag.items()))
+    result.by_day_and_dag = dict(sorted(result.by_day_and_dag.items()))
     return result
+
+
+# Where epoch day numbers count from; the range of times Python's datetime can hold (years 1 to
+# 9999): a submission time outside it is no time, as ``_when`` decides.
+EPOCH_DATE = date(1970, 1, 1)
+FIRST_SECOND, AFTER_LAST_SECOND = -62_135_596_800, 253_402_300_800
+LARGEST_FLOAT = 1.7976931348623157e308
+# What the spend reads of a card or charge record.
+DOCUMENT_FIELDS = ("run_id", "submitted_at", "cost", "currency", "state", "refunded")
+
+
+def _spend_rows(session: Session, dag_ids: set[str], since: date | None, until: date | None) -> Any:
+    """SQL: the spend, one row per (epoch day, DAG, currency) with its sum, the number of jobs
+    and how many of them have no cost that counts (currency NULL: those jobs' group).
+
+    The money rules, in one place:
+    * a job is a NanoGPT run id (a JSON string), from a job card or a charge record (Airflow
+      3.3+) of a readable DAG; a document that is not valid JSON is not read;
+    * a run is left out when any of them says NanoGPT refunded it (a card in a refunded state,
+      a record with ``"refunded": true``);
+    * its figures are those of its card when the card has a cost, else of its charge record,
+      else of its card;
+    * it counts on the UTC day of its ``submitted_at`` (a JSON number Python's datetime can
+      hold), and only in the date range;
+    * its cost counts when it is a JSON number, finite and >= 0, in a known currency
+      (``KNOWN_CURRENCIES``); otherwise the job counts as one without a known cost.
+    """
+    from sqlalchemy import Integer, and_, case, func, literal, select, union_all
+
+    from airflow_provider_nanogpt.api.responses import KNOWN_CURRENCIES
+    from airflow_provider_nanogpt.plugin.models import XComModel, charge_table
+
+    dialect = session.get_bind().dialect.name
+    card = _JsonDocument(
+        XComModel, (XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids)), dialect, "cards"
+    )
+    sources = [
+        select(
+            card.string("run_id").label("nanogpt_run"),
+            card.rows.c.dag_id,
+            card.number("submitted_at").label("submitted_at"),
+            card.number("cost").label("cost"),
+            card.string("currency").label("currency"),
+            case((card.string("state").in_(sorted(REFUNDED)), 1), else_=0).label("refunded"),
+            # The card with a cost, then the charge record, then the card without one.
+            case((card.present("cost"), 2), else_=0).label("rank"),
+        )
+    ]
+    store = charge_table()
+    if store is not None:
+        charge_records = (
+            store.key.startswith(CHARGE_KEY_PREFIX, autoescape=True),
+            store.dag_id.in_(dag_ids),
+        )
+        record = _JsonDocument(store, charge_records, dialect, "charge_records")
+        sources.append(
+            select(
+                record.string("run_id"),
+                record.rows.c.dag_id,
+                record.number("submitted_at"),
+                record.number("cost"),
+                record.string("currency"),
+                case((record.is_true("refunded"), 1), else_=0),
+                literal(1, Integer),
+            )
+        )
+    runs = union_all(*sources).subquery()
+    per_run = runs.c.nanogpt_run
+    ranked = (
+        select(
+            runs,
+            func.row_number()
+            .over(partition_by=per_run, order_by=(runs.c.rank.desc(), runs.c.dag_id))
+            .label("place"),
+            func.max(runs.c.refunded).over(partition_by=per_run).label("any_refunded"),
+        )
+        .where(per_run.is_not(None))
+        .subquery()
+    )
+    at = ranked.c.submitted_at
+    counted = and_(
+        ranked.c.cost.is_not(None),
+        ranked.c.cost >= 0,
+        ranked.c.cost <= card.bound(LARGEST_FLOAT),
+        ranked.c.currency.in_(sorted(KNOWN_CURRENCIES)),
+    )
+    has_time = and_(at >= card.bound(FIRST_SECOND), at < card.bound(AFTER_LAST_SECOND))
+    # Plain columns to group by (PostgreSQL does not match a grouped expression's parameters).
+    judged = (
+        select(
+            # Only a time datetime can hold has a day (no integer overflow in the cast).
+            case((has_time, _epoch_day(at, dialect)), else_=None).label("day"),
+            ranked.c.dag_id,
+            case((counted, ranked.c.currency), else_=None).label("currency"),
+            case((counted, ranked.c.cost), else_=None).label("cost"),
+        )
+        .where(ranked.c.place == 1, ranked.c.any_refunded == 0)
+        .subquery()
+    )
+    conditions: list[Any] = [judged.c.day.is_not(None)]
+    if since is not None:
+        conditions.append(judged.c.day >= (since - EPOCH_DATE).days)
+    if until is not None:
+        conditions.append(judged.c.day <= (until - EPOCH_DATE).days)
+    return (
+        select(
+            judged.c.day,
+            judged.c.dag_id,
+            judged.c.currency,
+            func.sum(judged.c.cost),
+            func.count(),
+            func.count() - func.count(judged.c.cost),  # jobs without a cost that counts
+        )
+        .where(*conditions)
+        .group_by(judged.c.day, judged.c.dag_id, judged.c.currency)
+    )
+
+
+class _JsonDocument:
+    """The fields of a JSON document column as SQL values of the right JSON type only (NULL
+    otherwise), in the database's own JSON functions: SQLite ``json_extract``, PostgreSQL
+    ``jsonb``, MySQL ``JSON_EXTRACT``. A document that is not valid JSON has no fields."""
+
+    def __init__(self, table: Any, where: tuple[Any, ...], dialect: str, name: str):
+        """The ``value`` documents of ``table``'s rows that ``where`` selects, with their
+        ``dag_id`` (``rows``), each read once: the fields are taken from what was read."""
+        from sqlalchemy import case, cast, func, select
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        self.dialect = dialect
+        column = table.value
+        read: Any
+        if dialect == "postgresql":
+            # XComs are json, charge records text: jsonb reads both (and rejects invalid text).
+            read = cast(column, JSONB)
+        elif dialect == "mysql":
+            read = case((func.json_valid(column) == 1, column), else_=None)
+        else:
+            # SQLite parses a document at each function call: one call takes every field into
+            # a small array (json_extract raises on a malformed document, json_valid does not).
+            valid = case((func.json_valid(column) == 1, column), else_=None)
+            read = func.json_extract(valid, *(f"$.{field}" for field in DOCUMENT_FIELDS))
+        rows = select(table.dag_id.label("dag_id"), read.label("document")).where(*where).cte(name)
+        if dialect != "mysql":  # read once, not once per field the outer query names
+            rows = rows.prefix_with("MATERIALIZED")
+        self.rows = rows
+        self.document = rows.c.document
+
+    def _path(self, name: str) -> str:
+        if self.dialect == "sqlite":
+            return f"$[{DOCUMENT_FIELDS.index(name)}]"
+        return f"$.{name}"
+
+    def _type(self, name: str) -> Any:
+        from sqlalchemy import func
+
+        if self.dialect == "postgresql":
+            return func.jsonb_typeof(self.document[name])
+        if self.dialect == "mysql":
+            return func.json_type(func.json_extract(self.document, self._path(name)))
+        return func.json_type(self.document, self._path(name))
+
+    def _text(self, name: str) -> Any:
+        from sqlalchemy import func
+
+        if self.dialect == "postgresql":
+            return self.document[name].astext
+        if self.dialect == "mysql":
+            return func.json_unquote(func.json_extract(self.document, self._path(name)))
+        return func.json_extract(self.document, self._path(name))
+
+    def string(self, name: str) -> Any:
+        from sqlalchemy import String, case, type_coerce
+
+        string = "STRING" if self.dialect == "mysql" else ("string" if self.postgres else "text")
+        return type_coerce(case((self._type(name) == string, self._text(name))), String)
+
+    def number(self, name: str) -> Any:
+        """A JSON number (never true/false or a numeric string), as a float."""
+        from sqlalchemy import Float, Numeric, case, cast
+
+        if self.postgres:  # numeric: a huge one (1e999) is a value, not a cast error
+            return case((self._type(name) == "number", cast(self._text(name), Numeric)), else_=None)
+        kinds = (
+            ["INTEGER", "UNSIGNED INTEGER", "DOUBLE", "DECIMAL"]
+            if self.dialect == "mysql"
+            else ["integer", "real"]
+        )
+        return case((self._type(name).in_(kinds), cast(self._text(name), Float)), else_=None)
+
+    def present(self, name: str) -> Any:
+        """Whether the field is there and not null."""
+        return self._type(name).not_in(["null", "NULL"])
+
+    def is_true(self, name: str) -> Any:
+        if self.dialect == "sqlite":
+            return self._type(name) == "true"
+        boolean = "boolean" if self.postgres else "BOOLEAN"
+        return (self._type(name) == boolean) & (self._text(name) == "true")
+
+    def bound(self, value: float) -> Any:
+        """A number to compare ``number`` values with, of their SQL type."""
+        from decimal import Decimal
+
+        from sqlalchemy import Float, Numeric, literal
+
+        if self.postgres:  # numeric against a float would cast the numeric, and 1e999 fails
+            return literal(Decimal(repr(value)), Numeric)
+        return literal(value, Float)
+
+    @property
+    def postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+
+def _epoch_day(seconds: Any, dialect: str) -> Any:
+    """SQL: the UTC day (days since 1970-01-01) of a time in epoch seconds."""
+    from sqlalchemy import Integer, cast, func
+
+    if dialect == "sqlite":  # no FLOOR in every build; the cast truncates, so shift past 0 first
+        shift = -(FIRST_SECOND // SECONDS_A_DAY) + 1
+        return cast(seconds / SECONDS_A_DAY + shift, Integer) - shift
+    return cast(func.floor(seconds / SECONDS_A_DAY), Integer)
 
 
 def connection_ids(session: Session, dag_ids: set[str]) -> list[str]:
