@@ -16,4 +16,5 @@ BENCHMARKS: dict[str, str] = {
     "download": "benchmarks.download",
     "batch": "benchmarks.batch",
     "ui_page": "benchmarks.ui_page",
+    "budget": "benchmarks.budget",
 }

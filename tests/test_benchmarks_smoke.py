@@ -27,6 +27,7 @@ EXPECTED_BENCHMARKS = {
     "download",
     "batch",
     "ui_page",
+    "budget",
 }
 
 

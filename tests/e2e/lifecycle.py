@@ -18,14 +18,6 @@ KEEP_ENV = "NANOGPT_E2E_KEEP"
 SKIP_UNAVAILABLE_ENV = "NANOGPT_E2E_SKIP_UNAVAILABLE"
 
 
-def log_tail(path: Path, chars: int = 2000) -> str:
-    """The end of a server's log file, for a start-up error; empty when there is none."""
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
 def unavailable(suite: str, what: str, exc: Exception) -> NoReturn:
     """Fail, naming what is missing, when a tier cannot run: a green run must have run it.
 

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.debian import ensure_package
-from tests.e2e.lifecycle import log_tail
-from tests.e2e.ports import free_port
+from tests.e2e.ports import free_port, log_tail
 
 DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 START_ATTEMPTS = 3

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.debian import ensure_package
-from tests.e2e.lifecycle import log_tail
-from tests.e2e.ports import free_port
+from tests.e2e.ports import free_port, log_tail
 
 START_ATTEMPTS = 3
 READY_TIMEOUT_SECONDS = 20.0
