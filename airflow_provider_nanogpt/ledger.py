@@ -54,6 +54,9 @@ PERIODS: tuple[Period, ...] = ("day", "month")
 DEFAULT_RESERVATION_TTL_SECONDS = 900.0
 TABLE_RESERVATIONS = "nanogpt_budget_reservations"
 TABLE_WINDOWS = "nanogpt_budget_windows"
+# The row holding spend made with the same API key outside Airflow, one per budget window.
+OUTSIDE_SPEND_PREFIX = "outside-spend:"
+OUTSIDE_SPEND_TAG = "outside Airflow"
 
 _DDL = (
     f"CREATE TABLE IF NOT EXISTS {TABLE_WINDOWS} ("
@@ -518,6 +521,47 @@ class Ledger:
                 },
             )
             return bool(result.rowcount)
+
+    def record_outside_spend(self, budget: Budget, now: float, key_spent_micro: int) -> int:
+        """Count what the API key spent in ``budget``'s window at ``now`` beyond what the ledger
+        holds for Airflow (settled and sent rows): one settled row per window, replaced on every
+        call, so reconciling twice counts it once. Returns the amount it now holds."""
+        from sqlalchemy import text
+
+        window = budget.window(now)
+        rid = f"{OUTSIDE_SPEND_PREFIX}{window.key}"
+        with self._transaction() as conn:
+            self._lock_windows(conn, [budget], now)
+            airflow = conn.execute(
+                text(
+                    "SELECT COALESCE(SUM(CASE WHEN state = 'settled' THEN charged_micro "
+                    "WHEN state = 'sent' THEN estimate_micro ELSE 0 END), 0) AS held "
+                    f"{_OF_WINDOW} AND reservation_id <> :rid"
+                ),
+                {"budget": budget.key, "window": window.key, "rid": rid},
+            ).one()
+            outside = max(0, key_spent_micro - int(airflow.held))
+            conn.execute(
+                text(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
+                {"rid": rid},
+            )
+            conn.execute(
+                text(
+                    f"INSERT INTO {TABLE_RESERVATIONS} (reservation_id, budget, window_key, "
+                    "tag, state, estimate_micro, charged_micro, run_id, created_at, "
+                    "expires_at, updated_at) VALUES (:rid, :budget, :window, :tag, "
+                    "'settled', :amount, :amount, NULL, :now, :now, :now)"
+                ),
+                {
+                    "rid": rid,
+                    "budget": budget.key,
+                    "window": window.key,
+                    "tag": OUTSIDE_SPEND_TAG,
+                    "amount": outside,
+                    "now": now,
+                },
+            )
+        return outside
 
     def note_run(self, reservation_id: str, run_id: str) -> None:
         """Record which NanoGPT run a still-``sent`` reservation paid for (its job has not

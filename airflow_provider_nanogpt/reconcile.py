@@ -22,17 +22,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_nanogpt.api.status import VideoState
 from airflow_provider_nanogpt.exceptions import (
+    NanoGPTBudgetError,
     NanoGPTError,
     NanoGPTRateLimitError,
     NanoGPTSubmissionUnresolvedError,
 )
-from airflow_provider_nanogpt.ledger import PERIODS, Ledger, SentReservation, usd
+from airflow_provider_nanogpt.ledger import (
+    PERIODS,
+    Budget,
+    Ledger,
+    SentReservation,
+    to_micro,
+    usd,
+)
 from airflow_provider_nanogpt.submission import (
     CLOCK_SKEW_SECONDS,
     DEFAULT_SETTLE_SECONDS,
@@ -196,6 +205,52 @@ def _left(sent: SentReservation, reason: str, run_id: str | None = None) -> Verd
     )
 
 
+def outside_spend_days(budget: Budget, now: float) -> tuple[str, str]:
+    """The UTC days (``from``, ``to``, inclusive) covering ``budget``'s window at ``now``. A
+    window in another time zone straddles UTC days: every day it touches is included, so the
+    key's spend is counted more, never less."""
+    window = budget.window(now)
+    first = window.start.astimezone(UTC).date()
+    last = (window.end - timedelta(microseconds=1)).astimezone(UTC).date()
+    return first.isoformat(), last.isoformat()
+
+
+def count_outside_spend(
+    hook: NanoGPTHook,
+    ledger: Ledger,
+    conn_id: str,
+    budgets: Iterable[Budget],
+    *,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.time,
+) -> list[str]:
+    """Record, in each of connection ``conn_id``'s own budgets, what its API key spent beyond
+    the ledger's own figures (NanoGPT's usage endpoint). An answer that is not a readable USD
+    amount records nothing: the budget then counts only Airflow's own spend. Report lines."""
+    own = own_budget_keys(conn_id)
+    lines = []
+    for budget in budgets:
+        if budget.key not in own:
+            continue
+        now = clock()
+        first, last = outside_spend_days(budget, now)
+        try:
+            spent = to_micro(hook.get_usage_usd(first, last, deadline=deadline), what="usage")
+        except (NanoGPTError, NanoGPTBudgetError) as exc:
+            lines.append(
+                f"WARNING: outside spend not counted in {budget.describe()}: NanoGPT's usage "
+                f"({first} to {last}) could not be read ({exc}); the budget counts only "
+                "Airflow's own spend."
+            )
+            continue
+        outside = ledger.record_outside_spend(budget, now, spent)
+        lines.append(
+            f"{budget.describe()}: the key spent {usd(spent)} from {first} to {last} (UTC); "
+            f"{usd(outside)} of it outside Airflow is counted."
+        )
+    return lines
+
+
 def reconcile_connection(
     conn_id: str = "nanogpt_default",
     *,
@@ -230,8 +285,21 @@ def reconcile_connection(
             report.verdicts = repair_sent(
                 hook, ledger, conn_id, settle_seconds=settle_seconds, deadline=deadline
             )
+            if _opted_in(extras.get("budget_count_outside_spend")):
+                report.notes += count_outside_spend(
+                    hook, ledger, conn_id, plan.budgets, deadline=deadline
+                )
     finally:
         hook.close()
     for line in report.lines():
-        logger.info("%s", line)
+        if line.startswith("WARNING: "):
+            logger.warning("%s", line.removeprefix("WARNING: "))
+        else:
+            logger.info("%s", line)
     return report
+
+
+def _opted_in(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return value is True

@@ -1,17 +1,28 @@
-"""Reconciliation of ``sent`` reservations against the simulator (loopback) and a SQLite ledger."""
+"""Reconciliation of the shared budgets against the simulator (loopback) and a SQLite ledger:
+``sent`` reservations, and spend made with the same key outside Airflow."""
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from airflow_provider_nanogpt.api.responses import parse_usage_usd
+from airflow_provider_nanogpt.exceptions import NanoGPTResponseError
 from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 from airflow_provider_nanogpt.ledger import MICRO, Budget, Ledger
-from airflow_provider_nanogpt.reconcile import repair_sent
+from airflow_provider_nanogpt.reconcile import (
+    count_outside_spend,
+    outside_spend_days,
+    reconcile_connection,
+    repair_sent,
+)
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.conftest import FAST_RETRIES
+from tests.conftest import FAST_RETRIES, connection_json
 
 CONN = "nanogpt_default"
 OWN = Budget(f"connection {CONN}", "day", 10 * MICRO)
@@ -146,3 +157,100 @@ def test_reconciliation_stops_at_its_deadline(
     verdicts = repair_sent(hook, ledger, CONN, settle_seconds=0, deadline=time.time() - 1)
     assert [v.action for v in verdicts] == ["left"] * 3
     assert time.monotonic() - started < 2
+
+
+# --- spend made with the same key outside Airflow ---------------------------------------------
+
+
+def _job_cost(hook: NanoGPTHook, sim: NanoGPTSimulator, prompt: str, tag: str) -> int:
+    _submit(hook, sim, prompt, tag)
+    return round(sim.state()["jobs"][-1]["cost"] * MICRO)
+
+
+def test_outside_spend_is_counted_once_beyond_what_airflow_holds(
+    hook: NanoGPTHook, nanogpt_connection: NanoGPTSimulator, ledger: Ledger
+) -> None:
+    airflow_tag, outside_tag = TAG.format(7), TAG.format(8)
+    _sent(ledger, f"{airflow_tag}#try-1", airflow_tag)
+    airflow_cost = _job_cost(hook, nanogpt_connection, "airflow's", airflow_tag)
+    ledger.settle(f"{airflow_tag}#try-1", airflow_cost)
+    outside_cost = _job_cost(hook, nanogpt_connection, "a script's", outside_tag)
+    _job_cost(hook, nanogpt_connection, "refunded [sim:fail]", outside_tag)  # costs nothing
+    for _ in range(2):  # reconciling twice does not double-count
+        [line] = count_outside_spend(hook, ledger, CONN, [OWN, GROUP])
+        assert "outside Airflow is counted" in line
+        assert _counted(ledger) == (airflow_cost + outside_cost, 0)
+    assert _counted(ledger, GROUP) == (0, 0)  # a group budget is not this key's alone
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "404", "malformed", "reset"])
+def test_an_unanswered_usage_records_nothing_and_warns(
+    hook: NanoGPTHook, nanogpt_connection: NanoGPTSimulator, ledger: Ledger, fault: str
+) -> None:
+    _job_cost(hook, nanogpt_connection, "a script's", TAG.format(9))
+    nanogpt_connection.add_fault("usage", fault, count=10)
+    [line] = count_outside_spend(hook, ledger, CONN, [OWN])
+    assert line.startswith("WARNING: ") and "counts only Airflow's own spend" in line
+    assert _counted(ledger) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"currency": "USD"},  # no list of days
+        {"data": [{"day": "2026-01-01", "spend": 1.0}]},  # no currency named
+        {"currency": "XNO", "data": [{"spend": 1.0}]},
+        {"currency": "USD", "data": [{"spend": "NaN"}]},
+        {"currency": "USD", "data": [{"spend": -1}]},
+        {"currency": "USD", "data": [{"spend": 1.0, "refunds": float("inf")}]},
+        {"currency": "USD", "data": [{"requests": 3}]},  # no spend figure
+        {"currency": "USD", "data": ["1.0"]},
+        "1.00",
+    ],
+)
+def test_a_usage_answer_not_readable_as_usd_is_refused(body: object) -> None:
+    with pytest.raises(NanoGPTResponseError):
+        parse_usage_usd(body)
+
+
+def test_a_usage_answer_nets_refunds() -> None:
+    body = {
+        "data": [
+            {"currency": "USD", "cost": "1.5", "refunds": 0.5},
+            {"currency": "usd", "spend": 2},
+        ]
+    }
+    assert parse_usage_usd(body) == Decimal(3)
+
+
+@pytest.mark.parametrize(
+    ("timezone", "days"),
+    [
+        ("UTC", ("2026-03-10", "2026-03-10")),
+        ("Europe/Berlin", ("2026-03-09", "2026-03-10")),  # its day starts 23:00 UTC the day before
+        ("America/New_York", ("2026-03-10", "2026-03-11")),
+    ],
+)
+def test_a_windows_utc_days_cover_all_of_it(timezone: str, days: tuple[str, str]) -> None:
+    noon = datetime(2026, 3, 10, 12, tzinfo=UTC).timestamp()
+    assert outside_spend_days(Budget("b", "day", MICRO, timezone), noon) == days
+
+
+def test_reconcile_connection_counts_outside_spend_only_when_opted_in(
+    simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ledger_file = tmp_path / "ledger.db"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BUDGET_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})
+    )
+    hook = NanoGPTHook(CONN, retry_policy=FAST_RETRIES)
+    for opted_in, spent in ((False, 0), (True, 1)):
+        extras = {"budget_usd_per_day": "10", "budget_ledger_conn_id": "budget_ledger"}
+        if opted_in:
+            extras["budget_count_outside_spend"] = "true"
+        monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(simulator.url, **extras))
+        if not opted_in:
+            _job_cost(hook, simulator, "a script's", TAG.format(10))
+        reconcile_connection(CONN)
+        use = Ledger.from_url(f"sqlite:///{ledger_file}").use(OWN)
+        assert (use.spent_micro > 0) == bool(spent)
