@@ -430,38 +430,12 @@ class Ledger:
     ) -> bool:
         """Count the reservation at what NanoGPT charged (None: the charge is unknown or not in
         USD, so the estimate stays counted as spend). False when there is nothing to settle."""
-        from sqlalchemy import text
-
-        now = self._clock()
-        with self._transaction() as conn:
-            self._lock_windows_of(conn, reservation_id, now)
-            result = conn.execute(
-                text(
-                    f"UPDATE {TABLE_RESERVATIONS} SET state = 'settled', "
-                    "charged_micro = COALESCE(:charged, estimate_micro), "
-                    "run_id = COALESCE(:run_id, run_id), updated_at = :now "
-                    "WHERE reservation_id = :rid AND state IN ('reserved', 'sent', 'settled')"
-                ),
-                {"rid": reservation_id, "charged": charged_micro, "run_id": run_id, "now": now},
-            )
-            return bool(result.rowcount)
+        return self._move(reservation_id, "settled", _OPEN, charged_micro, run_id)
 
     def release(self, reservation_id: str) -> bool:
         """Stop counting the reservation: nothing was created, or NanoGPT refunded the job.
         Idempotent; False when it was not counted."""
-        from sqlalchemy import text
-
-        now = self._clock()
-        with self._transaction() as conn:
-            self._lock_windows_of(conn, reservation_id, now)
-            result = conn.execute(
-                text(
-                    f"UPDATE {TABLE_RESERVATIONS} SET state = 'released', updated_at = :now "
-                    "WHERE reservation_id = :rid AND state IN ('reserved', 'sent', 'settled')"
-                ),
-                {"rid": reservation_id, "now": now},
-            )
-            return bool(result.rowcount)
+        return self._move(reservation_id, "released", _OPEN)
 
     def sent(self) -> list[SentReservation]:
         """Every reservation in state ``sent`` (the request may have left, the outcome was never
@@ -500,21 +474,36 @@ class Ledger:
         """Reconciliation's verdict on a ``sent`` reservation: settled (``created``: at
         ``charged_micro``, the estimate when None) or released. Only a row still ``sent`` changes,
         so a task that settled it meanwhile keeps its own answer. False when nothing changed."""
+        to = "settled" if created else "released"
+        return self._move(reservation_id, to, ("sent",), charged_micro, run_id)
+
+    def _move(
+        self,
+        reservation_id: str,
+        to: str,
+        from_states: Sequence[str],
+        charged_micro: int | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        """Move the reservation's rows in ``from_states`` to state ``to`` (settled: at
+        ``charged_micro``, the estimate when None), recording ``run_id`` when given; one
+        transaction holding its windows' locks. False when no row changed."""
         from sqlalchemy import text
 
+        charge = ", charged_micro = COALESCE(:charged, estimate_micro)" if to == "settled" else ""
+        states = ", ".join(f"'{state}'" for state in from_states)
         now = self._clock()
         with self._transaction() as conn:
             self._lock_windows_of(conn, reservation_id, now)
             result = conn.execute(
                 text(
-                    f"UPDATE {TABLE_RESERVATIONS} SET state = :state, "
-                    "charged_micro = COALESCE(:charged, estimate_micro), "
+                    f"UPDATE {TABLE_RESERVATIONS} SET state = :to{charge}, "
                     "run_id = COALESCE(:run_id, run_id), updated_at = :now "
-                    "WHERE reservation_id = :rid AND state = 'sent'"
+                    f"WHERE reservation_id = :rid AND state IN ({states})"
                 ),
                 {
                     "rid": reservation_id,
-                    "state": "settled" if created else "released",
+                    "to": to,
                     "charged": charged_micro,
                     "run_id": run_id,
                     "now": now,
@@ -707,6 +696,8 @@ _COUNTED = (
     "COALESCE(SUM(CASE WHEN state = 'sent' OR (state = 'reserved' AND expires_at > :now) "
     "THEN estimate_micro ELSE 0 END), 0) AS reserved"
 )
+# The states in which a reservation counts (or, settled, may be settled again).
+_OPEN = ("reserved", "sent", "settled")
 _OF_WINDOW = f"FROM {TABLE_RESERVATIONS} WHERE budget = :budget AND window_key = :window"
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,7 +21,7 @@ from airflow_provider_nanogpt.reconcile import (
     repair_sent,
 )
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
-from tests.conftest import FAST_RETRIES, connection_json
+from tests.conftest import FAST_RETRIES
 
 CONN = "nanogpt_default"
 OWN = Budget(f"connection {CONN}", "day", 10 * MICRO)
@@ -239,18 +238,15 @@ def test_a_windows_utc_days_cover_all_of_it(timezone: str, days: tuple[str, str]
 def test_reconcile_connection_counts_outside_spend_only_when_opted_in(
     simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    ledger_file = tmp_path / "ledger.db"
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BUDGET_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})
-    )
+    from tests.airflow.harness import use_budget_ledger
+
     hook = NanoGPTHook(CONN, retry_policy=FAST_RETRIES)
-    for opted_in, spent in ((False, 0), (True, 1)):
-        extras = {"budget_usd_per_day": "10", "budget_ledger_conn_id": "budget_ledger"}
-        if opted_in:
-            extras["budget_count_outside_spend"] = "true"
-        monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(simulator.url, **extras))
-        if not opted_in:
-            _job_cost(hook, simulator, "a script's", TAG.format(10))
-        reconcile_connection(CONN)
-        use = Ledger.from_url(f"sqlite:///{ledger_file}").use(OWN)
-        assert (use.spent_micro > 0) == bool(spent)
+    ledger_file = use_budget_ledger(monkeypatch, simulator.url, "10", tmp_path)
+    cost = _job_cost(hook, simulator, "a script's", TAG.format(10))
+    ledger = Ledger.from_url(f"sqlite:///{ledger_file}")
+    reconcile_connection(CONN)
+    assert _counted(ledger) == (0, 0)  # not opted in
+    use_budget_ledger(monkeypatch, simulator.url, "10", tmp_path, budget_count_outside_spend="true")
+    report = reconcile_connection(CONN)
+    assert _counted(ledger) == (cost, 0)
+    assert any("outside Airflow is counted" in note for note in report.notes)
