@@ -1,4 +1,4 @@
-"""Command line: ``python -m airflow_provider_nanogpt models|balance [--conn-id ID]``.
+"""Command line: ``python -m airflow_provider_nanogpt models|balance|reconcile [--conn-id ID]``.
 
 Uses the same Airflow connection as the operators: from ``AIRFLOW_CONN_*``, a secrets backend or
 the metadata database (``airflow connections add``), as ``airflow connections test`` does.
@@ -36,16 +36,17 @@ DEFAULT_CONN_ID = "nanogpt_default"
 COMMANDS = {
     "models": "list NanoGPT's video models and their pricing, one per line",
     "balance": "print the account's USD balance",
+    "reconcile": "settle or release the shared budgets' reservations whose outcome was lost",
 }
-EXAMPLES = ("balance", "models --json", "models --conn-id nanogpt_prod")
+EXAMPLES = ("balance", "models --json", "models --conn-id nanogpt_prod", "reconcile --json")
 EPILOG = "\n".join(
     [
         "commands:",
         *(f"  {name:<10}{meaning}" for name, meaning in COMMANDS.items()),
         "",
-        f"Both read the Airflow connection --conn-id (default: {DEFAULT_CONN_ID}) as the",
+        f"All read the Airflow connection --conn-id (default: {DEFAULT_CONN_ID}) as the",
         "operators do, for example from the AIRFLOW_CONN_NANOGPT_DEFAULT environment variable.",
-        "Neither submits a video or spends money.",
+        "None submits a video or spends money; reconcile writes only to the budget ledger.",
         "",
         "examples:",
         *(f"  {PROG} {example}" for example in EXAMPLES),
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Airflow connection id (default: {DEFAULT_CONN_ID})",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=60.0,
+        help="reconcile: how long after a send NanoGPT's run list is trusted (default: 60)",
+    )
     return parser
 
 
@@ -76,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from airflow_provider_nanogpt.exceptions import NanoGPTError
     from airflow_provider_nanogpt.hooks.nanogpt import NanoGPTHook
 
+    if args.command == "reconcile":
+        return _reconcile(args.conn_id, args.settle_seconds, args.json)
     hook = NanoGPTHook(args.conn_id)
     with _server_context():
         try:
@@ -102,6 +111,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         finally:
             hook.close()
+
+
+def _reconcile(conn_id: str, settle_seconds: float, as_json: bool) -> int:
+    from airflow_provider_nanogpt.exceptions import NanoGPTError
+    from airflow_provider_nanogpt.reconcile import reconcile_connection
+
+    with _server_context():
+        try:
+            report = reconcile_connection(conn_id, settle_seconds=settle_seconds)
+        except NanoGPTError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    if as_json:
+        print(json.dumps(report.to_json()))
+    else:
+        print("\n".join(report.lines()))
+    return 0
 
 
 if __name__ == "__main__":

@@ -136,6 +136,13 @@ def get_provider_info() -> dict[str, Any]:
                         "connection whose database keeps the budgets' ledger.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "budget_count_outside_spend": {
+                        "label": "Count spend outside Airflow",
+                        "description": "Budget reconciliation also counts what this API key "
+                        "spent outside Airflow (NanoGPT's usage endpoint) in this connection's "
+                        "budgets.",
+                        "schema": {"type": ["boolean", "null"]},
+                    },
                     "approval_above_usd": {
                         "label": "Ask for approval above (USD)",
                         "description": "A video estimated above this waits for a person's "

@@ -16,7 +16,9 @@ A reservation row per (reservation, budget) moves through
 * ``reserved``: counted, not sent yet. It expires ``ttl`` seconds after it was made (a crash
   between reserve and send); ``mark_sent`` refuses an expired one, so the send never happens.
 * ``sent``: the request may have left; counted at the estimate until settled or released. It
-  never expires by itself: money may have been spent.
+  never expires by itself (money may have been spent): reconciliation
+  (``airflow_provider_nanogpt.reconcile``) asks NanoGPT what became of it and settles or
+  releases it (``resolve_sent``).
 * ``settled``: counted at the charged amount (the estimate when the charge is unknown or not in
   USD).
 * ``released``/``expired``: not counted. Reserving the same id again reopens the row.
@@ -31,7 +33,7 @@ import calendar
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,6 +54,9 @@ PERIODS: tuple[Period, ...] = ("day", "month")
 DEFAULT_RESERVATION_TTL_SECONDS = 900.0
 TABLE_RESERVATIONS = "nanogpt_budget_reservations"
 TABLE_WINDOWS = "nanogpt_budget_windows"
+# The row holding spend made with the same API key outside Airflow, one per budget window.
+OUTSIDE_SPEND_PREFIX = "outside-spend:"
+OUTSIDE_SPEND_TAG = "outside Airflow"
 
 _DDL = (
     f"CREATE TABLE IF NOT EXISTS {TABLE_WINDOWS} ("
@@ -214,6 +219,18 @@ class TagUse:
     run_id: str | None
     spent_micro: int
     reserved_micro: int
+
+
+@dataclass(frozen=True)
+class SentReservation:
+    """A reservation whose request may have left and whose outcome was never recorded."""
+
+    reservation_id: str
+    tag: str
+    run_id: str | None
+    estimate_micro: int
+    sent_at: float  # epoch seconds it was marked sent
+    budgets: frozenset[str]  # the keys of the budgets it counts in
 
 
 @dataclass(frozen=True)
@@ -413,60 +430,159 @@ class Ledger:
     ) -> bool:
         """Count the reservation at what NanoGPT charged (None: the charge is unknown or not in
         USD, so the estimate stays counted as spend). False when there is nothing to settle."""
-        from sqlalchemy import text
-
-        now = self._clock()
-        with self._transaction() as conn:
-            self._lock_windows_of(conn, reservation_id, now)
-            result = conn.execute(
-                text(
-                    f"UPDATE {TABLE_RESERVATIONS} SET state = 'settled', "
-                    "charged_micro = COALESCE(:charged, estimate_micro), "
-                    "run_id = COALESCE(:run_id, run_id), updated_at = :now "
-                    "WHERE reservation_id = :rid AND state IN ('reserved', 'sent', 'settled')"
-                ),
-                {"rid": reservation_id, "charged": charged_micro, "run_id": run_id, "now": now},
-            )
-            return bool(result.rowcount)
+        return self._move(reservation_id, "settled", _OPEN, charged_micro, run_id)
 
     def release(self, reservation_id: str) -> bool:
         """Stop counting the reservation: nothing was created, or NanoGPT refunded the job.
         Idempotent; False when it was not counted."""
+        return self._move(reservation_id, "released", _OPEN)
+
+    def sent(self) -> list[SentReservation]:
+        """Every reservation in state ``sent`` (the request may have left, the outcome was never
+        recorded), oldest first: what reconciliation asks NanoGPT about."""
         from sqlalchemy import text
 
+        found: dict[str, SentReservation] = {}
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT reservation_id, budget, tag, run_id, estimate_micro, updated_at "
+                    f"FROM {TABLE_RESERVATIONS} WHERE state = 'sent'"
+                )
+            ).all()
+        for r in rows:
+            seen = found.get(r.reservation_id)
+            budgets = (seen.budgets if seen else frozenset()) | {str(r.budget)}
+            found[r.reservation_id] = SentReservation(
+                str(r.reservation_id),
+                str(r.tag),
+                r.run_id or (seen.run_id if seen else None),
+                int(r.estimate_micro),
+                min(float(r.updated_at), seen.sent_at if seen else math.inf),
+                budgets,
+            )
+        return sorted(found.values(), key=lambda s: s.sent_at)
+
+    def resolve_sent(
+        self,
+        reservation_id: str,
+        *,
+        created: bool,
+        charged_micro: int | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        """Reconciliation's verdict on a ``sent`` reservation: settled (``created``: at
+        ``charged_micro``, the estimate when None) or released. Only a row still ``sent`` changes,
+        so a task that settled it meanwhile keeps its own answer. False when nothing changed."""
+        to = "settled" if created else "released"
+        return self._move(reservation_id, to, ("sent",), charged_micro, run_id)
+
+    def _move(
+        self,
+        reservation_id: str,
+        to: str,
+        from_states: Sequence[str],
+        charged_micro: int | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        """Move the reservation's rows in ``from_states`` to state ``to`` (settled: at
+        ``charged_micro``, the estimate when None), recording ``run_id`` when given; one
+        transaction holding its windows' locks. False when no row changed."""
+        from sqlalchemy import text
+
+        charge = ", charged_micro = COALESCE(:charged, estimate_micro)" if to == "settled" else ""
+        states = ", ".join(f"'{state}'" for state in from_states)
         now = self._clock()
         with self._transaction() as conn:
             self._lock_windows_of(conn, reservation_id, now)
             result = conn.execute(
                 text(
-                    f"UPDATE {TABLE_RESERVATIONS} SET state = 'released', updated_at = :now "
-                    "WHERE reservation_id = :rid AND state IN ('reserved', 'sent', 'settled')"
+                    f"UPDATE {TABLE_RESERVATIONS} SET state = :to{charge}, "
+                    "run_id = COALESCE(:run_id, run_id), updated_at = :now "
+                    f"WHERE reservation_id = :rid AND state IN ({states})"
                 ),
-                {"rid": reservation_id, "now": now},
+                {
+                    "rid": reservation_id,
+                    "to": to,
+                    "charged": charged_micro,
+                    "run_id": run_id,
+                    "now": now,
+                },
             )
             return bool(result.rowcount)
 
-    def reconcile(self, charges: Mapping[str, int | None]) -> int:
-        """Settle open reservations from charge records (run id -> charged micro-dollars, None
-        when unknown). Returns how many reservation rows changed."""
+    def record_outside_spend(self, budget: Budget, now: float, key_spent_micro: int) -> int:
+        """Count what the API key spent in ``budget``'s window at ``now`` beyond what the ledger
+        holds for Airflow (settled and sent rows): one settled row per window, replaced on every
+        call, so reconciling twice counts it once. Returns the amount it now holds."""
         from sqlalchemy import text
 
-        changed = 0
-        for run_id, charged in charges.items():
-            rids = self._reservations_of_run(run_id)
-            for rid in rids:
-                with self._transaction() as conn:
-                    self._lock_windows_of(conn, rid, self._clock())
-                    changed += conn.execute(
+        window = budget.window(now)
+        rid = f"{OUTSIDE_SPEND_PREFIX}{window.key}"
+        with self._transaction() as conn:
+            self._lock_windows(conn, [budget], now)
+            airflow = conn.execute(
+                text(
+                    "SELECT COALESCE(SUM(CASE WHEN state = 'settled' THEN charged_micro "
+                    "WHEN state = 'sent' THEN estimate_micro ELSE 0 END), 0) AS held "
+                    f"{_OF_WINDOW} AND reservation_id <> :rid"
+                ),
+                {"budget": budget.key, "window": window.key, "rid": rid},
+            ).one()
+            outside = max(0, key_spent_micro - int(airflow.held))
+            conn.execute(
+                text(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
+                {"rid": rid},
+            )
+            conn.execute(
+                text(
+                    f"INSERT INTO {TABLE_RESERVATIONS} (reservation_id, budget, window_key, "
+                    "tag, state, estimate_micro, charged_micro, run_id, created_at, "
+                    "expires_at, updated_at) VALUES (:rid, :budget, :window, :tag, "
+                    "'settled', :amount, :amount, NULL, :now, :now, :now)"
+                ),
+                {
+                    "rid": rid,
+                    "budget": budget.key,
+                    "window": window.key,
+                    "tag": OUTSIDE_SPEND_TAG,
+                    "amount": outside,
+                    "now": now,
+                },
+            )
+        return outside
+
+    def note_run(self, reservation_id: str, run_id: str) -> None:
+        """Record which NanoGPT run a still-``sent`` reservation paid for (its job has not
+        ended): the next reconciliation asks about that run directly."""
+        from sqlalchemy import text
+
+        with self._transaction() as conn:
+            conn.execute(
+                text(
+                    f"UPDATE {TABLE_RESERVATIONS} SET run_id = :run_id "
+                    "WHERE reservation_id = :rid AND state = 'sent'"
+                ),
+                {"rid": reservation_id, "run_id": run_id},
+            )
+
+    def reservations_of_run(self, run_id: str) -> list[str]:
+        """The reservations that recorded NanoGPT run ``run_id``."""
+        from sqlalchemy import text
+
+        with self._engine.connect() as conn:
+            return sorted(
+                {
+                    row.reservation_id
+                    for row in conn.execute(
                         text(
-                            f"UPDATE {TABLE_RESERVATIONS} SET state = 'settled', "
-                            "charged_micro = COALESCE(:charged, estimate_micro), "
-                            "updated_at = :now WHERE reservation_id = :rid "
-                            "AND state IN ('reserved', 'sent')"
+                            f"SELECT reservation_id FROM {TABLE_RESERVATIONS} "
+                            "WHERE run_id = :run_id"
                         ),
-                        {"rid": rid, "charged": charged, "now": self._clock()},
-                    ).rowcount
-        return changed
+                        {"run_id": run_id},
+                    )
+                }
+            )
 
     def use(self, budget: Budget, now: float | None = None) -> WindowUse:
         """The budget's current window: spent and reserved (read-only)."""
@@ -489,23 +605,6 @@ class Ledger:
         return {r.budget: (r.state, int(r.estimate_micro), r.charged_micro) for r in rows}
 
     # -- internals
-
-    def _reservations_of_run(self, run_id: str) -> list[str]:
-        from sqlalchemy import text
-
-        with self._engine.connect() as conn:
-            return sorted(
-                {
-                    row.reservation_id
-                    for row in conn.execute(
-                        text(
-                            f"SELECT reservation_id FROM {TABLE_RESERVATIONS} "
-                            "WHERE run_id = :run_id"
-                        ),
-                        {"run_id": run_id},
-                    )
-                }
-            )
 
     def _lock_windows(
         self, conn: Connection, budgets: Iterable[Budget], now: float
@@ -597,6 +696,8 @@ _COUNTED = (
     "COALESCE(SUM(CASE WHEN state = 'sent' OR (state = 'reserved' AND expires_at > :now) "
     "THEN estimate_micro ELSE 0 END), 0) AS reserved"
 )
+# The states in which a reservation counts (or, settled, may be settled again).
+_OPEN = ("reserved", "sent", "settled")
 _OF_WINDOW = f"FROM {TABLE_RESERVATIONS} WHERE budget = :budget AND window_key = :window"
 
 

@@ -15,6 +15,7 @@ LEGACY_STATUS_PATH = "/api/generate-video/status"
 RECOVER_PATH = "/api/generate-video/recover"
 BALANCE_PATH = "/api/check-balance"
 VIDEO_MODELS_PATH = "/api/v1/video-models"
+USAGE_PATH = "/api/v1/usage"
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,13 @@ def recover_request(
     if conversation_uuid:
         params["conversationUUID"] = conversation_uuid
     return ApiRequest("GET", RECOVER_PATH, "list recent video runs", params)
+
+
+def usage_request(from_day: str, to_day: str) -> ApiRequest:
+    """The key's spend per UTC day from ``from_day`` to ``to_day`` (``YYYY-MM-DD``, inclusive)."""
+    return ApiRequest(
+        "GET",
+        USAGE_PATH,
+        f"read the key's usage from {from_day} to {to_day}",
+        {"from": from_day, "to": to_day, "group_by": "day"},
+    )

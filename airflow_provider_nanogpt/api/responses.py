@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from airflow_provider_nanogpt.api.coerce import as_amount, as_mapping, as_str, snippet
@@ -138,3 +139,53 @@ def parse_recovered_runs(body: object) -> list[RecoveredRun]:
             )
         )
     return runs
+
+
+# Where an entry of the usage answer may carry its spend and refunds (its shape is undocumented).
+_USAGE_LISTS = ("data", "usage", "days", "items", "results")
+_SPEND_FIELDS = ("spend", "cost", "total_cost", "totalCost", "amount", "usd", "spend_usd")
+_REFUND_FIELDS = ("refunds", "refunded", "refund", "refunds_usd")
+
+
+def parse_usage_usd(body: object) -> Decimal:
+    """The USD the key spent, net of refunds, summed over a ``GET /api/v1/usage`` answer.
+
+    NanoGPT does not document the body, so this reads it defensively and refuses rather than
+    guesses: no list of entries, an entry without a spend figure, a figure that is not a finite
+    amount >= 0, or a currency other than USD (stated at the top or per entry, and required)
+    raises NanoGPTResponseError.
+    """
+    entries = body if isinstance(body, list) else None
+    top: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+    for key in _USAGE_LISTS:
+        if entries is None and isinstance(top.get(key), list):
+            entries = top[key]
+    if entries is None:
+        raise NanoGPTResponseError(f"NanoGPT's usage answer has no list of days: {snippet(body)}")
+    total = Decimal(0)  # exact: money is never summed in floats
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise NanoGPTResponseError(f"NanoGPT's usage entry is not an object: {snippet(entry)}")
+        currency = as_str(entry.get("currency")) or as_str(top.get("currency"))
+        if (currency or "").strip().upper() != "USD":
+            raise NanoGPTResponseError(
+                f"NanoGPT's usage entry is not stated in USD (currency={currency!r})"
+            )
+        spend = _usage_amount(entry, _SPEND_FIELDS, required=True)
+        total += spend - _usage_amount(entry, _REFUND_FIELDS, required=False)
+    return max(Decimal(0), total)
+
+
+def _usage_amount(entry: Mapping[str, Any], fields: tuple[str, ...], *, required: bool) -> Decimal:
+    present = [name for name in fields if entry.get(name) is not None]
+    if not present:
+        if required:
+            raise NanoGPTResponseError(f"NanoGPT's usage entry has no spend: {snippet(entry)}")
+        return Decimal(0)
+    amount = as_amount(entry[present[0]])
+    if amount is None:
+        raise NanoGPTResponseError(
+            f"NanoGPT's usage entry has {present[0]}={snippet(entry[present[0]])}, not a finite "
+            "amount >= 0"
+        )
+    return Decimal(str(amount))

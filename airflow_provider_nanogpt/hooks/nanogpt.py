@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from airflow_provider_nanogpt.api.endpoints import (
     recover_request,
     status_request,
     submit_request,
+    usage_request,
     video_models_request,
 )
 from airflow_provider_nanogpt.api.errors import read_response, tls_failure
@@ -37,6 +39,7 @@ from airflow_provider_nanogpt.api.responses import (
     parse_balance,
     parse_recovered_runs,
     parse_submission,
+    parse_usage_usd,
     parse_video_models,
 )
 from airflow_provider_nanogpt.api.retry import (
@@ -335,6 +338,14 @@ class NanoGPTHook(BaseHook):
 
     async def aget_balance(self) -> Balance:
         return parse_balance(await self._arequest(balance_request()))
+
+    def get_usage_usd(
+        self, from_day: str, to_day: str, *, deadline: float | None = None
+    ) -> Decimal:
+        """The USD this key spent (net of refunds) on the UTC days ``from_day`` to ``to_day``
+        (``YYYY-MM-DD``), from ``GET /api/v1/usage`` (up to 60 s stale). Raises
+        NanoGPTResponseError for an answer it cannot read as USD."""
+        return parse_usage_usd(self._request(usage_request(from_day, to_day), deadline=deadline))
 
     def list_video_models(self, detailed: bool = True) -> list[VideoModel]:
         """NanoGPT's video model catalog, read at most once a minute by this hook."""

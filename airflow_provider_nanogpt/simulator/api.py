@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -445,6 +446,53 @@ def recover(state: SimState, request: Request) -> Response:
     return JsonResponse(200, {"data": items})
 
 
+def usage(state: SimState, request: Request) -> Response:
+    """``GET /api/v1/usage?from=&to=&group_by=day|model|day,model``: the calling key's spend,
+    refunds and request counts by UTC day (of the job's creation) and model. NanoGPT does not
+    document the body; this one names its currency, as the provider requires."""
+    auth = require_auth(state, request)
+    first, last = request.param("from"), request.param("to")
+    try:
+        start = date.fromisoformat(first or "")
+        end = date.fromisoformat(last or "")
+    except ValueError:
+        raise simple_error(400, "from and to must be dates (YYYY-MM-DD)") from None
+    group_by = request.param("group_by") or "day"
+    keys = group_by.split(",")
+    if group_by not in ("day", "model", "day,model"):
+        raise simple_error(400, "group_by must be day, model or day,model")
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}
+    with state.lock:
+        state.settle()
+        for job in state.jobs.values():
+            day = datetime.fromtimestamp(job.created_wall, UTC).date()
+            if job.owner != auth.owner or not start <= day <= end:
+                continue
+            values = {"day": day.isoformat(), "model": job.model}
+            key = tuple(values[k] for k in keys)
+            group = groups.setdefault(
+                key,
+                {
+                    **{k: values[k] for k in keys},
+                    "requests": 0,
+                    "spend": Decimal(0),
+                    "refunds": Decimal(0),
+                },
+            )
+            group["requests"] += 1
+            group["spend"] += job.cost
+            if job.refunded:
+                group["refunds"] += job.cost
+    data = [
+        {**g, "spend": money(g["spend"]), "refunds": money(g["refunds"])}
+        for _, g in sorted(groups.items())
+    ]
+    return JsonResponse(
+        200,
+        {"from": first, "to": last, "group_by": group_by, "currency": "USD", "data": data},
+    )
+
+
 # -- files -------------------------------------------------------------------------------------
 
 
@@ -504,6 +552,7 @@ ROUTES: dict[tuple[str, str], tuple[str, Handler]] = {
     ("POST", "/api/check-balance"): ("balance", check_balance),
     ("GET", "/api/v1/video-models"): ("models", video_models),
     ("GET", "/api/generate-video/recover"): ("recover", recover),
+    ("GET", "/api/v1/usage"): ("usage", usage),
 }
 
 

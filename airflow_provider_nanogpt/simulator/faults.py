@@ -9,7 +9,17 @@ from typing import Any
 
 from .errors import BODY_SHAPES
 
-ENDPOINTS = ("submit", "status", "legacy_status", "balance", "models", "recover", "download", "any")
+ENDPOINTS = (
+    "submit",
+    "status",
+    "legacy_status",
+    "balance",
+    "models",
+    "recover",
+    "usage",
+    "download",
+    "any",
+)
 KINDS = (
     "429",
     "429_no_retry_after",

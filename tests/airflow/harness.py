@@ -281,9 +281,12 @@ class ShortWindows:
         return Window(period, datetime(2000, 1, 2, tzinfo=tz), later)
 
 
-def use_budget_ledger(monkeypatch: Any, url: str, usd_per_day: str, tmp_path: Path) -> Path:
+def use_budget_ledger(
+    monkeypatch: Any, url: str, usd_per_day: str, tmp_path: Path, **extra: object
+) -> Path:
     """Point ``nanogpt_default`` at the simulator ``url`` with a daily budget of ``usd_per_day``
-    kept in a SQLite ledger under ``tmp_path`` (connection ``budget_ledger``); its file."""
+    kept in a SQLite ledger under ``tmp_path`` (connection ``budget_ledger``), and any other
+    connection ``extra``; its file."""
     import json
 
     from tests.conftest import connection_json
@@ -291,7 +294,9 @@ def use_budget_ledger(monkeypatch: Any, url: str, usd_per_day: str, tmp_path: Pa
     ledger_file = tmp_path / "budget-ledger.db"
     monkeypatch.setenv(
         "AIRFLOW_CONN_NANOGPT_DEFAULT",
-        connection_json(url, budget_usd_per_day=usd_per_day, budget_ledger_conn_id="budget_ledger"),
+        connection_json(
+            url, budget_usd_per_day=usd_per_day, budget_ledger_conn_id="budget_ledger", **extra
+        ),
     )
     monkeypatch.setenv(
         "AIRFLOW_CONN_BUDGET_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})

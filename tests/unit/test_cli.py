@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -73,9 +74,36 @@ def test_help_describes_each_command_its_connection_and_examples(
     assert exited.value.code == 0
     text = capsys.readouterr().out
     assert text.startswith("usage: python -m airflow_provider_nanogpt ")
-    for command, meaning in (("models", "video models"), ("balance", "USD balance")):
+    for command, meaning in (
+        ("models", "video models"),
+        ("balance", "USD balance"),
+        ("reconcile", "reservations"),
+    ):
         described = [line for line in text.splitlines() if line.startswith(f"  {command} ")]
         assert described and meaning in described[0], text
         assert f"python -m airflow_provider_nanogpt {command}" in text  # an example of it
     assert "(default: nanogpt_default)" in text
     assert "AIRFLOW_CONN_NANOGPT_DEFAULT" in text
+
+
+def test_reconcile_releases_a_sent_reservation_nanogpt_never_created(
+    simulator: NanoGPTSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from airflow_provider_nanogpt.ledger import Budget, Ledger
+    from tests.airflow.harness import use_budget_ledger
+
+    ledger_file = use_budget_ledger(monkeypatch, simulator.url, "1.00", tmp_path)
+    ledger = Ledger.from_url(f"sqlite:///{ledger_file}")
+    budget = Budget("connection nanogpt_default", "day", 1_000_000)
+    ledger.reserve("tag-1#try-1", "tag-1", [budget], 500_000)
+    ledger.mark_sent("tag-1#try-1")
+    assert main(["reconcile", "--settle-seconds", "0", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)["reservations"]
+    assert (row["reservation_id"], row["action"]) == ("tag-1#try-1", "released")
+    assert ledger.use(budget).total_micro == 0
+    assert main(["reconcile"]) == 0
+    assert "no sent reservation" in capsys.readouterr().out
+    assert simulator.state()["submit_requests"] == 0

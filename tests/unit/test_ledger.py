@@ -254,15 +254,17 @@ def test_a_new_window_starts_empty_and_the_reservation_keeps_its_own(
     assert ledger.use(DAY).total_micro == 1 * DOLLAR
 
 
-def test_reconcile_settles_from_charge_records(ledger: Ledger) -> None:
+def test_reconciliation_changes_only_rows_still_sent(ledger: Ledger) -> None:
     ledger.reserve("a", "ta", [DAY], 500_000)
     ledger.mark_sent("a")
-    ledger.settle("a", None, run_id="run-a")
+    ledger.settle("a", 200_000, run_id="run-a")  # the task answered first
     ledger.reserve("b", "tb", [DAY], 300_000)
     ledger.mark_sent("b")
-    assert ledger.reconcile({"run-a": 200_000, "unknown-run": 1}) == 0  # settled already
-    ledger.settle("b", None, run_id="run-b")
-    assert ledger.use(DAY).spent_micro == 800_000
+    assert [s.reservation_id for s in ledger.sent()] == ["b"]
+    assert not ledger.resolve_sent("a", created=False)  # settled by its task: kept
+    assert ledger.resolve_sent("b", created=True, run_id="run-b")
+    assert ledger.use(DAY).spent_micro == 500_000
+    assert ledger.reservations_of_run("run-b") == ["b"]
 
 
 def test_overshoot_is_bounded_by_the_estimate_error_of_jobs_in_flight(ledger: Ledger) -> None:

@@ -46,6 +46,7 @@ def test_connection_form_validates_against_declarative_schema() -> None:
         "budget_usd_per_month",
         "budget_timezone",
         "budget_ledger_conn_id",
+        "budget_count_outside_spend",
         "approval_above_usd",
         "approval_timeout",
     }
