@@ -80,6 +80,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop Airflow's listeners as Airflow's own components do before they exit. dag.test()
+    runs OpenLineage's listener, which sends DAG-run events through a process pool: left
+    running, its worker outlives the session, holding the session's output open (a pipe reader,
+    such as `| tail`, then waits for ever)."""
+    if "airflow.listeners.listener" not in sys.modules:
+        return  # no Airflow listener ran in this session
+    from airflow.listeners.listener import get_listener_manager
+
+    get_listener_manager().hook.before_stopping(component=session)
+
+
 def newly_charged_twice(
     simulators: list[NanoGPTSimulator], seen: set[tuple[int, str]]
 ) -> dict[tuple[int, str], list[str]]:
