@@ -324,13 +324,7 @@ class BatchDriver:
 
 def create_ledger_database(cluster: PostgresCluster) -> dict[str, Any]:
     """The budget ledger's own database on the cluster, and the Airflow connection naming it."""
-    conn = cluster.connect("postgres")
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{LEDGER_DATABASE}"')
-    finally:
-        conn.close()
+    cluster.create_database(LEDGER_DATABASE)
     # The provider creates its tables on first use, from whichever task gets there first.
     return {
         "conn_type": "postgres",
