@@ -798,7 +798,12 @@ def test_budget_charged_exactly_28_videos_across_three_dags(
     batch: ScaleOut, budget: BudgetPhase
 ) -> None:
     """floor($10 / $0.35) = 28 jobs accepted and charged, none twice, whatever the faults and
-    the lost worker did."""
+    the lost worker did.
+
+    Exactly 28, not at most 28, because every uncertain send here has a retry that settles it
+    (its video found) or releases it (none after the settle time) and reserves again. A send
+    whose outcome stayed unknown for good would keep counting its estimate until the window
+    resets: fewer videos than the budget allows, never more (docs/cost-control.md)."""
     assert PAID_VIDEOS == 28
     assert len(budget.jobs) == PAID_VIDEOS, [job["runId"] for job in budget.jobs]
     assert all(job["status"] == "completed" and not job["refunded"] for job in budget.jobs)
