@@ -356,7 +356,13 @@ class BudgetGuard:
                 charged = to_micro(cost, what="charged cost")
             except NanoGPTBudgetError:
                 charged = None
-        if charged is None:
+        if cost is None and currency is None:
+            self.log.info(
+                "NanoGPT did not say what run %s was charged; its reserved estimate is counted "
+                "as spend.",
+                run_id,
+            )
+        elif charged is None:
             self.log.warning(
                 "NanoGPT's charge (%s %s) is not a USD amount; the reserved estimate stays "
                 "counted as spend.",

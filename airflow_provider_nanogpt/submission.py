@@ -286,6 +286,12 @@ def find_or_submit(
             if decision is not None:
                 if isinstance(decision, Attached):
                     _take_over(records, records.load() or record, attempt)
+                    if budget is not None and record.tag is not None:
+                        # That send did make (and pay for) this run: its reservation is spent,
+                        # not left open; the lookup names no charge, so the estimate counts.
+                        budget.settle(
+                            record.tag, record.try_number, None, None, decision.submission.run_id
+                        )
                 return decision
             if budget is not None and record.tag is not None:
                 # Settled with nothing found: that send made no video, so it holds no budget.

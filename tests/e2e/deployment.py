@@ -343,10 +343,13 @@ class Deployment:
         triggerers: int = 1,
         celery: CeleryWorkers | None = None,
         api_workers: int = 1,
+        nanogpt_connections: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """``extra_env`` overrides the Airflow settings (None removes one); ``login`` is the
         user the REST client signs in as when anonymous access is off. ``api_workers`` is the
-        api-server's process count: every task's XCom and state-store writes go through it."""
+        api-server's process count: every task's XCom and state-store writes go through it.
+        ``nanogpt_connections``: more NanoGPT connections (conn id -> extras) on the simulator
+        with the same key, given to every component by environment."""
         if triggerers < 1:
             raise ValueError("a deployment needs at least one triggerer")
         self.root = root
@@ -355,6 +358,7 @@ class Deployment:
         self.triggerers = triggerers
         self.celery = celery
         self.api_workers = api_workers
+        self.nanogpt_connections = dict(nanogpt_connections or {})
         # Components killed on purpose and left down: check_alive() does not count them.
         self.down: set[str] = set()
         self.home = root / "airflow-home"
@@ -431,6 +435,10 @@ class Deployment:
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "6",
             "AIRFLOW_CONN_NANOGPT_DEFAULT": json.dumps(connection),
         }
+        for conn_id, extra in self.nanogpt_connections.items():
+            settings[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+                {**connection, "extra": dict(extra)}
+            )
         if self.celery is not None:
             settings.update(
                 {

@@ -160,11 +160,15 @@ class PostgresCluster:
             last_error = f"{started.stderr or started.stdout}\n{log_tail(self.log_file)}"
         else:
             raise RuntimeError(f"PostgreSQL did not start: {last_error}")
+        self.create_database(self.database)
+
+    def create_database(self, name: str) -> None:
+        """Another database on this cluster (CREATE DATABASE cannot run in a transaction)."""
         conn = self.connect("postgres")
         try:
             conn.autocommit = True
             with conn.cursor() as cursor:
-                cursor.execute(f'CREATE DATABASE "{self.database}"')
+                cursor.execute(f'CREATE DATABASE "{name}"')
         finally:
             conn.close()
 

@@ -18,6 +18,10 @@ window, ``Retry-After`` values and status estimates scale with it; the provider'
 (the 0.5 s worker-sleep threshold for a 429, the 0.5 s margin after an estimate, the retry backoff)
 do not, which makes this run slightly harsher on the provider than real time, never kinder.
 
+Then, once the batch's figures are taken, a second phase proves the shared budget on this
+deployment (see ``BudgetPhase``): three DAGs x 40 videos against one $10-a-day budget whose ledger
+is a database of this PostgreSQL cluster, one Celery worker SIGKILLed again mid-batch.
+
 The batch runs once, in the module fixture; each test checks one claim about it. Figures (wall time
 against the rate-limit minimum, worker slot-seconds per video, calls, triggers per triggerer, lag)
 and whether they met their goals are written to ``test-artifacts/scale-out/report.json``
@@ -52,6 +56,11 @@ from tests.e2e.postgres import PostgresCluster, PostgresUnavailable
 from tests.e2e.postgres import ensure_installed as ensure_postgres
 from tests.e2e.redis import RedisServer, RedisUnavailable
 from tests.e2e.redis import ensure_installed as ensure_redis
+from tests.e2e.scale_dags.nanogpt_scale_dags import (
+    BUDGET_CONN_ID,
+    BUDGET_DAGS,
+    BUDGET_VIDEOS_PER_DAG,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +69,8 @@ DAG_ID = "nanogpt_scale_batch"
 TASK = "generate"
 ARTIFACTS = Path(os.environ.get("NANOGPT_ARTIFACTS", REPO / "test-artifacts")) / "scale-out"
 
-VIDEOS = 300
+# A development run may shrink the batch (e.g. 40); CI runs the default.
+VIDEOS = int(os.environ.get("NANOGPT_SCALE_OUT_VIDEOS", "300"))
 LIMIT_PER_MINUTE = 50  # NanoGPT's submit limit per IP, the simulator's default
 WINDOW_SIM_SECONDS = 60.0
 TIME_SCALE = 0.6  # real seconds per simulated second
@@ -82,6 +92,25 @@ TI_HEARTBEAT_TIMEOUT = 20
 WALL_TOLERANCE = 1.15
 MAX_SLOT_SECONDS_PER_VIDEO = 2.0
 
+# The shared-budget phase: one $10-a-day budget, $0.35 videos, so 28 are paid ($9.80) and the 29th
+# ($10.15) is refused. Its ledger is a database of its own on the deployment's PostgreSQL cluster.
+BUDGET_USD_PER_DAY = 10
+VIDEO_MICRO = 350_000
+PAID_VIDEOS = BUDGET_USD_PER_DAY * 1_000_000 // VIDEO_MICRO
+LEDGER_DATABASE = "nanogpt_ledger"
+LEDGER_CONN_ID = "nanogpt_ledger"
+BUDGET_KEY = f"connection {BUDGET_CONN_ID}|day"
+BUDGET_REFUSAL = "does not allow this video"
+
+
+def _noon_zone() -> str:
+    """A fixed-offset zone where it is about noon now: the daily window cannot reset mid-test."""
+    offset = 12 - time.gmtime().tm_hour  # hours east of UTC, in -11..12
+    return f"Etc/GMT{-offset:+d}"  # POSIX sign: Etc/GMT-3 is UTC+3
+
+
+BUDGET_TIMEZONE = _noon_zone()
+
 # The theoretical minimum: with a sliding window, batch k of 50 (k = 0..5) can be accepted at
 # minute k at the earliest; the last batch then renders.
 WINDOWS = math.ceil(VIDEOS / LIMIT_PER_MINUTE)
@@ -98,6 +127,7 @@ class ScaleOut:
     cluster: PostgresCluster
     root: Path
     park_dir: Path
+    budget_park_dir: Path
     tag: str
     run_id: str = ""
     wall_seconds: float = 0.0
@@ -136,12 +166,15 @@ def scale(request: pytest.FixtureRequest) -> Iterator[ScaleOut]:
     root = Path(tempfile.mkdtemp(prefix="nanogpt-scale-"))
     park_dir = root / "park"
     park_dir.mkdir()
+    budget_park_dir = root / "park-budget"
+    budget_park_dir.mkdir()
     tag = f"scale-{uuid.uuid4().hex[:8]}"
     with kept_on_failure(request, root, "scale-out"), contextlib.ExitStack() as stack:
         stack.callback(cluster.stop)
         stack.callback(broker.stop)
         cluster.start()
         broker.start()
+        ledger_connection = create_ledger_database(cluster)
         deployment = Deployment(
             root,
             cluster.sqlalchemy_url,
@@ -159,15 +192,29 @@ def scale(request: pytest.FixtureRequest) -> Iterator[ScaleOut]:
                 "NANOGPT_SCALE_RENDER_SECONDS": str(RENDER_SIM_SECONDS),
                 "NANOGPT_SCALE_PARK_DIR": str(park_dir),
                 "NANOGPT_SCALE_PARK_ON": DOOMED_WORKER,
+                "NANOGPT_BUDGET_PARK_DIR": str(budget_park_dir),
+                f"AIRFLOW_CONN_{LEDGER_CONN_ID.upper()}": json.dumps(ledger_connection),
             },
             triggerers=TRIGGERERS,
             celery=CeleryWorkers(broker.url, count=WORKERS, concurrency=SLOTS_PER_WORKER),
             api_workers=API_WORKERS,
+            nanogpt_connections={
+                BUDGET_CONN_ID: {
+                    "budget_usd_per_day": BUDGET_USD_PER_DAY,
+                    "budget_timezone": BUDGET_TIMEZONE,
+                    "budget_ledger_conn_id": LEDGER_CONN_ID,
+                }
+            },
         )
         stack.callback(deployment.stop)
-        start(deployment, [DAG_ID])
+        start(deployment, [DAG_ID, *BUDGET_DAGS])
         yield ScaleOut(
-            deployment=deployment, cluster=cluster, root=root, park_dir=park_dir, tag=tag
+            deployment=deployment,
+            cluster=cluster,
+            root=root,
+            park_dir=park_dir,
+            budget_park_dir=budget_park_dir,
+            tag=tag,
         )
 
 
@@ -240,14 +287,9 @@ class BatchDriver:
             if self.elapsed() > 120:
                 raise DeploymentError(f"only {len(parked)} tasks parked on {DOOMED_WORKER}")
             return
-        self.deployment.kill(DOOMED_WORKER)
+        for parked in kill_parked_worker(self.deployment, self.scale.park_dir):
+            self.scale.parked[int(parked["map_index"])] = parked["run_id"]
         self.scale.worker_killed_at = self.elapsed()
-        (self.scale.park_dir / "enabled").unlink()
-        # Read again after the kill: a marker written meanwhile is a lost task too.
-        for marker in sorted(self.scale.park_dir.glob("*.parked")):
-            self.scale.parked[int(marker.stem)] = json.loads(marker.read_text())["run_id"]
-        # Brought back at once, as a process supervisor would; the lost tries stay lost.
-        self.deployment.restart(DOOMED_WORKER)
         self.worker_done = True
 
     def maybe_kill_triggerer(self) -> None:
@@ -278,6 +320,30 @@ class BatchDriver:
         left = self.scale.query("SELECT count(*) FROM trigger WHERE triggerer_id = %s", dead)
         if left[0][0] == 0:
             self.scale.takeover_seconds = self.elapsed() - self.scale.triggerer_killed_at
+
+
+def create_ledger_database(cluster: PostgresCluster) -> dict[str, Any]:
+    """The budget ledger's own database on the cluster, and the Airflow connection naming it."""
+    cluster.create_database(LEDGER_DATABASE)
+    # The provider creates its tables on first use, from whichever task gets there first.
+    return {
+        "conn_type": "postgres",
+        "host": "127.0.0.1",
+        "port": cluster.port,
+        "login": cluster.user,
+        "schema": LEDGER_DATABASE,
+    }
+
+
+def kill_parked_worker(deployment: Deployment, park_dir: Path) -> list[dict[str, Any]]:
+    """SIGKILL the doomed worker's process tree, parking off; what each lost task had parked."""
+    deployment.kill(DOOMED_WORKER)
+    (park_dir / "enabled").unlink()
+    # Read after the kill: a marker written meanwhile is a lost task too.
+    parked = [json.loads(marker.read_text()) for marker in sorted(park_dir.glob("*.parked"))]
+    # Brought back at once, as a process supervisor would; the lost tries stay lost.
+    deployment.restart(DOOMED_WORKER)
+    return parked
 
 
 def _when(value: str) -> datetime:
@@ -375,8 +441,11 @@ def executions(log: Path) -> list[Execution]:
     return found
 
 
-def attempt_logs(scale: ScaleOut, map_index: int) -> dict[int, Path]:
-    base = scale.deployment.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={scale.run_id}"
+def attempt_logs(
+    scale: ScaleOut, map_index: int, dag_id: str = DAG_ID, run_id: str | None = None
+) -> dict[int, Path]:
+    run = scale.run_id if run_id is None else run_id
+    base = scale.deployment.home / "logs" / f"dag_id={dag_id}" / f"run_id={run}"
     folder = base / f"task_id={TASK}" / f"map_index={map_index}"
     logs = {}
     for path in folder.glob("attempt=*.log"):  # not the attempt=N.log.trigger.* files
@@ -387,18 +456,23 @@ def attempt_logs(scale: ScaleOut, map_index: int) -> dict[int, Path]:
 
 def task_failures(scale: ScaleOut) -> list[tuple[int, int, str, str]]:
     """(map index, try, exception type, message) of every try that failed with an exception."""
-    failures = []
-    for index in range(VIDEOS):
-        for attempt, log in attempt_logs(scale, index).items():
-            for run in executions(log):
-                for line in run.lines:
-                    if line.get("event") != "Task failed with exception":
-                        continue
-                    for detail in line.get("error_detail") or []:
-                        failures.append(
-                            (index, attempt, detail.get("exc_type"), detail.get("exc_value"))
-                        )
-    return failures
+    return [
+        (index, attempt, exc_type, message)
+        for index in range(VIDEOS)
+        for attempt, log in attempt_logs(scale, index).items()
+        for exc_type, message in log_failures(log)
+    ]
+
+
+def log_failures(log: Path) -> list[tuple[str, str]]:
+    """(exception type, message) of each exception one attempt's log says its task failed with."""
+    return [
+        (detail.get("exc_type"), detail.get("exc_value"))
+        for run in executions(log)
+        for line in run.lines
+        if line.get("event") == "Task failed with exception"
+        for detail in line.get("error_detail") or []
+    ]
 
 
 # --- the batch, run once for every test below ---------------------------------------------------
@@ -532,12 +606,14 @@ def test_the_simulator_accepted_and_charged_exactly_one_job_per_video(batch: Sca
     assert delivered == {index: jobs[0]["runId"] for index, jobs in by_index.items()}
 
 
-def _delivered_run(scale: ScaleOut, map_index: int) -> str | None:
+def _delivered_run(
+    scale: ScaleOut, map_index: int, dag_id: str = DAG_ID, run_id: str | None = None
+) -> str | None:
     rows = scale.query(
         "SELECT value FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = %s "
         "AND map_index = %s AND key = 'return_value'",
-        DAG_ID,
-        scale.run_id,
+        dag_id,
+        scale.run_id if run_id is None else run_id,
         TASK,
         map_index,
     )
@@ -588,3 +664,224 @@ def test_tasks_lost_with_a_celery_worker_reattached_on_retry(batch: ScaleOut) ->
         later = "".join(logs[n].read_text() for n in sorted(logs) if n > 1)
         assert f"Reattaching to NanoGPT run {run_id}" in later
         assert "Submitted NanoGPT video" not in later
+
+
+# --- phase 2: one shared budget across three DAGs, after the batch's figures are taken ----------
+
+BUDGET_PHASE_DEADLINE_SECONDS = 420.0
+RESERVATION_COLUMNS = (
+    "reservation_id",
+    "budget",
+    "window_key",
+    "tag",
+    "state",
+    "estimate_micro",
+    "charged_micro",
+    "run_id",
+)
+
+
+@dataclass
+class BudgetPhase:
+    """Three DAGs x 40 videos at $0.35 against one $10-a-day budget, and what they left."""
+
+    run_ids: dict[str, str]  # dag id -> its run
+    parked: list[dict[str, Any]]  # the tasks lost with the killed worker
+    worker_killed_at: float
+    wall_seconds: float
+    balance_before: float
+    sim_state: dict[str, Any]
+    jobs: list[dict[str, Any]]  # the simulator's jobs of these DAGs
+    task_instances: list[dict[str, Any]]
+    ledger_rows: list[dict[str, Any]]
+
+    def logs(self, scale: ScaleOut, ti: dict[str, Any]) -> dict[int, Path]:
+        return attempt_logs(scale, ti["map_index"], ti["dag_id"], self.run_ids[ti["dag_id"]])
+
+
+@pytest.fixture(scope="module")
+def budget(batch: ScaleOut) -> BudgetPhase:
+    """The budget phase, run once after the batch (its figures are already taken).
+
+    The deployment keeps its 5 % transient faults (503s and dropped connections, every endpoint).
+    Every one of the doomed worker's slots soon holds a task NanoGPT accepted: its reservation is
+    already settled at $0.35 with its run id, its XComs not pushed, its deferral not made
+    (``ParkAfterSubmitOperator``). That worker is then SIGKILLed; Airflow's heartbeat check fails
+    those tries and each retry reattaches to its paid run, reserving nothing.
+    """
+    scale = batch
+    deployment = scale.deployment
+    sim = deployment.simulator
+    rest = deployment.rest()
+    sim.configure(transient_fault_rate=FAULT_RATE)
+    balance_before = sim.state()["balance_usd"]
+    (scale.budget_park_dir / "enabled").touch()
+    started = time.monotonic()
+    run_ids = {dag_id: rest.trigger(dag_id, {}) for dag_id in BUDGET_DAGS}
+    parked: list[dict[str, Any]] = []
+    killed_at: float | None = None
+    try:
+        while True:
+            elapsed = time.monotonic() - started
+            if killed_at is None:
+                markers = list(scale.budget_park_dir.glob("*.parked"))
+                if len(markers) >= SLOTS_PER_WORKER or (markers and elapsed > 30):
+                    parked = kill_parked_worker(deployment, scale.budget_park_dir)
+                    killed_at = elapsed
+                elif elapsed > 90:
+                    raise DeploymentError(f"no budget task parked on {DOOMED_WORKER}")
+            states = [rest.dag_run(dag_id, run)["state"] for dag_id, run in run_ids.items()]
+            if killed_at is not None and all(s in ("success", "failed") for s in states):
+                break
+            if elapsed > BUDGET_PHASE_DEADLINE_SECONDS:
+                raise DeploymentError(
+                    f"the budget phase did not finish in {BUDGET_PHASE_DEADLINE_SECONDS:.0f} s"
+                )
+            deployment.check_alive()
+            time.sleep(1.0)
+    except DeploymentError as exc:
+        raise AssertionError(f"{exc}\n{deployment.describe()}") from exc
+    wall = time.monotonic() - started
+    sim_state = sim.state()
+    marker = f"{scale.tag} nanogpt_scale_budget_"
+    jobs = [
+        job
+        for job in sim_state["jobs"]
+        if marker in str((job.get("payload") or {}).get("prompt", ""))
+    ]
+    task_instances = []
+    for dag_id, run_id in run_ids.items():
+        rows = scale.query(
+            "SELECT map_index, state, try_number FROM task_instance "
+            "WHERE dag_id = %s AND run_id = %s AND task_id = %s ORDER BY map_index",
+            dag_id,
+            run_id,
+            TASK,
+        )
+        task_instances += [
+            {"dag_id": dag_id, "map_index": index, "state": state, "try_number": tries}
+            for index, state, tries in rows
+        ]
+    phase = BudgetPhase(
+        run_ids=run_ids,
+        parked=parked,
+        worker_killed_at=killed_at or 0.0,
+        wall_seconds=wall,
+        balance_before=balance_before,
+        sim_state=sim_state,
+        jobs=jobs,
+        task_instances=task_instances,
+        ledger_rows=_ledger_rows(scale),
+    )
+    print(
+        f"\nnanogpt budget phase: {wall:.0f} s, {len(jobs)} jobs, {len(parked)} tasks lost "
+        f"with {DOOMED_WORKER} at {phase.worker_killed_at:.0f} s, ledger states "
+        f"{dict(Counter(row['state'] for row in phase.ledger_rows))}"
+    )
+    return phase
+
+
+def _ledger_rows(scale: ScaleOut) -> list[dict[str, Any]]:
+    conn = scale.cluster.connect(LEDGER_DATABASE)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(RESERVATION_COLUMNS)} FROM nanogpt_budget_reservations"
+            )
+            rows = cursor.fetchall()
+    finally:
+        conn.close()
+    return [dict(zip(RESERVATION_COLUMNS, row, strict=True)) for row in rows]
+
+
+def test_budget_charged_exactly_28_videos_across_three_dags(
+    batch: ScaleOut, budget: BudgetPhase
+) -> None:
+    """floor($10 / $0.35) = 28 jobs accepted and charged, none twice, whatever the faults and
+    the lost worker did.
+
+    Exactly 28, not at most 28, because every uncertain send here has a retry that settles it
+    (its video found) or releases it (none after the settle time) and reserves again. A send
+    whose outcome stayed unknown for good would keep counting its estimate until the window
+    resets: fewer videos than the budget allows, never more (docs/cost-control.md)."""
+    assert PAID_VIDEOS == 28
+    assert len(budget.jobs) == PAID_VIDEOS, [job["runId"] for job in budget.jobs]
+    assert all(job["status"] == "completed" and not job["refunded"] for job in budget.jobs)
+    assert all(job["cost"] == pytest.approx(VIDEO_MICRO / 1e6) for job in budget.jobs)
+    charged = budget.balance_before - budget.sim_state["balance_usd"]
+    assert charged == pytest.approx(PAID_VIDEOS * VIDEO_MICRO / 1e6, abs=1e-6)
+    tags = Counter(job["conversationUUID"] for job in budget.jobs)
+    assert max(tags.values()) == 1, f"a submission charged twice: {tags.most_common(3)}"
+    # Each paid video was delivered by the task that paid for it.
+    succeeded = [ti for ti in budget.task_instances if ti["state"] == "success"]
+    delivered = {
+        _delivered_run(batch, ti["map_index"], ti["dag_id"], budget.run_ids[ti["dag_id"]])
+        for ti in succeeded
+    }
+    assert delivered == {job["runId"] for job in budget.jobs}
+
+
+def test_budget_every_other_task_failed_with_the_budget_error(
+    batch: ScaleOut, budget: BudgetPhase
+) -> None:
+    """The other 92 tasks ended on the budget's refusal, never for another reason; earlier tries
+    may have met a fault and been retried."""
+    total = len(BUDGET_DAGS) * BUDGET_VIDEOS_PER_DAG
+    assert len(budget.task_instances) == total
+    states = Counter(ti["state"] for ti in budget.task_instances)
+    assert states == {"success": PAID_VIDEOS, "failed": total - PAID_VIDEOS}, states
+    wrong = {}
+    for ti in budget.task_instances:
+        if ti["state"] != "failed":
+            continue
+        logs = budget.logs(batch, ti)
+        last = log_failures(logs[max(logs)])
+        if not (
+            len(last) == 1
+            and last[0][0] in ("BudgetExceeded", "NanoGPTBudgetError")
+            and BUDGET_REFUSAL in str(last[0][1])
+            and "Nothing was sent to NanoGPT" in str(last[0][1])
+        ):
+            wrong[(ti["dag_id"], ti["map_index"], max(logs))] = last
+    assert not wrong, wrong
+    for dag_id, run_id in budget.run_ids.items():
+        assert batch.deployment.rest().dag_run(dag_id, run_id)["state"] == "failed"
+
+
+def test_budget_ledger_holds_28_settled_rows_and_nothing_open(budget: BudgetPhase) -> None:
+    """The PostgreSQL ledger: $9.80 settled in one window, one row per paid job, no row left
+    reserved or sent (sends that proved nothing was created were released)."""
+    rows = [row for row in budget.ledger_rows if row["budget"] == BUDGET_KEY]
+    assert rows and len(rows) == len(budget.ledger_rows), budget.ledger_rows
+    assert len({row["window_key"] for row in rows}) == 1, {row["window_key"] for row in rows}
+    states = Counter(row["state"] for row in rows)
+    assert states["reserved"] == states["sent"] == 0, states
+    settled = [row for row in rows if row["state"] == "settled"]
+    assert len(settled) == PAID_VIDEOS, states
+    assert sum(row["charged_micro"] for row in settled) == PAID_VIDEOS * VIDEO_MICRO
+    assert all(row["estimate_micro"] == VIDEO_MICRO for row in rows)
+    assert sorted(row["run_id"] for row in settled) == sorted(job["runId"] for job in budget.jobs)
+    # Only released (a send that created nothing) or expired rows besides; they count nothing.
+    assert set(states) <= {"settled", "released", "expired"}, states
+
+
+def test_budget_tasks_lost_with_the_worker_reattached_without_reserving(
+    batch: ScaleOut, budget: BudgetPhase
+) -> None:
+    """Each task killed with the worker (paid, reservation settled, not deferred) succeeded on a
+    retry that reattached to its run: still one job and one settled reservation, of try 1."""
+    assert budget.parked, "no task was lost with the worker"
+    tis = {(ti["dag_id"], ti["map_index"]): ti for ti in budget.task_instances}
+    for parked in budget.parked:
+        ti = tis[(parked["dag_id"], parked["map_index"])]
+        run_id = parked["run_id"]
+        assert ti["state"] == "success" and ti["try_number"] >= 2, ti
+        assert [job["runId"] for job in budget.jobs].count(run_id) == 1
+        (row,) = [row for row in budget.ledger_rows if row["run_id"] == run_id]
+        assert row["state"] == "settled" and row["reservation_id"].endswith("#try-1"), row
+        logs = budget.logs(batch, ti)
+        assert "Post Execute" not in logs[1].read_text()  # died between submit and deferral
+        later = "".join(logs[n].read_text() for n in sorted(logs) if n > 1)
+        assert f"Reattaching to NanoGPT run {run_id}" in later
+        assert "Submitted NanoGPT video" not in later
+        assert "Reserved reservation" not in later

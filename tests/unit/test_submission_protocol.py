@@ -493,11 +493,15 @@ def check_charges(world: World) -> None:
 
 def check_budget_settled(world: World) -> None:
     """Once the tries are over: the budget counts exactly what NanoGPT charged (every send that
-    made no video released its reservation; the world's estimate is the real price)."""
+    made no video released its reservation; the world's estimate is the real price), and no
+    reservation is left open: a send found to have made its video is settled, tied to that run."""
     counted, charged = world.budget_counted_micro(), world.charged_micro()
     assert counted == charged, (
         f"budget counts {counted}, NanoGPT charged {charged}\n{world.story()}"
     )
+    (budget,) = world.budget.plan.budgets
+    open_ones = [use for use in world.budget.ledger.use_by_tag(budget) if use.reserved_micro]
+    assert not open_ones, f"reservations left open: {open_ones}\n{world.story()}"
 
 
 def deliver_with_clean_tries(world: World) -> bool:

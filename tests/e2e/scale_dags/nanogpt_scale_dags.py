@@ -5,9 +5,15 @@ them), so the DAG file itself stays fixed. Each prompt carries the tag and its m
 simulator's jobs can be counted per task.
 
 ``ParkAfterSubmitOperator`` makes the worker-loss scenario deterministic: on try 1, on the one
-Celery worker named by ``NANOGPT_SCALE_PARK_ON``, while the test has parking switched on, a task
-that NanoGPT accepted stops right after the paid submit, before its XComs and its deferral, and
+Celery worker named by ``NANOGPT_SCALE_PARK_ON``, while the test has parking switched on (an
+``enabled`` file in its park directory), a task that NanoGPT accepted stops right after the paid
+submit (its budget reservation, if any, already settled), before its XComs and its deferral, and
 waits there until the test kills that worker's whole process tree.
+
+The shared-budget DAGs (``nanogpt_scale_budget_1..3``, 40 mapped videos each, the test's second
+phase) spend from the connection ``nanogpt_budget``, whose daily budget the test sets; each video
+is a 5-second kling-video-v2 at $0.35 (the simulator's charge and the provider's estimate), with a
+short render so the paid ones finish quickly. They park in a directory of their own.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ PARK_MAX_SECONDS = 300.0
 # provider's default is 60 s), and a retry starts a few seconds after the failed try anyway, so the
 # retry looks once and re-sends at once instead of sleeping out a settle time in a worker slot.
 SETTLE_SECONDS = float(os.environ.get("NANOGPT_SCALE_SETTLE_SECONDS", "3"))
+BUDGET_DAGS = tuple(f"nanogpt_scale_budget_{n}" for n in (1, 2, 3))
+BUDGET_VIDEOS_PER_DAG = 40
+BUDGET_CONN_ID = "nanogpt_budget"
+BUDGET_RENDER_SIM_SECONDS = 5.0
+BUDGET_PARK_DIR = os.environ.get("NANOGPT_BUDGET_PARK_DIR", "")
 
 
 def prompt(index: int) -> str:
@@ -44,19 +55,37 @@ def prompt(index: int) -> str:
     return f"{TAG} video {index:04d} {markers}"
 
 
+def budget_prompt(dag_id: str, index: int) -> str:
+    markers = f"[sim:queue=0][sim:render={BUDGET_RENDER_SIM_SECONDS:g}]"
+    return f"{TAG} {dag_id} video {index:04d} {markers}"
+
+
 class ParkAfterSubmitOperator(GenerateVideoOperator):
     """Stops between the paid submit and the deferral on the doomed worker, until it is killed."""
+
+    def __init__(self, *, park_dir: str = PARK_DIR, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.park_dir = park_dir
 
     def _publish(self, context: Any, submission: Any) -> None:
         ti = context["ti"]
         if (
             ti.try_number == 1
-            and PARK_DIR
+            and self.park_dir
             and os.environ.get("NANOGPT_E2E_COMPONENT") == PARK_ON
-            and (Path(PARK_DIR) / "enabled").exists()
+            and (Path(self.park_dir) / "enabled").exists()
         ):
-            marker = Path(PARK_DIR) / f"{ti.map_index}.parked"
-            marker.write_text(json.dumps({"run_id": submission.run_id, "worker": PARK_ON}))
+            marker = Path(self.park_dir) / f"{ti.dag_id}.{ti.map_index}.parked"
+            marker.write_text(
+                json.dumps(
+                    {
+                        "dag_id": ti.dag_id,
+                        "map_index": ti.map_index,
+                        "run_id": submission.run_id,
+                        "worker": PARK_ON,
+                    }
+                )
+            )
             deadline = time.monotonic() + PARK_MAX_SECONDS
             while time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -80,3 +109,26 @@ with DAG(
         timeout=1800.0,
         settle_seconds=SETTLE_SECONDS,
     ).expand(prompt=[prompt(i) for i in range(VIDEOS)])
+
+
+for budget_dag_id in BUDGET_DAGS:
+    with DAG(
+        budget_dag_id,
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_tasks=BUDGET_VIDEOS_PER_DAG,
+        # Enough for 5 % faults on every call; a budget refusal is never retried.
+        default_args={"retries": 4, "retry_delay": timedelta(seconds=0)},
+        tags=["nanogpt-e2e", "scale", "budget"],
+    ):
+        ParkAfterSubmitOperator.partial(
+            task_id="generate",
+            nanogpt_conn_id=BUDGET_CONN_ID,
+            model="kling-video-v2",
+            duration="5",  # priced per duration step: "5" is $0.35, left open the estimate is $0.70
+            poll_interval=2.0,
+            timeout=900.0,
+            settle_seconds=SETTLE_SECONDS,
+            park_dir=BUDGET_PARK_DIR,
+        ).expand(prompt=[budget_prompt(budget_dag_id, i) for i in range(BUDGET_VIDEOS_PER_DAG)])
