@@ -275,8 +275,9 @@ def reconcile_connection(
     report = ReconcileReport(conn_id)
     hook = NanoGPTHook(conn_id)
     try:
-        hook.settings()  # a missing or unreadable connection: the hook's own readable error
-        extras = hook.get_connection(conn_id).extra_dejson or {}
+        # As the tasks read them (the connection form's extra__nanogpt__ names too); a missing
+        # or unreadable connection raises the hook's own readable error.
+        extras = hook.settings().budget_extras
         plan = connection_budgets(conn_id, extras, config_budgets())
         if plan is None:
             report.notes.append(f"Connection {conn_id!r} has no shared budget: nothing to do.")

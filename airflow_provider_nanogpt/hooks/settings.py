@@ -114,6 +114,7 @@ BUDGET_EXTRAS = (
     "budget_timezone",
     "budget_ledger_conn_id",
     "budgets",
+    "budget_count_outside_spend",
 )
 
 

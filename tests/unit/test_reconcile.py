@@ -250,3 +250,28 @@ def test_reconcile_connection_counts_outside_spend_only_when_opted_in(
     report = reconcile_connection(CONN)
     assert _counted(ledger) == (cost, 0)
     assert any("outside Airflow is counted" in note for note in report.notes)
+
+
+def test_reconcile_connection_reads_budgets_stored_by_the_connection_form(
+    simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The connection form stores extras as ``extra__nanogpt__<name>``, as the tasks read them."""
+    import json
+
+    from tests.conftest import connection_json
+
+    hook = NanoGPTHook(CONN, retry_policy=FAST_RETRIES)
+    ledger_file = tmp_path / "budget-ledger.db"
+    form = {
+        "extra__nanogpt__budget_usd_per_day": "10",
+        "extra__nanogpt__budget_ledger_conn_id": "budget_ledger",
+        "extra__nanogpt__budget_count_outside_spend": "true",
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(simulator.url, **form))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BUDGET_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(ledger_file)})
+    )
+    cost = _job_cost(hook, simulator, "a form's", TAG.format(11))
+    report = reconcile_connection(CONN)
+    assert _counted(Ledger.from_url(f"sqlite:///{ledger_file}")) == (cost, 0)
+    assert any("outside Airflow is counted" in note for note in report.notes)
