@@ -101,7 +101,10 @@ class ReconcileReport:
 
 def own_budget_keys(conn_id: str) -> frozenset[str]:
     """The ledger keys of connection ``conn_id``'s own budgets (only its tasks reserve there)."""
-    return frozenset(f"connection {conn_id}|{period}" for period in PERIODS)
+    from airflow_provider_nanogpt.shared_budget import connection_budget_name
+
+    name = connection_budget_name(conn_id)
+    return frozenset(Budget(name, period, 0).key for period in PERIODS)
 
 
 def repair_sent(

@@ -99,6 +99,11 @@ def _groups(where: str, raw: object) -> dict[str, list[Budget]]:
     return groups
 
 
+def connection_budget_name(conn_id: str) -> str:
+    """The name of connection ``conn_id``'s own budgets (per day and per month)."""
+    return f"connection {conn_id}"
+
+
 def plan_budgets(
     conn_id: str,
     extras: Mapping[str, Any],
@@ -112,7 +117,9 @@ def plan_budgets(
     """
     where = f"Connection {conn_id!r}"
     limits = {period: extras.get(f"budget_usd_per_{period}") for period in PERIODS}
-    budgets = _budgets(where, f"connection {conn_id}", limits, extras.get("budget_timezone"))
+    budgets = _budgets(
+        where, connection_budget_name(conn_id), limits, extras.get("budget_timezone")
+    )
     groups = {
         **_groups("[nanogpt] budgets", config_budgets),
         **_groups(where, extras.get("budgets")),
