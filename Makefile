@@ -100,15 +100,15 @@ wheel-test: venv
 	$(BIN)/pytest -q -m wheel tests/release
 
 # Side by side where nothing is shared (each pytest session has its own Airflow home and ports;
-# output kept per target): the two virtualenvs are built together, then the suites that tolerate
-# a busy machine (3.3, the 3.1 floor and the wheel checks) run together, which fills the time their
-# tests spend waiting on sockets and simulated renders. The tests that measure time and the
-# end-to-end deployments run last, one at a time, with nothing beside them (tried: a deployment
-# beside the floor suite and the wheel checks lost a resumed task process without a log line).
+# output kept per target): the two virtualenvs are built together, then lint, the type check and
+# the suites that tolerate a busy machine (3.3, the 3.1 floor and the wheel checks) run together,
+# which fills the time their tests spend waiting on sockets and simulated renders. The tests that
+# measure time and the end-to-end deployments run last, one at a time, with nothing beside them
+# (tried: a deployment beside the floor suite and the wheel checks lost a resumed task process
+# without a log line).
 test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target venv floor-venv
-	$(MAKE) --no-print-directory lint typecheck
-	$(MAKE) --no-print-directory -j3 --output-sync=target unit-parallel floor-parallel wheel-test
+	$(MAKE) --no-print-directory -j5 --output-sync=target lint typecheck unit-parallel floor-parallel wheel-test
 	$(MAKE) --no-print-directory unit-timing floor-timing e2e
 
 # The release artifacts in dist/: sdist and wheel, checked.
