@@ -1,6 +1,8 @@
 """The NanoGPT page and the Video tab, as a person sees them: headless Chromium, signed in
 through Airflow's login form, against a real deployment (PostgreSQL, scheduler, triggerer,
-dag-processor, api-server) whose jobs ran for real against the simulator.
+dag-processor, api-server) whose jobs ran for real against the simulator. In the same
+deployment, the approval path on Airflow's own Required Actions page (the scenario of
+tests/ui/required_actions.py; tests/ui/test_approval_browser.py runs it on Airflow 3.1).
 
 Screenshots of every view are kept as test artifacts (``NANOGPT_ARTIFACTS``, default
 ``test-artifacts/`` in the repository). With ``NANOGPT_UPDATE_SCREENSHOTS=1`` the test also
