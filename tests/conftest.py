@@ -20,6 +20,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_DAGS = REPO / "tests" / "dags"
+# What a person looks at after a run (screenshots, reports), a folder per test module.
+ARTIFACTS = Path(os.environ.get("NANOGPT_ARTIFACTS", REPO / "test-artifacts"))
+# The browser scenario shared by two test modules asserts in that helper: pytest explains those too.
+pytest.register_assert_rewrite("tests.ui.required_actions")
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="nanogpt-airflow-home-"))
 # Every session makes one (its SQLite DB, logs, lineage events): gone when the session ends.
 atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)

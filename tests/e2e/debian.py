@@ -2,22 +2,36 @@
 
 CI starts from a clean machine: a test that needs a system server or browser installs Debian's
 package itself through apt-get (root only), or fails with what to install.
+
+`make test` runs its lanes side by side (the 3.3 and 3.1 suites), so two pytest sessions may look
+for the same package at once: the look-and-install holds an exclusive lock on one file, and looks
+again once it has it (the other session may have installed the package meanwhile). apt-get's own
+lock would only make the second session fail instead.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 APT_TIMEOUT_SECONDS = 900
+# One lock for every session on the machine (the temp dir, not a session's own directory).
+LOCK_FILE = Path(tempfile.gettempdir()) / "nanogpt-tests-apt-get.lock"
 
 
 def ensure_package(
-    package: str, find: Callable[[], T | None], error: type[Exception], what: str
+    package: str,
+    find: Callable[[], T | None],
+    error: type[Exception],
+    what: str,
+    lock_file: Path = LOCK_FILE,
 ) -> T:
     """``find()``'s answer, installing Debian's ``package`` first if it finds nothing.
 
@@ -25,12 +39,23 @@ def ensure_package(
     """
     found = find()
     if found is not None:
-        return found
+        return found  # the usual case takes no lock
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise error(
             f"{what} is not installed, and apt-get is not usable here (needs root and "
             f"Debian/Ubuntu). Install the `{package}` package."
         )
+    with lock_file.open("a") as lock:
+        # Waits while another session installs (bounded by its apt-get timeouts); closing the
+        # file releases it.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = find()
+        if found is not None:
+            return found  # another session installed it while this one waited for the lock
+        return _install(package, find, error, what)
+
+
+def _install(package: str, find: Callable[[], T | None], error: type[Exception], what: str) -> T:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
         try:

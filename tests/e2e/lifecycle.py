@@ -58,3 +58,12 @@ def start(deployment: Deployment, dag_ids: list[str], timeout: float = 120) -> N
         deployment.wait_for_dags(dag_ids, timeout=timeout)
     except Exception as exc:
         raise RuntimeError(f"{exc}\n{deployment.describe()}") from exc
+
+
+@contextlib.contextmanager
+def described_on_failure(deployment: Deployment) -> Iterator[None]:
+    """A failed assertion or wait inside carries every component's output tail as well."""
+    try:
+        yield
+    except Exception as exc:
+        raise AssertionError(f"{exc}\n{deployment.describe()}") from exc

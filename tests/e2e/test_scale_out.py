@@ -49,7 +49,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import ARTIFACTS as ARTIFACTS_ROOT
 from tests.e2e.deployment import CeleryWorkers, Deployment, DeploymentError
 from tests.e2e.lifecycle import kept_on_failure, start, unavailable
 from tests.e2e.postgres import PostgresCluster, PostgresUnavailable
@@ -67,7 +67,7 @@ pytestmark = pytest.mark.e2e
 SCALE_DAGS = Path(__file__).resolve().parent / "scale_dags"
 DAG_ID = "nanogpt_scale_batch"
 TASK = "generate"
-ARTIFACTS = Path(os.environ.get("NANOGPT_ARTIFACTS", REPO / "test-artifacts")) / "scale-out"
+ARTIFACTS = ARTIFACTS_ROOT / "scale-out"
 
 # A development run may shrink the batch (e.g. 40); CI runs the default.
 VIDEOS = int(os.environ.get("NANOGPT_SCALE_OUT_VIDEOS", "300"))

@@ -1,6 +1,8 @@
 """The NanoGPT page and the Video tab, as a person sees them: headless Chromium, signed in
 through Airflow's login form, against a real deployment (PostgreSQL, scheduler, triggerer,
-dag-processor, api-server) whose jobs ran for real against the simulator.
+dag-processor, api-server) whose jobs ran for real against the simulator. In the same
+deployment, the approval path on Airflow's own Required Actions page (the scenario of
+tests/ui/required_actions.py; tests/ui/test_approval_browser.py runs it on Airflow 3.1).
 
 Screenshots of every view are kept as test artifacts (``NANOGPT_ARTIFACTS``, default
 ``test-artifacts/`` in the repository). With ``NANOGPT_UPDATE_SCREENSHOTS=1`` the test also
@@ -25,6 +27,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
+from tests.conftest import ARTIFACTS as ARTIFACTS_ROOT
 from tests.conftest import REPO
 from tests.e2e.chromium import (
     LAUNCH_ARGS,
@@ -35,12 +38,19 @@ from tests.e2e.conftest import E2E_DAGS
 from tests.e2e.deployment import Deployment, Rest, wait_for
 from tests.e2e.lifecycle import unavailable
 from tests.e2e.postgres import PostgresCluster, PostgresUnavailable, ensure_installed
-from tests.ui.apiserver import USERS
+from tests.ui.apiserver import USERS, signed_in_users
+from tests.ui.required_actions import (
+    APPROVAL_CONNECTIONS,
+    APPROVAL_DAGS,
+    approval_settings,
+    approve_reject_and_time_out,
+    log_in,
+)
 from tests.ui.restricted_auth import SECRET_DAG_ENV
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = Path(os.environ.get("NANOGPT_ARTIFACTS", REPO / "test-artifacts")) / "ui"
+ARTIFACTS = ARTIFACTS_ROOT / "ui"
 DAG = "nanogpt_e2e_deferred"
 SECRET_DAG = "nanogpt_e2e_triggerer_restart"  # user "limited" may not read this one
 TASK = "generate"
@@ -93,11 +103,7 @@ class UiWorld:
             context.add_init_script(f"localStorage.setItem('theme', {json.dumps(theme)})")
         page = context.new_page()
         page.on("request", self._note_request)
-        page.goto(f"{self.url}/")
-        page.fill("input[name=username]", user)
-        page.fill("input[name=password]", USERS[user][1])
-        page.click("button[type=submit]")
-        page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
+        log_in(page, self.url, user)
         return page
 
     def _note_request(self, request: Any) -> None:
@@ -138,17 +144,10 @@ def ui() -> Iterator[UiWorld]:
 
     canary = f"sk-nano-ui-canary-{uuid.uuid4()}"
     root = Path(tempfile.mkdtemp(prefix="nanogpt-ui-"))
-    passwords = root / "passwords.json"
-    passwords.write_text(json.dumps({name: pw for name, (_, pw) in USERS.items()}))
     settings: dict[str, str | None] = {
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": None,
-        "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.restricted_auth.RestrictedAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
-            f"{name}:{role}" for name, (role, _) in USERS.items()
-        ),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        **signed_in_users(root),
+        **approval_settings(root),
         SECRET_DAG_ENV: SECRET_DAG,
-        "PYTHONPATH": str(REPO),
     }
     deployment: Deployment | None = None
     try:
@@ -162,9 +161,10 @@ def ui() -> Iterator[UiWorld]:
                 canary,
                 extra_env=settings,
                 login=("admin", USERS["admin"][1]),
+                nanogpt_connections=APPROVAL_CONNECTIONS,
             )
             deployment.start()
-            deployment.wait_for_dags([DAG, SECRET_DAG], timeout=120)
+            deployment.wait_for_dags([DAG, SECRET_DAG, *APPROVAL_DAGS], timeout=120)
             world = UiWorld(deployment, browser, canary, _run_jobs(deployment, root))
             yield world
             browser.close()
@@ -428,6 +428,14 @@ def test_the_page_as_a_person_uses_it_in_light_and_dark(ui: UiWorld, user: str, 
     if user == "admin":
         ui.keep_for_docs(page, "ui-video-tab" + ("-dark" if theme == "dark" else ""))
     page.context.close()
+
+
+# --- the approval path: Airflow's Required Actions page ----------------------------------------
+
+
+def test_a_person_approves_rejects_or_lets_a_request_time_out(ui: UiWorld) -> None:
+    """Airflow 3.3's awaiting_input path (tests/ui/test_approval_browser.py runs it on 3.1)."""
+    approve_reject_and_time_out(ui.deployment, lambda: ui.sign_in("admin"), ui.keep)
 
 
 ENDPOINTS = [

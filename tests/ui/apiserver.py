@@ -69,25 +69,36 @@ class ApiServer:
         )
 
 
-@contextmanager
-def api_server(workdir: Path, extra_env: dict[str, str]) -> Iterator[ApiServer]:
-    port = free_port()
+def signed_in_users(workdir: Path) -> dict[str, str | None]:
+    """Airflow settings under which ``USERS`` sign in with their passwords (written to a file in
+    ``workdir``), as ``RestrictedAuthManager`` users; None removes a setting (nobody is an admin
+    without signing in)."""
     passwords = workdir / "passwords.json"
     passwords.write_text(json.dumps({name: pw for name, (_, pw) in USERS.items()}))
-    env = {
-        **os.environ,
-        **extra_env,
-        "PYTHONPATH": str(REPO),
+    return {
         "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.restricted_auth.RestrictedAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
             f"{name}:{role}" for name, (role, _) in USERS.items()
         ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": None,
+        # The auth manager is imported from the checkout's tests.
+        "PYTHONPATH": str(REPO),
+    }
+
+
+@contextmanager
+def api_server(workdir: Path, extra_env: dict[str, str]) -> Iterator[ApiServer]:
+    port = free_port()
+    settings = {
+        **os.environ,
+        **extra_env,
+        **signed_in_users(workdir),
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
     }
-    env.pop("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", None)
+    env = {name: value for name, value in settings.items() if value is not None}
     log = (workdir / "api-server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "airflow", "api-server", "-p", str(port), "-H", "127.0.0.1"],
