@@ -33,6 +33,7 @@ import calendar
 import math
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -279,7 +280,9 @@ class Ledger:
         self._postgres = engine.dialect.name == "postgresql"
         self.ttl_seconds = ttl_seconds
         self._clock = clock
-        self._create_tables()
+        if engine not in _TABLES_READY:  # two threads may both create: harmless
+            self._create_tables()
+            _TABLES_READY.add(engine)
 
     # -- opening
 
@@ -288,6 +291,8 @@ class Ledger:
         return cls(_engine(url), **kwargs)
 
     def _create_tables(self) -> None:
+        """Create the tables and indexes that are missing: once per engine in a process (every
+        guard and page opens the ledger; a task process opens it once)."""
         from sqlalchemy import exc, text
 
         for attempt in range(3):
@@ -714,6 +719,10 @@ def _unique(budgets: Sequence[Budget]) -> list[Budget]:
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
+# The engines whose database this process has already run _DDL on. Per engine, not per URL: an
+# engine disposed and made anew for the same URL (a SQLite file deleted and created again) runs
+# it again. Still safe when several processes create at once (_create_tables).
+_TABLES_READY: weakref.WeakSet[Engine] = weakref.WeakSet()
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
 

@@ -12,6 +12,7 @@ import multiprocessing
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from airflow_provider_nanogpt.ledger import (
     Budget,
     BudgetExceeded,
     Ledger,
+    _create_engine,
     to_micro,
     window_at,
     zone,
@@ -156,6 +158,42 @@ def test_every_moment_lies_in_its_window(period: Any, tz: str, moment: float) ->
 def test_an_unknown_time_zone_is_refused_readably(name: Any) -> None:
     with pytest.raises(NanoGPTConfigurationError, match="IANA"):
         zone(name)
+
+
+# --- opening ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def statements(engine: Any) -> Iterator[list[str]]:
+    """Every SQL statement ``engine`` sends to its database meanwhile."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_the_tables_are_created_once_per_engine_and_again_for_a_new_one(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    first = Ledger.from_url(f"sqlite:///{path}")
+    with statements(first._engine) as seen:
+        again = Ledger.from_url(f"sqlite:///{path}")  # every task and page opens the ledger
+    assert again._engine is first._engine
+    assert seen == []  # opening it again sends nothing to the database
+    # The file deleted and a new engine made for the same URL: that engine creates the tables.
+    first._engine.dispose()
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    fresh = Ledger(_create_engine(f"sqlite:///{path}"))
+    fresh.reserve("a", "ta", [DAY], 300_000)
+    assert fresh.use(DAY).reserved_micro == 300_000
 
 
 # --- reservations -------------------------------------------------------------------------------
