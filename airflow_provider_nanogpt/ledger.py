@@ -34,12 +34,12 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError, NanoGPTConfigurationError
@@ -47,6 +47,7 @@ from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError, NanoGPTConfi
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
+T = TypeVar("T")
 MICRO = 1_000_000
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
@@ -295,12 +296,13 @@ class Ledger:
         guard and page opens the ledger; a task process opens it once)."""
         from sqlalchemy import exc, text
 
+        def create(conn: Connection) -> None:
+            for ddl in _DDL:
+                conn.execute(text(ddl))
+
         for attempt in range(3):
             try:
-                with self._transaction() as conn:
-                    for ddl in _DDL:
-                        conn.execute(text(ddl))
-                return
+                return self._run(create)
             except exc.IntegrityError:
                 # PostgreSQL: two processes creating the same table at once; the other won.
                 if attempt == 2:
@@ -325,6 +327,26 @@ class Ledger:
                     raise
                 conn.exec_driver_sql("COMMIT")
 
+    def _run(self, body: Callable[[Connection], T], *, write: bool = True) -> T:
+        """``body`` in one transaction (``_transaction``), run once more on a new connection when
+        the pooled one it was given turns out closed by the server (a restart, an idle timeout).
+
+        This replaces a ping before every transaction (``pool_pre_ping``, one more round trip
+        each). Running the body again is safe: SQLAlchemy drops the pool's connections on a
+        disconnect, and every operation here leaves the same rows when run twice, even after a
+        commit whose answer was lost (a reserve finds its own reservation and returns it).
+        """
+        from sqlalchemy import exc
+
+        try:
+            with self._transaction(write=write) as conn:
+                return body(conn)
+        except exc.DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        with self._transaction(write=write) as conn:
+            return body(conn)
+
     # -- operations
 
     def reserve(
@@ -347,7 +369,8 @@ class Ledger:
             raise NanoGPTBudgetError("A negative cost estimate cannot be reserved.")
         budgets = _unique(budgets)
         now = self._clock()
-        with self._transaction() as conn:
+
+        def body(conn: Connection) -> Reservation:
             windows = self._lock_windows(conn, budgets, now)
             self._expire(conn, now, tag=tag, keep=reservation_id)
             open_rows = conn.execute(
@@ -391,7 +414,9 @@ class Ledger:
                         "expires": now + self.ttl_seconds,
                     },
                 )
-        return Reservation(reservation_id, estimate_micro, tuple(budgets), "reserved", False)
+            return Reservation(reservation_id, estimate_micro, tuple(budgets), "reserved", False)
+
+        return self._run(body)
 
     def mark_sent(self, reservation_id: str) -> None:
         """Record that the request is about to leave: from now on the amount never expires.
@@ -402,7 +427,8 @@ class Ledger:
         from sqlalchemy import text
 
         now = self._clock()
-        with self._transaction() as conn:
+
+        def body(conn: Connection) -> None:
             self._lock_windows_of(conn, reservation_id, now)
             states = {
                 row.state
@@ -430,6 +456,8 @@ class Ledger:
                 {"rid": reservation_id, "now": now},
             )
 
+        self._run(body)
+
     def settle(
         self, reservation_id: str, charged_micro: int | None, run_id: str | None = None
     ) -> bool:
@@ -448,13 +476,15 @@ class Ledger:
         from sqlalchemy import text
 
         found: dict[str, SentReservation] = {}
-        with self._transaction(write=False) as conn:
-            rows = conn.execute(
+        rows = self._run(
+            lambda conn: conn.execute(
                 text(
                     f"SELECT reservation_id, budget, tag, run_id, estimate_micro, updated_at "
                     f"FROM {TABLE_RESERVATIONS} WHERE state = 'sent'"
                 )
-            ).all()
+            ).all(),
+            write=False,
+        )
         for r in rows:
             seen = found.get(r.reservation_id)
             budgets = (seen.budgets if seen else frozenset()) | {str(r.budget)}
@@ -498,7 +528,8 @@ class Ledger:
         charge = ", charged_micro = COALESCE(:charged, estimate_micro)" if to == "settled" else ""
         states = ", ".join(f"'{state}'" for state in from_states)
         now = self._clock()
-        with self._transaction() as conn:
+
+        def body(conn: Connection) -> bool:
             self._lock_windows_of(conn, reservation_id, now)
             result = conn.execute(
                 text(
@@ -516,6 +547,8 @@ class Ledger:
             )
             return bool(result.rowcount)
 
+        return self._run(body)
+
     def record_outside_spend(self, budget: Budget, now: float, key_spent_micro: int) -> int:
         """Count what the API key spent in ``budget``'s window at ``now`` beyond what the ledger
         holds for Airflow (settled and sent rows): one settled row per window, replaced on every
@@ -524,7 +557,8 @@ class Ledger:
 
         window = budget.window(now)
         rid = f"{OUTSIDE_SPEND_PREFIX}{window.key}"
-        with self._transaction() as conn:
+
+        def body(conn: Connection) -> int:
             self._lock_windows(conn, [budget], now)
             airflow = conn.execute(
                 text(
@@ -555,58 +589,57 @@ class Ledger:
                     "now": now,
                 },
             )
-        return outside
+            return outside
+
+        return self._run(body)
 
     def note_run(self, reservation_id: str, run_id: str) -> None:
         """Record which NanoGPT run a still-``sent`` reservation paid for (its job has not
         ended): the next reconciliation asks about that run directly."""
         from sqlalchemy import text
 
-        with self._transaction() as conn:
-            conn.execute(
+        self._run(
+            lambda conn: conn.execute(
                 text(
                     f"UPDATE {TABLE_RESERVATIONS} SET run_id = :run_id "
                     "WHERE reservation_id = :rid AND state = 'sent'"
                 ),
                 {"rid": reservation_id, "run_id": run_id},
             )
+        )
 
     def reservations_of_run(self, run_id: str) -> list[str]:
         """The reservations that recorded NanoGPT run ``run_id``."""
         from sqlalchemy import text
 
-        with self._engine.connect() as conn:
-            return sorted(
-                {
-                    row.reservation_id
-                    for row in conn.execute(
-                        text(
-                            f"SELECT reservation_id FROM {TABLE_RESERVATIONS} "
-                            "WHERE run_id = :run_id"
-                        ),
-                        {"run_id": run_id},
-                    )
-                }
-            )
+        rows = self._run(
+            lambda conn: conn.execute(
+                text(f"SELECT reservation_id FROM {TABLE_RESERVATIONS} WHERE run_id = :run_id"),
+                {"run_id": run_id},
+            ).all(),
+            write=False,
+        )
+        return sorted({row.reservation_id for row in rows})
 
     def use(self, budget: Budget, now: float | None = None) -> WindowUse:
         """The budget's current window: spent and reserved (read-only)."""
         at = self._clock() if now is None else now
-        with self._transaction(write=False) as conn:
-            return self._use(conn, budget, budget.window(at), at)
+        return self._run(lambda conn: self._use(conn, budget, budget.window(at), at), write=False)
 
     def state_of(self, reservation_id: str) -> dict[str, tuple[str, int, int | None]]:
         """Per budget: (state, estimate, charged) of a reservation (for tests and diagnostics)."""
         from sqlalchemy import text
 
-        with self._engine.connect() as conn:
-            rows = conn.execute(
+        rows = self._run(
+            lambda conn: conn.execute(
                 text(
                     f"SELECT budget, state, estimate_micro, charged_micro FROM "
                     f"{TABLE_RESERVATIONS} WHERE reservation_id = :rid"
                 ),
                 {"rid": reservation_id},
-            ).all()
+            ).all(),
+            write=False,
+        )
         return {r.budget: (r.state, int(r.estimate_micro), r.charged_micro) for r in rows}
 
     # -- internals
@@ -682,11 +715,13 @@ class Ledger:
 
         at = self._clock() if now is None else now
         window = budget.window(at)
-        with self._transaction(write=False) as conn:
-            rows = conn.execute(
+        rows = self._run(
+            lambda conn: conn.execute(
                 text(f"SELECT tag, run_id, {_COUNTED} {_OF_WINDOW} GROUP BY tag, run_id"),
                 {"budget": budget.key, "window": window.key, "now": at},
-            ).all()
+            ).all(),
+            write=False,
+        )
         return [
             TagUse(str(r.tag), r.run_id, int(r.spent), int(r.reserved))
             for r in rows
@@ -752,4 +787,5 @@ def _create_engine(url: str) -> Engine:
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # No pool_pre_ping: Ledger._run retries a transaction whose pooled connection was closed.
+    return create_engine(url)

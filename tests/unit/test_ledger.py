@@ -381,7 +381,17 @@ def test_concurrent_threads_and_processes_never_overspend(
     processes: concurrent.futures.ProcessPoolExecutor,
     plans: list[list[tuple[str, int, int]]],
 ) -> None:
-    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
+    never_overspend(f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}", processes, plans)
+
+
+def never_overspend(
+    url: str,
+    processes: concurrent.futures.ProcessPoolExecutor,
+    plans: list[list[tuple[str, int, int]]],
+) -> None:
+    """Run four ``plans`` at once against the new ledger at ``url``, two in ``processes`` and two
+    in threads, watching the total as they run; check it never passed the limit and ends at
+    exactly what the plans left counted."""
     watcher = Ledger.from_url(url)
     done = threading.Event()
     seen: list[int] = []
