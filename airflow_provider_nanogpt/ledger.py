@@ -373,13 +373,14 @@ class Ledger:
         def body(conn: Connection) -> Reservation:
             windows = self._lock_windows(conn, budgets, now)
             self._expire(conn, now, tag=tag, keep=reservation_id)
-            open_rows = conn.execute(
+            rows = conn.execute(
                 text(
                     f"SELECT state, estimate_micro FROM {TABLE_RESERVATIONS} "
-                    "WHERE reservation_id = :rid AND state IN ('reserved', 'sent', 'settled')"
+                    "WHERE reservation_id = :rid"
                 ),
                 {"rid": reservation_id},
             ).all()
+            open_rows = [row for row in rows if row.state in _OPEN]
             if open_rows:
                 return Reservation(
                     reservation_id,
@@ -388,32 +389,34 @@ class Ledger:
                     str(open_rows[0].state),
                     reused=True,
                 )
-            for budget in budgets:
-                use = self._use(conn, budget, windows[budget.key], now)
-                if use.total_micro + estimate_micro > budget.limit_micro:
+            for use in self._uses(conn, budgets, windows, now):
+                if use.total_micro + estimate_micro > use.budget.limit_micro:
                     raise BudgetExceeded(use, estimate_micro)
-            conn.execute(
-                text(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
-                {"rid": reservation_id},
-            )
-            for budget in budgets:
+            if rows:  # released or expired: reserving the same id again reopens it
                 conn.execute(
-                    text(
-                        f"INSERT INTO {TABLE_RESERVATIONS} (reservation_id, budget, window_key, "
-                        "tag, state, estimate_micro, charged_micro, run_id, created_at, "
-                        "expires_at, updated_at) VALUES (:rid, :budget, :window, :tag, "
-                        "'reserved', :estimate, NULL, NULL, :now, :expires, :now)"
-                    ),
-                    {
-                        "rid": reservation_id,
-                        "budget": budget.key,
-                        "window": windows[budget.key].key,
-                        "tag": tag,
-                        "estimate": estimate_micro,
-                        "now": now,
-                        "expires": now + self.ttl_seconds,
-                    },
+                    text(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
+                    {"rid": reservation_id},
                 )
+            values, params = _rows_of(
+                "(:rid, :budget_{n}, :window_{n}, :tag, 'reserved', :estimate, NULL, NULL, "
+                ":now, :expires, :now)",
+                [{"budget": b.key, "window": windows[b.key].key} for b in budgets],
+            )
+            conn.execute(
+                text(
+                    f"INSERT INTO {TABLE_RESERVATIONS} (reservation_id, budget, window_key, tag, "
+                    "state, estimate_micro, charged_micro, run_id, created_at, expires_at, "
+                    f"updated_at) VALUES {values}"
+                ),
+                {
+                    **params,
+                    "rid": reservation_id,
+                    "tag": tag,
+                    "estimate": estimate_micro,
+                    "now": now,
+                    "expires": now + self.ttl_seconds,
+                },
+            )
             return Reservation(reservation_id, estimate_micro, tuple(budgets), "reserved", False)
 
         return self._run(body)
@@ -429,7 +432,7 @@ class Ledger:
         now = self._clock()
 
         def body(conn: Connection) -> None:
-            self._lock_windows_of(conn, reservation_id, now)
+            self._lock_windows_of(conn, reservation_id)
             states = {
                 row.state
                 for row in conn.execute(
@@ -530,7 +533,7 @@ class Ledger:
         now = self._clock()
 
         def body(conn: Connection) -> bool:
-            self._lock_windows_of(conn, reservation_id, now)
+            self._lock_windows_of(conn, reservation_id)
             result = conn.execute(
                 text(
                     f"UPDATE {TABLE_RESERVATIONS} SET state = :to{charge}, "
@@ -624,7 +627,10 @@ class Ledger:
     def use(self, budget: Budget, now: float | None = None) -> WindowUse:
         """The budget's current window: spent and reserved (read-only)."""
         at = self._clock() if now is None else now
-        return self._run(lambda conn: self._use(conn, budget, budget.window(at), at), write=False)
+        window = budget.window(at)
+        return self._run(
+            lambda conn: self._uses(conn, [budget], {budget.key: window}, at)[0], write=False
+        )
 
     def state_of(self, reservation_id: str) -> dict[str, tuple[str, int, int | None]]:
         """Per budget: (state, estimate, charged) of a reservation (for tests and diagnostics)."""
@@ -647,43 +653,50 @@ class Ledger:
     def _lock_windows(
         self, conn: Connection, budgets: Iterable[Budget], now: float
     ) -> dict[str, Window]:
-        """Create and lock each budget's current window row, in one global order (no deadlock)."""
+        """Create and lock each budget's current window row (PostgreSQL; see ``_lock_rows``)."""
         windows = {budget.key: budget.window(now) for budget in budgets}
-        self._lock_rows(conn, sorted((key, w.key) for key, w in windows.items()), now)
-        return windows
+        if self._postgres:
+            from sqlalchemy import text
 
-    def _lock_windows_of(self, conn: Connection, reservation_id: str, now: float) -> None:
-        from sqlalchemy import text
-
-        rows = conn.execute(
-            text(
-                f"SELECT budget, window_key FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"
-            ),
-            {"rid": reservation_id},
-        ).all()
-        self._lock_rows(conn, sorted((r.budget, r.window_key) for r in rows), now)
-
-    def _lock_rows(self, conn: Connection, keys: Sequence[tuple[str, str]], now: float) -> None:
-        if not self._postgres:
-            return  # BEGIN IMMEDIATE already holds SQLite's single write lock
-        from sqlalchemy import text
-
-        for budget_key, window_key in keys:
-            params = {"budget": budget_key, "window": window_key, "now": now}
+            keys = [{"budget": key, "window": w.key} for key, w in sorted(windows.items())]
+            values, params = _rows_of("(:budget_{n}, :window_{n}, :now)", keys)
+            # Sorted, so two transactions creating the same new rows wait for each other in
+            # the same order.
             conn.execute(
                 text(
                     f"INSERT INTO {TABLE_WINDOWS} (budget, window_key, created_at) "
-                    "VALUES (:budget, :window, :now) ON CONFLICT DO NOTHING"
+                    f"VALUES {values} ON CONFLICT DO NOTHING"
                 ),
-                params,
+                {**params, "now": now},
             )
-            conn.execute(
-                text(
-                    f"SELECT budget FROM {TABLE_WINDOWS} WHERE budget = :budget "
-                    "AND window_key = :window FOR UPDATE"
-                ),
-                params,
+            self._lock_rows(conn, *_rows_of(_A_WINDOW, keys, " OR "))
+        return windows
+
+    def _lock_windows_of(self, conn: Connection, reservation_id: str) -> None:
+        """Lock the window rows of a reservation's budgets (its reserve created them)."""
+        if self._postgres:
+            self._lock_rows(
+                conn,
+                f"(budget, window_key) IN (SELECT budget, window_key FROM {TABLE_RESERVATIONS} "
+                "WHERE reservation_id = :rid)",
+                {"rid": reservation_id},
             )
+
+    def _lock_rows(self, conn: Connection, where: str, params: dict[str, Any]) -> None:
+        """PostgreSQL: lock the window rows ``where`` selects, in one statement and in one global
+        order (byte order, as Python sorts them, whatever the database's collation), so two
+        transactions wanting the same windows never deadlock. ORDER BY comes before FOR UPDATE:
+        rows are locked in the order sorted. SQLite needs none: BEGIN IMMEDIATE holds its one
+        write lock."""
+        from sqlalchemy import text
+
+        conn.execute(
+            text(
+                f"SELECT budget FROM {TABLE_WINDOWS} WHERE {where} "
+                'ORDER BY budget COLLATE "C", window_key COLLATE "C" FOR UPDATE'
+            ),
+            params,
+        )
 
     def _expire(self, conn: Connection, now: float, *, tag: str, keep: str) -> None:
         """Drop reservations never sent: past their TTL, or an earlier try's of this tag."""
@@ -698,14 +711,32 @@ class Ledger:
             {"now": now, "tag": tag, "keep": keep},
         )
 
-    def _use(self, conn: Connection, budget: Budget, window: Window, now: float) -> WindowUse:
+    def _uses(
+        self, conn: Connection, budgets: Sequence[Budget], windows: dict[str, Window], now: float
+    ) -> list[WindowUse]:
+        """What each budget's window holds, in ``budgets``' order: one query for all of them."""
         from sqlalchemy import text
 
-        row = conn.execute(
-            text(f"SELECT {_COUNTED} {_OF_WINDOW}"),
-            {"budget": budget.key, "window": window.key, "now": now},
-        ).one()
-        return WindowUse(budget, window, int(row.spent), int(row.reserved))
+        where, params = _rows_of(
+            _A_WINDOW, [{"budget": b.key, "window": windows[b.key].key} for b in budgets], " OR "
+        )
+        sums = {
+            (row.budget, row.window_key): row
+            for row in conn.execute(
+                text(
+                    f"SELECT budget, window_key, {_COUNTED} FROM {TABLE_RESERVATIONS} "
+                    f"WHERE {where} GROUP BY budget, window_key"
+                ),
+                {**params, "now": now},
+            )
+        }
+        uses = []
+        for budget in budgets:
+            window = windows[budget.key]
+            row = sums.get((budget.key, window.key))
+            spent, reserved = (int(row.spent), int(row.reserved)) if row else (0, 0)
+            uses.append(WindowUse(budget, window, spent, reserved))
+        return uses
 
     def use_by_tag(self, budget: Budget, now: float | None = None) -> list[TagUse]:
         """The budget's current window per submission tag and NanoGPT run: what each counts
@@ -739,6 +770,19 @@ _COUNTED = (
 # The states in which a reservation counts (or, settled, may be settled again).
 _OPEN = ("reserved", "sent", "settled")
 _OF_WINDOW = f"FROM {TABLE_RESERVATIONS} WHERE budget = :budget AND window_key = :window"
+# One budget window among several (joined with OR: both databases then search the index for each,
+# where a row-value IN list makes SQLite scan all of it).
+_A_WINDOW = "(budget = :budget_{n} AND window_key = :window_{n})"
+
+
+def _rows_of(
+    template: str, rows: Sequence[dict[str, Any]], joiner: str = ", "
+) -> tuple[str, dict[str, Any]]:
+    """``template`` (placeholders ending ``_{n}``) once per row, joined, and the parameters for
+    them: several rows in one statement, one round trip."""
+    sql = joiner.join(template.format(n=n) for n in range(len(rows)))
+    params = {f"{name}_{n}": value for n, row in enumerate(rows) for name, value in row.items()}
+    return sql, params
 
 
 def _unique(budgets: Sequence[Budget]) -> list[Budget]:
