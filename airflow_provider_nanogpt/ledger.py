@@ -13,6 +13,9 @@ A reservation row per (reservation, budget) moves through
         |                     |                 |
         +-- expired (TTL)     +---- release ----+--> released   (nothing created, or refunded)
 
+A task's reservation starts as ``sent`` (``reserve(sent=True)``): it sends right after
+reserving, so a separate ``mark_sent`` commit would protect nothing more.
+
 * ``reserved``: counted, not sent yet. It expires ``ttl`` seconds after it was made (a crash
   between reserve and send); ``mark_sent`` refuses an expired one, so the send never happens.
 * ``sent``: the request may have left; counted at the estimate until settled or released. It
@@ -355,6 +358,8 @@ class Ledger:
         tag: str,
         budgets: Sequence[Budget],
         estimate_micro: int,
+        *,
+        sent: bool = False,
     ) -> Reservation:
         """Reserve ``estimate_micro`` against every budget, all or nothing.
 
@@ -362,6 +367,10 @@ class Ledger:
         returned as it is. Earlier tries' reservations of the same ``tag`` that were never sent
         are dropped (that try is over; ``mark_sent`` refuses them, so they can never be sent).
         Raises ``BudgetExceeded`` naming the first budget that does not allow it.
+
+        ``sent``: the caller sends the request as soon as this returns, so the reservation is
+        recorded as sent in the same transaction (as ``mark_sent`` would record it, one commit
+        fewer): it never expires.
         """
         from sqlalchemy import text
 
@@ -382,23 +391,28 @@ class Ledger:
             ).all()
             open_rows = [row for row in rows if row.state in _OPEN]
             if open_rows:
+                state = str(open_rows[0].state)
+                if sent and state == "reserved":  # unexpired: _expire has just run
+                    self._mark_sent(conn, reservation_id, now)
+                    state = "sent"
                 return Reservation(
                     reservation_id,
                     int(open_rows[0].estimate_micro),
                     tuple(budgets),
-                    str(open_rows[0].state),
+                    state,
                     reused=True,
                 )
             for use in self._uses(conn, budgets, windows, now):
                 if use.total_micro + estimate_micro > use.budget.limit_micro:
                     raise BudgetExceeded(use, estimate_micro)
+            state = "sent" if sent else "reserved"
             if rows:  # released or expired: reserving the same id again reopens it
                 conn.execute(
                     text(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
                     {"rid": reservation_id},
                 )
             values, params = _rows_of(
-                "(:rid, :budget_{n}, :window_{n}, :tag, 'reserved', :estimate, NULL, NULL, "
+                "(:rid, :budget_{n}, :window_{n}, :tag, :state, :estimate, NULL, NULL, "
                 ":now, :expires, :now)",
                 [{"budget": b.key, "window": windows[b.key].key} for b in budgets],
             )
@@ -412,12 +426,13 @@ class Ledger:
                     **params,
                     "rid": reservation_id,
                     "tag": tag,
+                    "state": state,
                     "estimate": estimate_micro,
                     "now": now,
                     "expires": now + self.ttl_seconds,
                 },
             )
-            return Reservation(reservation_id, estimate_micro, tuple(budgets), "reserved", False)
+            return Reservation(reservation_id, estimate_micro, tuple(budgets), state, False)
 
         return self._run(body)
 
@@ -451,15 +466,20 @@ class Ledger:
                     "the request was sent, so it is no longer counted; nothing was sent. A "
                     "retry reserves again."
                 )
-            conn.execute(
-                text(
-                    f"UPDATE {TABLE_RESERVATIONS} SET state = 'sent', updated_at = :now "
-                    "WHERE reservation_id = :rid AND state = 'reserved'"
-                ),
-                {"rid": reservation_id, "now": now},
-            )
+            self._mark_sent(conn, reservation_id, now)
 
         self._run(body)
+
+    def _mark_sent(self, conn: Connection, reservation_id: str, now: float) -> None:
+        from sqlalchemy import text
+
+        conn.execute(
+            text(
+                f"UPDATE {TABLE_RESERVATIONS} SET state = 'sent', updated_at = :now "
+                "WHERE reservation_id = :rid AND state = 'reserved'"
+            ),
+            {"rid": reservation_id, "now": now},
+        )
 
     def settle(
         self, reservation_id: str, charged_micro: int | None, run_id: str | None = None

@@ -273,6 +273,26 @@ def test_a_reservation_never_sent_expires_and_can_no_longer_be_sent(
         ledger.mark_sent("crashed")
 
 
+def test_a_reservation_made_to_send_is_sent_at_once_and_never_expires(
+    ledger: Ledger, clock: Clock
+) -> None:
+    held = ledger.reserve("a#1", "a", [DAY, MONTH], 400_000, sent=True)
+    assert (held.state, held.reused) == ("sent", False)
+    assert ledger.state_of("a#1") == {
+        DAY.key: ("sent", 400_000, None),
+        MONTH.key: ("sent", 400_000, None),
+    }
+    clock.now += 601  # past the TTL: the request may have left, so it stays counted
+    ledger.reserve("a#2", "a", [DAY], 100_000)  # a later try drops only what was never sent
+    assert ledger.use(DAY).reserved_micro == 500_000
+    assert [s.reservation_id for s in ledger.sent()] == ["a#1"]  # what reconciliation asks about
+    # Reserved earlier and reserved again to send: the same reservation, now sent.
+    again = ledger.reserve("a#2", "a", [DAY], 100_000, sent=True)
+    assert (again.state, again.reused) == ("sent", True)
+    assert ledger.use(DAY).reserved_micro == 500_000
+    assert ledger.state_of("a#2") == {DAY.key: ("sent", 100_000, None)}
+
+
 def test_a_later_try_drops_an_earlier_try_s_unsent_reservation(ledger: Ledger) -> None:
     ledger.reserve("tag#1", "tag", [DAY], 700_000)
     ledger.reserve("tag#2", "tag", [DAY], 700_000)  # fits only once try 1's is dropped
