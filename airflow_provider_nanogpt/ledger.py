@@ -33,6 +33,7 @@ SQLAlchemy is imported only when a ledger is opened.
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 import threading
 import time
@@ -49,6 +50,7 @@ from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError, NanoGPTConfi
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.sql.elements import TextClause
 
 T = TypeVar("T")
 MICRO = 1_000_000
@@ -297,11 +299,11 @@ class Ledger:
     def _create_tables(self) -> None:
         """Create the tables and indexes that are missing: once per engine in a process (every
         guard and page opens the ledger; a task process opens it once)."""
-        from sqlalchemy import exc, text
+        from sqlalchemy import exc
 
         def create(conn: Connection) -> None:
             for ddl in _DDL:
-                conn.execute(text(ddl))
+                conn.execute(_sql(ddl))
 
         for attempt in range(3):
             try:
@@ -372,8 +374,6 @@ class Ledger:
         recorded as sent in the same transaction (as ``mark_sent`` would record it, one commit
         fewer): it never expires.
         """
-        from sqlalchemy import text
-
         if estimate_micro < 0:
             raise NanoGPTBudgetError("A negative cost estimate cannot be reserved.")
         budgets = _unique(budgets)
@@ -383,7 +383,7 @@ class Ledger:
             windows = self._lock_windows(conn, budgets, now)
             self._expire(conn, now, tag=tag, keep=reservation_id)
             rows = conn.execute(
-                text(
+                _sql(
                     f"SELECT state, estimate_micro FROM {TABLE_RESERVATIONS} "
                     "WHERE reservation_id = :rid"
                 ),
@@ -408,7 +408,7 @@ class Ledger:
             state = "sent" if sent else "reserved"
             if rows:  # released or expired: reserving the same id again reopens it
                 conn.execute(
-                    text(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
+                    _sql(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
                     {"rid": reservation_id},
                 )
             values, params = _rows_of(
@@ -417,7 +417,7 @@ class Ledger:
                 [{"budget": b.key, "window": windows[b.key].key} for b in budgets],
             )
             conn.execute(
-                text(
+                _sql(
                     f"INSERT INTO {TABLE_RESERVATIONS} (reservation_id, budget, window_key, tag, "
                     "state, estimate_micro, charged_micro, run_id, created_at, expires_at, "
                     f"updated_at) VALUES {values}"
@@ -442,8 +442,6 @@ class Ledger:
         Raises NanoGPTBudgetError when the reservation is gone or expired (then nothing may be
         sent: its amount is no longer counted).
         """
-        from sqlalchemy import text
-
         now = self._clock()
 
         def body(conn: Connection) -> None:
@@ -451,7 +449,7 @@ class Ledger:
             states = {
                 row.state
                 for row in conn.execute(
-                    text(
+                    _sql(
                         f"SELECT state, expires_at FROM {TABLE_RESERVATIONS} "
                         "WHERE reservation_id = :rid"
                     ),
@@ -471,10 +469,8 @@ class Ledger:
         self._run(body)
 
     def _mark_sent(self, conn: Connection, reservation_id: str, now: float) -> None:
-        from sqlalchemy import text
-
         conn.execute(
-            text(
+            _sql(
                 f"UPDATE {TABLE_RESERVATIONS} SET state = 'sent', updated_at = :now "
                 "WHERE reservation_id = :rid AND state = 'reserved'"
             ),
@@ -496,12 +492,10 @@ class Ledger:
     def sent(self) -> list[SentReservation]:
         """Every reservation in state ``sent`` (the request may have left, the outcome was never
         recorded), oldest first: what reconciliation asks NanoGPT about."""
-        from sqlalchemy import text
-
         found: dict[str, SentReservation] = {}
         rows = self._run(
             lambda conn: conn.execute(
-                text(
+                _sql(
                     f"SELECT reservation_id, budget, tag, run_id, estimate_micro, updated_at "
                     f"FROM {TABLE_RESERVATIONS} WHERE state = 'sent'"
                 )
@@ -546,8 +540,6 @@ class Ledger:
         """Move the reservation's rows in ``from_states`` to state ``to`` (settled: at
         ``charged_micro``, the estimate when None), recording ``run_id`` when given; one
         transaction holding its windows' locks. False when no row changed."""
-        from sqlalchemy import text
-
         charge = ", charged_micro = COALESCE(:charged, estimate_micro)" if to == "settled" else ""
         states = ", ".join(f"'{state}'" for state in from_states)
         now = self._clock()
@@ -555,7 +547,7 @@ class Ledger:
         def body(conn: Connection) -> bool:
             self._lock_windows_of(conn, reservation_id)
             result = conn.execute(
-                text(
+                _sql(
                     f"UPDATE {TABLE_RESERVATIONS} SET state = :to{charge}, "
                     "run_id = COALESCE(:run_id, run_id), updated_at = :now "
                     f"WHERE reservation_id = :rid AND state IN ({states})"
@@ -576,15 +568,13 @@ class Ledger:
         """Count what the API key spent in ``budget``'s window at ``now`` beyond what the ledger
         holds for Airflow (settled and sent rows): one settled row per window, replaced on every
         call, so reconciling twice counts it once. Returns the amount it now holds."""
-        from sqlalchemy import text
-
         window = budget.window(now)
         rid = f"{OUTSIDE_SPEND_PREFIX}{window.key}"
 
         def body(conn: Connection) -> int:
             self._lock_windows(conn, [budget], now)
             airflow = conn.execute(
-                text(
+                _sql(
                     "SELECT COALESCE(SUM(CASE WHEN state = 'settled' THEN charged_micro "
                     "WHEN state = 'sent' THEN estimate_micro ELSE 0 END), 0) AS held "
                     f"{_OF_WINDOW} AND reservation_id <> :rid"
@@ -593,11 +583,11 @@ class Ledger:
             ).one()
             outside = max(0, key_spent_micro - int(airflow.held))
             conn.execute(
-                text(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
+                _sql(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
                 {"rid": rid},
             )
             conn.execute(
-                text(
+                _sql(
                     f"INSERT INTO {TABLE_RESERVATIONS} (reservation_id, budget, window_key, "
                     "tag, state, estimate_micro, charged_micro, run_id, created_at, "
                     "expires_at, updated_at) VALUES (:rid, :budget, :window, :tag, "
@@ -619,11 +609,9 @@ class Ledger:
     def note_run(self, reservation_id: str, run_id: str) -> None:
         """Record which NanoGPT run a still-``sent`` reservation paid for (its job has not
         ended): the next reconciliation asks about that run directly."""
-        from sqlalchemy import text
-
         self._run(
             lambda conn: conn.execute(
-                text(
+                _sql(
                     f"UPDATE {TABLE_RESERVATIONS} SET run_id = :run_id "
                     "WHERE reservation_id = :rid AND state = 'sent'"
                 ),
@@ -633,11 +621,9 @@ class Ledger:
 
     def reservations_of_run(self, run_id: str) -> list[str]:
         """The reservations that recorded NanoGPT run ``run_id``."""
-        from sqlalchemy import text
-
         rows = self._run(
             lambda conn: conn.execute(
-                text(f"SELECT reservation_id FROM {TABLE_RESERVATIONS} WHERE run_id = :run_id"),
+                _sql(f"SELECT reservation_id FROM {TABLE_RESERVATIONS} WHERE run_id = :run_id"),
                 {"run_id": run_id},
             ).all(),
             write=False,
@@ -654,11 +640,9 @@ class Ledger:
 
     def state_of(self, reservation_id: str) -> dict[str, tuple[str, int, int | None]]:
         """Per budget: (state, estimate, charged) of a reservation (for tests and diagnostics)."""
-        from sqlalchemy import text
-
         rows = self._run(
             lambda conn: conn.execute(
-                text(
+                _sql(
                     f"SELECT budget, state, estimate_micro, charged_micro FROM "
                     f"{TABLE_RESERVATIONS} WHERE reservation_id = :rid"
                 ),
@@ -676,14 +660,12 @@ class Ledger:
         """Create and lock each budget's current window row (PostgreSQL; see ``_lock_rows``)."""
         windows = {budget.key: budget.window(now) for budget in budgets}
         if self._postgres:
-            from sqlalchemy import text
-
             keys = [{"budget": key, "window": w.key} for key, w in sorted(windows.items())]
             values, params = _rows_of("(:budget_{n}, :window_{n}, :now)", keys)
             # Sorted, so two transactions creating the same new rows wait for each other in
             # the same order.
             conn.execute(
-                text(
+                _sql(
                     f"INSERT INTO {TABLE_WINDOWS} (budget, window_key, created_at) "
                     f"VALUES {values} ON CONFLICT DO NOTHING"
                 ),
@@ -708,10 +690,8 @@ class Ledger:
         transactions wanting the same windows never deadlock. ORDER BY comes before FOR UPDATE:
         rows are locked in the order sorted. SQLite needs none: BEGIN IMMEDIATE holds its one
         write lock."""
-        from sqlalchemy import text
-
         conn.execute(
-            text(
+            _sql(
                 f"SELECT budget FROM {TABLE_WINDOWS} WHERE {where} "
                 'ORDER BY budget COLLATE "C", window_key COLLATE "C" FOR UPDATE'
             ),
@@ -720,10 +700,8 @@ class Ledger:
 
     def _expire(self, conn: Connection, now: float, *, tag: str, keep: str) -> None:
         """Drop reservations never sent: past their TTL, or an earlier try's of this tag."""
-        from sqlalchemy import text
-
         conn.execute(
-            text(
+            _sql(
                 f"UPDATE {TABLE_RESERVATIONS} SET state = 'expired', updated_at = :now "
                 "WHERE state = 'reserved' AND (expires_at <= :now "
                 "OR (tag = :tag AND reservation_id <> :keep))"
@@ -735,15 +713,13 @@ class Ledger:
         self, conn: Connection, budgets: Sequence[Budget], windows: dict[str, Window], now: float
     ) -> list[WindowUse]:
         """What each budget's window holds, in ``budgets``' order: one query for all of them."""
-        from sqlalchemy import text
-
         where, params = _rows_of(
             _A_WINDOW, [{"budget": b.key, "window": windows[b.key].key} for b in budgets], " OR "
         )
         sums = {
             (row.budget, row.window_key): row
             for row in conn.execute(
-                text(
+                _sql(
                     f"SELECT budget, window_key, {_COUNTED} FROM {TABLE_RESERVATIONS} "
                     f"WHERE {where} GROUP BY budget, window_key"
                 ),
@@ -762,13 +738,11 @@ class Ledger:
         """The budget's current window per submission tag and NanoGPT run: what each counts
         (read-only; the same sums as ``use``, so they add up to it). Rows counting nothing are
         left out."""
-        from sqlalchemy import text
-
         at = self._clock() if now is None else now
         window = budget.window(at)
         rows = self._run(
             lambda conn: conn.execute(
-                text(f"SELECT tag, run_id, {_COUNTED} {_OF_WINDOW} GROUP BY tag, run_id"),
+                _sql(f"SELECT tag, run_id, {_COUNTED} {_OF_WINDOW} GROUP BY tag, run_id"),
                 {"budget": budget.key, "window": window.key, "now": at},
             ).all(),
             write=False,
@@ -793,6 +767,15 @@ _OF_WINDOW = f"FROM {TABLE_RESERVATIONS} WHERE budget = :budget AND window_key =
 # One budget window among several (joined with OR: both databases then search the index for each,
 # where a row-value IN list makes SQLite scan all of it).
 _A_WINDOW = "(budget = :budget_{n} AND window_key = :window_{n})"
+
+
+@functools.lru_cache(maxsize=256)
+def _sql(statement: str) -> TextClause:
+    """``statement`` as a SQLAlchemy text clause, made once: building one parses its bind
+    parameters each time, a good part of a SQLite transaction's CPU time."""
+    from sqlalchemy import text
+
+    return text(statement)
 
 
 def _rows_of(
