@@ -87,6 +87,10 @@ _DDL = (
     f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_window"
     f" ON {TABLE_RESERVATIONS} (budget, window_key, state)",
     f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_tag ON {TABLE_RESERVATIONS} (tag)",
+    # Only the reservations not sent yet (a handful): every reserve looks for expired ones, and
+    # without it scans the whole table, which keeps every reservation ever made.
+    f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_unsent"
+    f" ON {TABLE_RESERVATIONS} (expires_at) WHERE state = 'reserved'",
 )
 
 

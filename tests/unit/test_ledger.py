@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -164,14 +165,14 @@ def test_an_unknown_time_zone_is_refused_readably(name: Any) -> None:
 
 
 @contextmanager
-def statements(engine: Any) -> Iterator[list[str]]:
-    """Every SQL statement ``engine`` sends to its database meanwhile."""
+def statements(engine: Any) -> Iterator[list[tuple[str, Any]]]:
+    """Every SQL statement ``engine`` sends to its database meanwhile, with its parameters."""
     from sqlalchemy import event
 
-    seen: list[str] = []
+    seen: list[tuple[str, Any]] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        seen.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", record)
     try:
@@ -194,6 +195,29 @@ def test_the_tables_are_created_once_per_engine_and_again_for_a_new_one(tmp_path
     fresh = Ledger(_create_engine(f"sqlite:///{path}"))
     fresh.reserve("a", "ta", [DAY], 300_000)
     assert fresh.use(DAY).reserved_micro == 300_000
+
+
+def test_no_statement_of_a_submit_reads_the_whole_ledger(tmp_path: Path) -> None:
+    # The ledger keeps every reservation ever made: a statement that scans the table (or all of
+    # an index on it) costs more each day, so each must search, or read only unsent ones.
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.from_url(f"sqlite:///{path}")
+    with statements(ledger._engine) as seen:
+        ledger.reserve("a#1", "a", [DAY, MONTH, GROUP], 100_000, sent=True)
+        ledger.settle("a#1", 90_000, run_id="run-a")
+        ledger.reserve("b#1", "b", [DAY, GROUP], 100_000)
+        ledger.mark_sent("b#1")
+        ledger.release("b#1")
+    steps = []
+    with closing(sqlite3.connect(path)) as db:
+        for statement, parameters in seen:
+            if statement.split()[0] not in ("BEGIN", "COMMIT"):
+                plan = db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
+                steps += [(statement.split()[0], row[3]) for row in plan]
+    reads = [step for step in steps if "nanogpt_budget_reservations" in step[1]]
+    assert len(reads) >= 8
+    whole = [step for step in reads if step[1].startswith("SCAN") and "_unsent" not in step[1]]
+    assert whole == []
 
 
 # --- reservations -------------------------------------------------------------------------------
