@@ -13,6 +13,9 @@ A reservation row per (reservation, budget) moves through
         |                     |                 |
         +-- expired (TTL)     +---- release ----+--> released   (nothing created, or refunded)
 
+A task's reservation starts as ``sent`` (``reserve(sent=True)``): it sends right after
+reserving, so a separate ``mark_sent`` commit would protect nothing more.
+
 * ``reserved``: counted, not sent yet. It expires ``ttl`` seconds after it was made (a crash
   between reserve and send); ``mark_sent`` refuses an expired one, so the send never happens.
 * ``sent``: the request may have left; counted at the estimate until settled or released. It
@@ -30,22 +33,26 @@ SQLAlchemy is imported only when a ledger is opened.
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from airflow_provider_nanogpt.exceptions import NanoGPTBudgetError, NanoGPTConfigurationError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.sql.elements import TextClause
 
+T = TypeVar("T")
 MICRO = 1_000_000
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
@@ -80,6 +87,10 @@ _DDL = (
     f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_window"
     f" ON {TABLE_RESERVATIONS} (budget, window_key, state)",
     f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_tag ON {TABLE_RESERVATIONS} (tag)",
+    # Only the reservations not sent yet (a handful): every reserve looks for expired ones, and
+    # without it scans the whole table, which keeps every reservation ever made.
+    f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_unsent"
+    f" ON {TABLE_RESERVATIONS} (expires_at) WHERE state = 'reserved'",
 )
 
 
@@ -279,7 +290,9 @@ class Ledger:
         self._postgres = engine.dialect.name == "postgresql"
         self.ttl_seconds = ttl_seconds
         self._clock = clock
-        self._create_tables()
+        if engine not in _TABLES_READY:  # two threads may both create: harmless
+            self._create_tables()
+            _TABLES_READY.add(engine)
 
     # -- opening
 
@@ -288,14 +301,17 @@ class Ledger:
         return cls(_engine(url), **kwargs)
 
     def _create_tables(self) -> None:
-        from sqlalchemy import exc, text
+        """Create the tables and indexes that are missing: once per engine in a process (every
+        guard and page opens the ledger; a task process opens it once)."""
+        from sqlalchemy import exc
+
+        def create(conn: Connection) -> None:
+            for ddl in _DDL:
+                conn.execute(_sql(ddl))
 
         for attempt in range(3):
             try:
-                with self._transaction() as conn:
-                    for ddl in _DDL:
-                        conn.execute(text(ddl))
-                return
+                return self._run(create)
             except exc.IntegrityError:
                 # PostgreSQL: two processes creating the same table at once; the other won.
                 if attempt == 2:
@@ -320,6 +336,26 @@ class Ledger:
                     raise
                 conn.exec_driver_sql("COMMIT")
 
+    def _run(self, body: Callable[[Connection], T], *, write: bool = True) -> T:
+        """``body`` in one transaction (``_transaction``), run once more on a new connection when
+        the pooled one it was given turns out closed by the server (a restart, an idle timeout).
+
+        This replaces a ping before every transaction (``pool_pre_ping``, one more round trip
+        each). Running the body again is safe: SQLAlchemy drops the pool's connections on a
+        disconnect, and every operation here leaves the same rows when run twice, even after a
+        commit whose answer was lost (a reserve finds its own reservation and returns it).
+        """
+        from sqlalchemy import exc
+
+        try:
+            with self._transaction(write=write) as conn:
+                return body(conn)
+        except exc.DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        with self._transaction(write=write) as conn:
+            return body(conn)
+
     # -- operations
 
     def reserve(
@@ -328,6 +364,8 @@ class Ledger:
         tag: str,
         budgets: Sequence[Budget],
         estimate_micro: int,
+        *,
+        sent: bool = False,
     ) -> Reservation:
         """Reserve ``estimate_micro`` against every budget, all or nothing.
 
@@ -335,58 +373,72 @@ class Ledger:
         returned as it is. Earlier tries' reservations of the same ``tag`` that were never sent
         are dropped (that try is over; ``mark_sent`` refuses them, so they can never be sent).
         Raises ``BudgetExceeded`` naming the first budget that does not allow it.
-        """
-        from sqlalchemy import text
 
+        ``sent``: the caller sends the request as soon as this returns, so the reservation is
+        recorded as sent in the same transaction (as ``mark_sent`` would record it, one commit
+        fewer): it never expires.
+        """
         if estimate_micro < 0:
             raise NanoGPTBudgetError("A negative cost estimate cannot be reserved.")
         budgets = _unique(budgets)
         now = self._clock()
-        with self._transaction() as conn:
+
+        def body(conn: Connection) -> Reservation:
             windows = self._lock_windows(conn, budgets, now)
             self._expire(conn, now, tag=tag, keep=reservation_id)
-            open_rows = conn.execute(
-                text(
+            rows = conn.execute(
+                _sql(
                     f"SELECT state, estimate_micro FROM {TABLE_RESERVATIONS} "
-                    "WHERE reservation_id = :rid AND state IN ('reserved', 'sent', 'settled')"
+                    "WHERE reservation_id = :rid"
                 ),
                 {"rid": reservation_id},
             ).all()
+            open_rows = [row for row in rows if row.state in _OPEN]
             if open_rows:
+                state = str(open_rows[0].state)
+                if sent and state == "reserved":  # unexpired: _expire has just run
+                    self._mark_sent(conn, reservation_id, now)
+                    state = "sent"
                 return Reservation(
                     reservation_id,
                     int(open_rows[0].estimate_micro),
                     tuple(budgets),
-                    str(open_rows[0].state),
+                    state,
                     reused=True,
                 )
-            for budget in budgets:
-                use = self._use(conn, budget, windows[budget.key], now)
-                if use.total_micro + estimate_micro > budget.limit_micro:
+            for use in self._uses(conn, budgets, windows, now):
+                if use.total_micro + estimate_micro > use.budget.limit_micro:
                     raise BudgetExceeded(use, estimate_micro)
-            conn.execute(
-                text(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
-                {"rid": reservation_id},
-            )
-            for budget in budgets:
+            state = "sent" if sent else "reserved"
+            if rows:  # released or expired: reserving the same id again reopens it
                 conn.execute(
-                    text(
-                        f"INSERT INTO {TABLE_RESERVATIONS} (reservation_id, budget, window_key, "
-                        "tag, state, estimate_micro, charged_micro, run_id, created_at, "
-                        "expires_at, updated_at) VALUES (:rid, :budget, :window, :tag, "
-                        "'reserved', :estimate, NULL, NULL, :now, :expires, :now)"
-                    ),
-                    {
-                        "rid": reservation_id,
-                        "budget": budget.key,
-                        "window": windows[budget.key].key,
-                        "tag": tag,
-                        "estimate": estimate_micro,
-                        "now": now,
-                        "expires": now + self.ttl_seconds,
-                    },
+                    _sql(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
+                    {"rid": reservation_id},
                 )
-        return Reservation(reservation_id, estimate_micro, tuple(budgets), "reserved", False)
+            values, params = _rows_of(
+                "(:rid, :budget_{n}, :window_{n}, :tag, :state, :estimate, NULL, NULL, "
+                ":now, :expires, :now)",
+                [{"budget": b.key, "window": windows[b.key].key} for b in budgets],
+            )
+            conn.execute(
+                _sql(
+                    f"INSERT INTO {TABLE_RESERVATIONS} (reservation_id, budget, window_key, tag, "
+                    "state, estimate_micro, charged_micro, run_id, created_at, expires_at, "
+                    f"updated_at) VALUES {values}"
+                ),
+                {
+                    **params,
+                    "rid": reservation_id,
+                    "tag": tag,
+                    "state": state,
+                    "estimate": estimate_micro,
+                    "now": now,
+                    "expires": now + self.ttl_seconds,
+                },
+            )
+            return Reservation(reservation_id, estimate_micro, tuple(budgets), state, False)
+
+        return self._run(body)
 
     def mark_sent(self, reservation_id: str) -> None:
         """Record that the request is about to leave: from now on the amount never expires.
@@ -394,15 +446,14 @@ class Ledger:
         Raises NanoGPTBudgetError when the reservation is gone or expired (then nothing may be
         sent: its amount is no longer counted).
         """
-        from sqlalchemy import text
-
         now = self._clock()
-        with self._transaction() as conn:
-            self._lock_windows_of(conn, reservation_id, now)
+
+        def body(conn: Connection) -> None:
+            self._lock_windows_of(conn, reservation_id)
             states = {
                 row.state
                 for row in conn.execute(
-                    text(
+                    _sql(
                         f"SELECT state, expires_at FROM {TABLE_RESERVATIONS} "
                         "WHERE reservation_id = :rid"
                     ),
@@ -417,13 +468,18 @@ class Ledger:
                     "the request was sent, so it is no longer counted; nothing was sent. A "
                     "retry reserves again."
                 )
-            conn.execute(
-                text(
-                    f"UPDATE {TABLE_RESERVATIONS} SET state = 'sent', updated_at = :now "
-                    "WHERE reservation_id = :rid AND state = 'reserved'"
-                ),
-                {"rid": reservation_id, "now": now},
-            )
+            self._mark_sent(conn, reservation_id, now)
+
+        self._run(body)
+
+    def _mark_sent(self, conn: Connection, reservation_id: str, now: float) -> None:
+        conn.execute(
+            _sql(
+                f"UPDATE {TABLE_RESERVATIONS} SET state = 'sent', updated_at = :now "
+                "WHERE reservation_id = :rid AND state = 'reserved'"
+            ),
+            {"rid": reservation_id, "now": now},
+        )
 
     def settle(
         self, reservation_id: str, charged_micro: int | None, run_id: str | None = None
@@ -440,16 +496,16 @@ class Ledger:
     def sent(self) -> list[SentReservation]:
         """Every reservation in state ``sent`` (the request may have left, the outcome was never
         recorded), oldest first: what reconciliation asks NanoGPT about."""
-        from sqlalchemy import text
-
         found: dict[str, SentReservation] = {}
-        with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                text(
+        rows = self._run(
+            lambda conn: conn.execute(
+                _sql(
                     f"SELECT reservation_id, budget, tag, run_id, estimate_micro, updated_at "
                     f"FROM {TABLE_RESERVATIONS} WHERE state = 'sent'"
                 )
-            ).all()
+            ).all(),
+            write=False,
+        )
         for r in rows:
             seen = found.get(r.reservation_id)
             budgets = (seen.budgets if seen else frozenset()) | {str(r.budget)}
@@ -488,15 +544,14 @@ class Ledger:
         """Move the reservation's rows in ``from_states`` to state ``to`` (settled: at
         ``charged_micro``, the estimate when None), recording ``run_id`` when given; one
         transaction holding its windows' locks. False when no row changed."""
-        from sqlalchemy import text
-
         charge = ", charged_micro = COALESCE(:charged, estimate_micro)" if to == "settled" else ""
         states = ", ".join(f"'{state}'" for state in from_states)
         now = self._clock()
-        with self._transaction() as conn:
-            self._lock_windows_of(conn, reservation_id, now)
+
+        def body(conn: Connection) -> bool:
+            self._lock_windows_of(conn, reservation_id)
             result = conn.execute(
-                text(
+                _sql(
                     f"UPDATE {TABLE_RESERVATIONS} SET state = :to{charge}, "
                     "run_id = COALESCE(:run_id, run_id), updated_at = :now "
                     f"WHERE reservation_id = :rid AND state IN ({states})"
@@ -511,18 +566,19 @@ class Ledger:
             )
             return bool(result.rowcount)
 
+        return self._run(body)
+
     def record_outside_spend(self, budget: Budget, now: float, key_spent_micro: int) -> int:
         """Count what the API key spent in ``budget``'s window at ``now`` beyond what the ledger
         holds for Airflow (settled and sent rows): one settled row per window, replaced on every
         call, so reconciling twice counts it once. Returns the amount it now holds."""
-        from sqlalchemy import text
-
         window = budget.window(now)
         rid = f"{OUTSIDE_SPEND_PREFIX}{window.key}"
-        with self._transaction() as conn:
+
+        def body(conn: Connection) -> int:
             self._lock_windows(conn, [budget], now)
             airflow = conn.execute(
-                text(
+                _sql(
                     "SELECT COALESCE(SUM(CASE WHEN state = 'settled' THEN charged_micro "
                     "WHEN state = 'sent' THEN estimate_micro ELSE 0 END), 0) AS held "
                     f"{_OF_WINDOW} AND reservation_id <> :rid"
@@ -531,11 +587,11 @@ class Ledger:
             ).one()
             outside = max(0, key_spent_micro - int(airflow.held))
             conn.execute(
-                text(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
+                _sql(f"DELETE FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"),
                 {"rid": rid},
             )
             conn.execute(
-                text(
+                _sql(
                     f"INSERT INTO {TABLE_RESERVATIONS} (reservation_id, budget, window_key, "
                     "tag, state, estimate_micro, charged_micro, run_id, created_at, "
                     "expires_at, updated_at) VALUES (:rid, :budget, :window, :tag, "
@@ -550,58 +606,54 @@ class Ledger:
                     "now": now,
                 },
             )
-        return outside
+            return outside
+
+        return self._run(body)
 
     def note_run(self, reservation_id: str, run_id: str) -> None:
         """Record which NanoGPT run a still-``sent`` reservation paid for (its job has not
         ended): the next reconciliation asks about that run directly."""
-        from sqlalchemy import text
-
-        with self._transaction() as conn:
-            conn.execute(
-                text(
+        self._run(
+            lambda conn: conn.execute(
+                _sql(
                     f"UPDATE {TABLE_RESERVATIONS} SET run_id = :run_id "
                     "WHERE reservation_id = :rid AND state = 'sent'"
                 ),
                 {"rid": reservation_id, "run_id": run_id},
             )
+        )
 
     def reservations_of_run(self, run_id: str) -> list[str]:
         """The reservations that recorded NanoGPT run ``run_id``."""
-        from sqlalchemy import text
-
-        with self._engine.connect() as conn:
-            return sorted(
-                {
-                    row.reservation_id
-                    for row in conn.execute(
-                        text(
-                            f"SELECT reservation_id FROM {TABLE_RESERVATIONS} "
-                            "WHERE run_id = :run_id"
-                        ),
-                        {"run_id": run_id},
-                    )
-                }
-            )
+        rows = self._run(
+            lambda conn: conn.execute(
+                _sql(f"SELECT reservation_id FROM {TABLE_RESERVATIONS} WHERE run_id = :run_id"),
+                {"run_id": run_id},
+            ).all(),
+            write=False,
+        )
+        return sorted({row.reservation_id for row in rows})
 
     def use(self, budget: Budget, now: float | None = None) -> WindowUse:
         """The budget's current window: spent and reserved (read-only)."""
         at = self._clock() if now is None else now
-        with self._transaction(write=False) as conn:
-            return self._use(conn, budget, budget.window(at), at)
+        window = budget.window(at)
+        return self._run(
+            lambda conn: self._uses(conn, [budget], {budget.key: window}, at)[0], write=False
+        )
 
     def state_of(self, reservation_id: str) -> dict[str, tuple[str, int, int | None]]:
         """Per budget: (state, estimate, charged) of a reservation (for tests and diagnostics)."""
-        from sqlalchemy import text
-
-        with self._engine.connect() as conn:
-            rows = conn.execute(
-                text(
+        rows = self._run(
+            lambda conn: conn.execute(
+                _sql(
                     f"SELECT budget, state, estimate_micro, charged_micro FROM "
                     f"{TABLE_RESERVATIONS} WHERE reservation_id = :rid"
                 ),
                 {"rid": reservation_id},
-            ).all()
+            ).all(),
+            write=False,
+        )
         return {r.budget: (r.state, int(r.estimate_micro), r.charged_micro) for r in rows}
 
     # -- internals
@@ -609,50 +661,51 @@ class Ledger:
     def _lock_windows(
         self, conn: Connection, budgets: Iterable[Budget], now: float
     ) -> dict[str, Window]:
-        """Create and lock each budget's current window row, in one global order (no deadlock)."""
+        """Create and lock each budget's current window row (PostgreSQL; see ``_lock_rows``)."""
         windows = {budget.key: budget.window(now) for budget in budgets}
-        self._lock_rows(conn, sorted((key, w.key) for key, w in windows.items()), now)
+        if self._postgres:
+            keys = [{"budget": key, "window": w.key} for key, w in sorted(windows.items())]
+            values, params = _rows_of("(:budget_{n}, :window_{n}, :now)", keys)
+            # Sorted, so two transactions creating the same new rows wait for each other in
+            # the same order.
+            conn.execute(
+                _sql(
+                    f"INSERT INTO {TABLE_WINDOWS} (budget, window_key, created_at) "
+                    f"VALUES {values} ON CONFLICT DO NOTHING"
+                ),
+                {**params, "now": now},
+            )
+            self._lock_rows(conn, *_rows_of(_A_WINDOW, keys, " OR "))
         return windows
 
-    def _lock_windows_of(self, conn: Connection, reservation_id: str, now: float) -> None:
-        from sqlalchemy import text
+    def _lock_windows_of(self, conn: Connection, reservation_id: str) -> None:
+        """Lock the window rows of a reservation's budgets (its reserve created them)."""
+        if self._postgres:
+            self._lock_rows(
+                conn,
+                f"(budget, window_key) IN (SELECT budget, window_key FROM {TABLE_RESERVATIONS} "
+                "WHERE reservation_id = :rid)",
+                {"rid": reservation_id},
+            )
 
-        rows = conn.execute(
-            text(
-                f"SELECT budget, window_key FROM {TABLE_RESERVATIONS} WHERE reservation_id = :rid"
+    def _lock_rows(self, conn: Connection, where: str, params: dict[str, Any]) -> None:
+        """PostgreSQL: lock the window rows ``where`` selects, in one statement and in one global
+        order (byte order, as Python sorts them, whatever the database's collation), so two
+        transactions wanting the same windows never deadlock. ORDER BY comes before FOR UPDATE:
+        rows are locked in the order sorted. SQLite needs none: BEGIN IMMEDIATE holds its one
+        write lock."""
+        conn.execute(
+            _sql(
+                f"SELECT budget FROM {TABLE_WINDOWS} WHERE {where} "
+                'ORDER BY budget COLLATE "C", window_key COLLATE "C" FOR UPDATE'
             ),
-            {"rid": reservation_id},
-        ).all()
-        self._lock_rows(conn, sorted((r.budget, r.window_key) for r in rows), now)
-
-    def _lock_rows(self, conn: Connection, keys: Sequence[tuple[str, str]], now: float) -> None:
-        if not self._postgres:
-            return  # BEGIN IMMEDIATE already holds SQLite's single write lock
-        from sqlalchemy import text
-
-        for budget_key, window_key in keys:
-            params = {"budget": budget_key, "window": window_key, "now": now}
-            conn.execute(
-                text(
-                    f"INSERT INTO {TABLE_WINDOWS} (budget, window_key, created_at) "
-                    "VALUES (:budget, :window, :now) ON CONFLICT DO NOTHING"
-                ),
-                params,
-            )
-            conn.execute(
-                text(
-                    f"SELECT budget FROM {TABLE_WINDOWS} WHERE budget = :budget "
-                    "AND window_key = :window FOR UPDATE"
-                ),
-                params,
-            )
+            params,
+        )
 
     def _expire(self, conn: Connection, now: float, *, tag: str, keep: str) -> None:
         """Drop reservations never sent: past their TTL, or an earlier try's of this tag."""
-        from sqlalchemy import text
-
         conn.execute(
-            text(
+            _sql(
                 f"UPDATE {TABLE_RESERVATIONS} SET state = 'expired', updated_at = :now "
                 "WHERE state = 'reserved' AND (expires_at <= :now "
                 "OR (tag = :tag AND reservation_id <> :keep))"
@@ -660,28 +713,44 @@ class Ledger:
             {"now": now, "tag": tag, "keep": keep},
         )
 
-    def _use(self, conn: Connection, budget: Budget, window: Window, now: float) -> WindowUse:
-        from sqlalchemy import text
-
-        row = conn.execute(
-            text(f"SELECT {_COUNTED} {_OF_WINDOW}"),
-            {"budget": budget.key, "window": window.key, "now": now},
-        ).one()
-        return WindowUse(budget, window, int(row.spent), int(row.reserved))
+    def _uses(
+        self, conn: Connection, budgets: Sequence[Budget], windows: dict[str, Window], now: float
+    ) -> list[WindowUse]:
+        """What each budget's window holds, in ``budgets``' order: one query for all of them."""
+        where, params = _rows_of(
+            _A_WINDOW, [{"budget": b.key, "window": windows[b.key].key} for b in budgets], " OR "
+        )
+        sums = {
+            (row.budget, row.window_key): row
+            for row in conn.execute(
+                _sql(
+                    f"SELECT budget, window_key, {_COUNTED} FROM {TABLE_RESERVATIONS} "
+                    f"WHERE {where} GROUP BY budget, window_key"
+                ),
+                {**params, "now": now},
+            )
+        }
+        uses = []
+        for budget in budgets:
+            window = windows[budget.key]
+            row = sums.get((budget.key, window.key))
+            spent, reserved = (int(row.spent), int(row.reserved)) if row else (0, 0)
+            uses.append(WindowUse(budget, window, spent, reserved))
+        return uses
 
     def use_by_tag(self, budget: Budget, now: float | None = None) -> list[TagUse]:
         """The budget's current window per submission tag and NanoGPT run: what each counts
         (read-only; the same sums as ``use``, so they add up to it). Rows counting nothing are
         left out."""
-        from sqlalchemy import text
-
         at = self._clock() if now is None else now
         window = budget.window(at)
-        with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                text(f"SELECT tag, run_id, {_COUNTED} {_OF_WINDOW} GROUP BY tag, run_id"),
+        rows = self._run(
+            lambda conn: conn.execute(
+                _sql(f"SELECT tag, run_id, {_COUNTED} {_OF_WINDOW} GROUP BY tag, run_id"),
                 {"budget": budget.key, "window": window.key, "now": at},
-            ).all()
+            ).all(),
+            write=False,
+        )
         return [
             TagUse(str(r.tag), r.run_id, int(r.spent), int(r.reserved))
             for r in rows
@@ -699,6 +768,28 @@ _COUNTED = (
 # The states in which a reservation counts (or, settled, may be settled again).
 _OPEN = ("reserved", "sent", "settled")
 _OF_WINDOW = f"FROM {TABLE_RESERVATIONS} WHERE budget = :budget AND window_key = :window"
+# One budget window among several (joined with OR: both databases then search the index for each,
+# where a row-value IN list makes SQLite scan all of it).
+_A_WINDOW = "(budget = :budget_{n} AND window_key = :window_{n})"
+
+
+@functools.lru_cache(maxsize=256)
+def _sql(statement: str) -> TextClause:
+    """``statement`` as a SQLAlchemy text clause, made once: building one parses its bind
+    parameters each time, a good part of a SQLite transaction's CPU time."""
+    from sqlalchemy import text
+
+    return text(statement)
+
+
+def _rows_of(
+    template: str, rows: Sequence[dict[str, Any]], joiner: str = ", "
+) -> tuple[str, dict[str, Any]]:
+    """``template`` (placeholders ending ``_{n}``) once per row, joined, and the parameters for
+    them: several rows in one statement, one round trip."""
+    sql = joiner.join(template.format(n=n) for n in range(len(rows)))
+    params = {f"{name}_{n}": value for n, row in enumerate(rows) for name, value in row.items()}
+    return sql, params
 
 
 def _unique(budgets: Sequence[Budget]) -> list[Budget]:
@@ -714,6 +805,10 @@ def _unique(budgets: Sequence[Budget]) -> list[Budget]:
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
+# The engines whose database this process has already run _DDL on. Per engine, not per URL: an
+# engine disposed and made anew for the same URL (a SQLite file deleted and created again) runs
+# it again. Still safe when several processes create at once (_create_tables).
+_TABLES_READY: weakref.WeakSet[Engine] = weakref.WeakSet()
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
 
@@ -743,4 +838,5 @@ def _create_engine(url: str) -> Engine:
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # No pool_pre_ping: Ledger._run retries a transaction whose pooled connection was closed.
+    return create_engine(url)

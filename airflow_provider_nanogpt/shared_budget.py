@@ -314,10 +314,17 @@ class BudgetGuard:
         except Exception as exc:
             raise unreachable(self.plan.ledger_conn_id, exc) from None
 
-    def reserve(self, tag: str, try_number: int) -> None:
+    def reserve_to_send(self, tag: str, try_number: int) -> None:
+        """Reserve the estimate against every budget, recorded as sent: the caller sends the
+        request next. One ledger transaction: a reserve then a separate ``mark_sent`` would cost
+        a commit more and protect nothing more (nothing may fail between the two), and a task
+        that dies after it leaves the amount counted until reconciliation, as a send may have
+        left. Raises, before anything is sent, when a budget does not allow it."""
         rid = self.reservation_id(tag, try_number)
         estimate = self.estimate_micro
-        held = self._call(lambda: self.ledger.reserve(rid, tag, self.plan.budgets, estimate))
+        held = self._call(
+            lambda: self.ledger.reserve(rid, tag, self.plan.budgets, estimate, sent=True)
+        )
         verb = "Holding the earlier" if held.reused else "Reserved"
         self.log.info(
             "%s reservation of %s against %s.",
@@ -343,9 +350,6 @@ class BudgetGuard:
 
         result: list[str] = self._call(read)
         return result
-
-    def mark_sent(self, tag: str, try_number: int) -> None:
-        self._call(lambda: self.ledger.mark_sent(self.reservation_id(tag, try_number)))
 
     def settle(
         self,

@@ -529,8 +529,7 @@ def _send(
     generation = attempt.generation if records.available else None
     tag = users_tag or submission_tag(attempt.identity, request_fingerprint, generation)
     if budget is not None:
-        budget.reserve(tag, attempt.try_number)  # raises, before anything is sent, when over
-        budget.mark_sent(tag, attempt.try_number)
+        budget.reserve_to_send(tag, attempt.try_number)  # raises, before sending, when over
     record = RunRecord(
         fingerprint=request_fingerprint,
         tag=tag,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from airflow_provider_nanogpt.ledger import (
     Budget,
     BudgetExceeded,
     Ledger,
+    _create_engine,
     to_micro,
     window_at,
     zone,
@@ -158,6 +161,65 @@ def test_an_unknown_time_zone_is_refused_readably(name: Any) -> None:
         zone(name)
 
 
+# --- opening ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def statements(engine: Any) -> Iterator[list[tuple[str, Any]]]:
+    """Every SQL statement ``engine`` sends to its database meanwhile, with its parameters."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_the_tables_are_created_once_per_engine_and_again_for_a_new_one(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    first = Ledger.from_url(f"sqlite:///{path}")
+    with statements(first._engine) as seen:
+        again = Ledger.from_url(f"sqlite:///{path}")  # every task and page opens the ledger
+    assert again._engine is first._engine
+    assert seen == []  # opening it again sends nothing to the database
+    # The file deleted and a new engine made for the same URL: that engine creates the tables.
+    first._engine.dispose()
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    fresh = Ledger(_create_engine(f"sqlite:///{path}"))
+    fresh.reserve("a", "ta", [DAY], 300_000)
+    assert fresh.use(DAY).reserved_micro == 300_000
+
+
+def test_no_statement_of_a_submit_reads_the_whole_ledger(tmp_path: Path) -> None:
+    # The ledger keeps every reservation ever made: a statement that scans the table (or all of
+    # an index on it) costs more each day, so each must search, or read only unsent ones.
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.from_url(f"sqlite:///{path}")
+    with statements(ledger._engine) as seen:
+        ledger.reserve("a#1", "a", [DAY, MONTH, GROUP], 100_000, sent=True)
+        ledger.settle("a#1", 90_000, run_id="run-a")
+        ledger.reserve("b#1", "b", [DAY, GROUP], 100_000)
+        ledger.mark_sent("b#1")
+        ledger.release("b#1")
+    steps = []
+    with closing(sqlite3.connect(path)) as db:
+        for statement, parameters in seen:
+            if statement.split()[0] not in ("BEGIN", "COMMIT"):
+                plan = db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
+                steps += [(statement.split()[0], row[3]) for row in plan]
+    reads = [step for step in steps if "nanogpt_budget_reservations" in step[1]]
+    assert len(reads) >= 8
+    whole = [step for step in reads if step[1].startswith("SCAN") and "_unsent" not in step[1]]
+    assert whole == []
+
+
 # --- reservations -------------------------------------------------------------------------------
 
 
@@ -233,6 +295,26 @@ def test_a_reservation_never_sent_expires_and_can_no_longer_be_sent(
     ledger.reserve("next", "t3", [DAY], 800_000)
     with pytest.raises(NanoGPTBudgetError, match="expired"):
         ledger.mark_sent("crashed")
+
+
+def test_a_reservation_made_to_send_is_sent_at_once_and_never_expires(
+    ledger: Ledger, clock: Clock
+) -> None:
+    held = ledger.reserve("a#1", "a", [DAY, MONTH], 400_000, sent=True)
+    assert (held.state, held.reused) == ("sent", False)
+    assert ledger.state_of("a#1") == {
+        DAY.key: ("sent", 400_000, None),
+        MONTH.key: ("sent", 400_000, None),
+    }
+    clock.now += 601  # past the TTL: the request may have left, so it stays counted
+    ledger.reserve("a#2", "a", [DAY], 100_000)  # a later try drops only what was never sent
+    assert ledger.use(DAY).reserved_micro == 500_000
+    assert [s.reservation_id for s in ledger.sent()] == ["a#1"]  # what reconciliation asks about
+    # Reserved earlier and reserved again to send: the same reservation, now sent.
+    again = ledger.reserve("a#2", "a", [DAY], 100_000, sent=True)
+    assert (again.state, again.reused) == ("sent", True)
+    assert ledger.use(DAY).reserved_micro == 500_000
+    assert ledger.state_of("a#2") == {DAY.key: ("sent", 100_000, None)}
 
 
 def test_a_later_try_drops_an_earlier_try_s_unsent_reservation(ledger: Ledger) -> None:
@@ -343,7 +425,17 @@ def test_concurrent_threads_and_processes_never_overspend(
     processes: concurrent.futures.ProcessPoolExecutor,
     plans: list[list[tuple[str, int, int]]],
 ) -> None:
-    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
+    never_overspend(f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}", processes, plans)
+
+
+def never_overspend(
+    url: str,
+    processes: concurrent.futures.ProcessPoolExecutor,
+    plans: list[list[tuple[str, int, int]]],
+) -> None:
+    """Run four ``plans`` at once against the new ledger at ``url``, two in ``processes`` and two
+    in threads, watching the total as they run; check it never passed the limit and ends at
+    exactly what the plans left counted."""
     watcher = Ledger.from_url(url)
     done = threading.Event()
     seen: list[int] = []
