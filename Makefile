@@ -19,7 +19,7 @@ PYTHON_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_in
 LOCK := constraints/$(AIRFLOW_VERSION)/constraints-$(PYTHON_MINOR).txt
 FLOOR_LOCK := constraints/$(FLOOR_AIRFLOW_VERSION)/constraints-$(PYTHON_MINOR).txt
 
-.PHONY: venv floor-venv demo-venv demo test lint typecheck unit unit-parallel unit-timing e2e unit-floor floor-parallel floor-timing wheel-test dist bench lock drift clean
+.PHONY: venv floor-venv demo-venv demo system-packages test lint typecheck unit unit-parallel unit-timing e2e unit-floor floor-parallel floor-timing wheel-test dist bench lock drift clean
 
 venv: $(VENV)/.installed
 
@@ -50,6 +50,11 @@ $(DEMO_VENV)/.installed: pyproject.toml Makefile $(LOCK)
 $(FLOOR_VENV)/.installed: pyproject.toml Makefile $(FLOOR_LOCK)
 	$(call build_venv,$(FLOOR_VENV),$(FLOOR_AIRFLOW_VERSION),$(FLOOR_LOCK),[dev])
 
+# PostgreSQL, Redis and Chromium for the deployments and browser tests, installed in one apt-get
+# transaction when missing (root on Debian only; elsewhere the tests say what is missing).
+system-packages:
+	$(PYTHON) -m tests.e2e.system_packages
+
 demo: demo-venv
 	PATH="$(CURDIR)/$(DEMO_VENV)/bin:$$PATH" bash scripts/demo.sh
 
@@ -77,8 +82,13 @@ unit-parallel: venv
 unit-timing: venv
 	$(BIN)/pytest -q -m "timing and not e2e"
 
+# The scale-out batch runs alone (its figures are the deployment's own); the other deployments
+# mostly wait on renders and the browser, so they run side by side, a module per worker.
+SCALE_OUT := tests/e2e/test_scale_out.py
+
 e2e: venv
-	$(BIN)/pytest -q -m e2e
+	$(BIN)/pytest -q -m e2e -n 2 --dist loadfile --ignore=$(SCALE_OUT)
+	$(BIN)/pytest -q -m e2e $(SCALE_OUT)
 
 # The same suites on the lowest supported Airflow, less the deployment, the 200-video soak and the
 # tests of code that does not change with Airflow's version (marked one_airflow).
@@ -100,14 +110,13 @@ wheel-test: venv
 	$(BIN)/pytest -q -m wheel tests/release
 
 # Side by side where nothing is shared (each pytest session has its own Airflow home and ports;
-# output kept per target): the two virtualenvs are built together, then lint, the type check and
-# the suites that tolerate a busy machine (3.3, the 3.1 floor and the wheel checks) run together,
-# which fills the time their tests spend waiting on sockets and simulated renders. The tests that
-# measure time and the end-to-end deployments run last, one at a time, with nothing beside them
-# (tried: a deployment beside the floor suite and the wheel checks lost a resumed task process
-# without a log line).
+# output kept per target): the two virtualenvs are built and the system packages installed
+# together, then lint, the type check and the suites that tolerate a busy machine (3.3, the 3.1
+# floor and the wheel checks) run together, which fills the time their tests spend waiting on
+# sockets and simulated renders. The tests that measure time run afterwards with nothing beside
+# them, then the end-to-end deployments (see e2e).
 test:
-	$(MAKE) --no-print-directory -j2 --output-sync=target venv floor-venv
+	$(MAKE) --no-print-directory -j3 --output-sync=target venv floor-venv system-packages
 	$(MAKE) --no-print-directory -j5 --output-sync=target lint typecheck unit-parallel floor-parallel wheel-test
 	$(MAKE) --no-print-directory unit-timing floor-timing e2e
 

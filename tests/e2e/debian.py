@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,24 +40,46 @@ def ensure_package(
     found = find()
     if found is not None:
         return found  # the usual case takes no lock
+    try:
+        install_missing({package: find}, lock_file)
+    except AptError as exc:
+        raise error(f"{what} is not installed: {exc}") from exc
+    found = find()
+    if found is None:
+        raise error(f"apt-get installed {package}, but {what} was still not found")
+    return found
+
+
+class AptError(RuntimeError):
+    """apt-get is not usable here, or it failed."""
+
+
+def install_missing(
+    packages: Mapping[str, Callable[[], object | None]], lock_file: Path = LOCK_FILE
+) -> list[str]:
+    """Install, in one apt-get transaction, each package whose ``find`` finds nothing; return
+    the packages installed. Under the lock, each is looked for again first."""
+    if all(find() is not None for find in packages.values()):
+        return []
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise error(
-            f"{what} is not installed, and apt-get is not usable here (needs root and "
-            f"Debian/Ubuntu). Install the `{package}` package."
+        missing = " ".join(name for name, find in packages.items() if find() is None)
+        raise AptError(
+            f"apt-get is not usable here (needs root and Debian/Ubuntu). Install: {missing}."
         )
     with lock_file.open("a") as lock:
         # Waits while another session installs (bounded by its apt-get timeouts); closing the
         # file releases it.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        found = find()
-        if found is not None:
-            return found  # another session installed it while this one waited for the lock
-        return _install(package, find, error, what)
+        # Another session may have installed some while this one waited for the lock.
+        missing_now = [name for name, find in packages.items() if find() is None]
+        if missing_now:
+            _apt_get(missing_now)
+        return missing_now
 
 
-def _install(package: str, find: Callable[[], T | None], error: type[Exception], what: str) -> T:
+def _apt_get(packages: list[str]) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", *packages]):
         try:
             done = subprocess.run(
                 command,
@@ -68,11 +90,7 @@ def _install(package: str, find: Callable[[], T | None], error: type[Exception],
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise error(f"`{' '.join(command)}` failed: {exc}") from exc
+            raise AptError(f"`{' '.join(command)}` failed: {exc}") from exc
         if done.returncode != 0:
             tail = (done.stderr or done.stdout)[-2000:]
-            raise error(f"`{' '.join(command)}` exited {done.returncode}: {tail}")
-    found = find()
-    if found is None:
-        raise error(f"apt-get installed {package}, but {what} was still not found")
-    return found
+            raise AptError(f"`{' '.join(command)}` exited {done.returncode}: {tail}")

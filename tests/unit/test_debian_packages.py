@@ -69,3 +69,51 @@ def test_two_sessions_at_once_install_the_package_once(tmp_path: Path) -> None:
     assert calls == ["update", "install -y fakepkg"], (calls, outputs)
     assert [session.returncode for session in sessions] == [0, 0], outputs
     assert all(out.strip() == str(tmp_path / "installed") for out in outputs), outputs
+
+
+FAKE_APT_GET_PER_PACKAGE = """#!/bin/sh
+# A stand-in apt-get that records each call and leaves one file per package it installs.
+echo "$*" >> "$WORK/calls"
+if [ "$1" = "install" ]; then shift 2; for p in "$@"; do touch "$WORK/$p"; done; fi
+"""
+
+PRE_INSTALL = """
+import os
+from pathlib import Path
+os.geteuid = lambda: 0  # apt-get is the stand-in
+from tests.e2e.debian import install_missing
+
+work = Path(os.environ["WORK"])
+def finder(name):
+    return lambda: work / name if (work / name).exists() else None
+wanted = {name: finder(name) for name in ("present", "one", "two")}
+print(install_missing(wanted, work / "apt.lock"))
+print(install_missing(wanted, work / "apt.lock"))
+"""
+
+
+def test_the_up_front_install_asks_apt_get_once_for_what_is_missing(tmp_path: Path) -> None:
+    """`make test`'s system-packages step: one update and one install of exactly the missing
+    packages; run again, it installs nothing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    apt_get = bin_dir / "apt-get"
+    apt_get.write_text(FAKE_APT_GET_PER_PACKAGE)
+    apt_get.chmod(0o755)
+    (tmp_path / "present").touch()
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "WORK": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(PRE_INSTALL)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['one', 'two']", "[]"]
+    assert (tmp_path / "calls").read_text().splitlines() == ["update", "install -y one two"]
