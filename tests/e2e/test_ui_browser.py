@@ -35,12 +35,14 @@ from tests.e2e.chromium import (
     ensure_chromium,
 )
 from tests.e2e.conftest import E2E_DAGS
+from tests.e2e.dags.nanogpt_e2e_approval_dags import APPROVAL_CONN_ID
 from tests.e2e.deployment import Deployment, Rest, wait_for
 from tests.e2e.lifecycle import unavailable
 from tests.e2e.postgres import PostgresCluster, PostgresUnavailable, ensure_installed
 from tests.ui.apiserver import USERS, signed_in_users
 from tests.ui.required_actions import (
     APPROVAL_CONNECTIONS,
+    APPROVAL_DAG,
     APPROVAL_DAGS,
     approval_settings,
     approve_reject_and_time_out,
@@ -54,7 +56,9 @@ ARTIFACTS = ARTIFACTS_ROOT / "ui"
 DAG = "nanogpt_e2e_deferred"
 SECRET_DAG = "nanogpt_e2e_triggerer_restart"  # user "limited" may not read this one
 TASK = "generate"
-QUICK = "[sim:queue=0][sim:render=2]"
+# Renders of a few seconds: a trigger that fires about a second after its task deferred meets
+# Airflow 3.3.2's scheduler race (apache/airflow#72716), which fails the resumed try.
+QUICK = "[sim:queue=0][sim:render=5]"
 PROMPTS = {
     "completed": f"a calm sea at dawn {QUICK}",
     "failed": f"a storm over the harbour [sim:fail]{QUICK}",
@@ -436,6 +440,45 @@ def test_the_page_as_a_person_uses_it_in_light_and_dark(ui: UiWorld, user: str, 
 def test_a_person_approves_rejects_or_lets_a_request_time_out(ui: UiWorld) -> None:
     """Airflow 3.3's awaiting_input path (tests/ui/test_approval_browser.py runs it on 3.1)."""
     approve_reject_and_time_out(ui.deployment, lambda: ui.sign_in("admin"), ui.keep)
+
+
+def test_the_budget_shows_what_the_approved_video_spent(ui: UiWorld) -> None:
+    """The approval connection's shared budget on the NanoGPT page, as a person sees it after
+    the approval scenario above: the one approved video spent, nothing reserved, its DAG named,
+    and a bar filled to the share spent."""
+    from airflow_provider_nanogpt.ledger import usd
+
+    approved = [
+        job
+        for job in ui.deployment.simulator.state()["jobs"]
+        if job["payload"].get("prompt", "").startswith("a paper boat on a *approved*")
+    ]
+    assert len(approved) == 1, (
+        "runs after test_a_person_approves_rejects_or_lets_a_request_time_out"
+    )
+    spent = round(approved[0]["cost"] * 1_000_000)
+    page = ui.sign_in("admin")
+    page.goto(f"{ui.url}/plugin/nanogpt")
+    frame = ui.plugin_frame(page, "/nanogpt/ui/jobs")
+    card = frame.wait_for_selector(f'[data-budget="connection {APPROVAL_CONN_ID}|day"]')
+
+    def figure(name: str) -> str:
+        return str(card.query_selector(f'[data-figure="{name}"]').inner_text()).strip()
+
+    assert figure("limit") == "$5.00"
+    assert figure("spent") == usd(spent)
+    assert figure("reserved") == "$0.00"
+    assert figure("left") == f"{usd(5_000_000 - spent)} left"
+    spent_by = {
+        row.get_attribute("data-dag"): row for row in card.query_selector_all("tr[data-dag]")
+    }
+    assert set(spent_by) == {APPROVAL_DAG}
+    assert usd(spent) in spent_by[APPROVAL_DAG].inner_text()
+    bar = card.query_selector(".budget-bar").bounding_box()
+    filled = card.query_selector(".budget-bar .spent").bounding_box()
+    assert abs(filled["width"] / bar["width"] - spent / 5_000_000) < 0.02, (filled, bar)
+    ui.keep(page, "nanogpt-page-budget")
+    page.context.close()
 
 
 ENDPOINTS = [

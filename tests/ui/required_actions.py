@@ -199,8 +199,10 @@ class ApprovalRun:
 
 
 def _prompt(name: str, tag: str) -> str:
-    # Markdown's emphasis must show literally (the request escapes it); quick render.
-    return f"a paper boat on a *{name}* street {tag} [sim:queue=0][sim:render=2]"
+    # Markdown's emphasis must show literally (the request escapes it). A render of a few
+    # seconds: a trigger firing about a second after its task deferred meets Airflow 3.3.2's
+    # scheduler race (apache/airflow#72716).
+    return f"a paper boat on a *{name}* street {tag} [sim:queue=0][sim:render=5]"
 
 
 def _budget_left_line() -> re.Pattern[str]:
