@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.deployment import Deployment, Rest, Simulator
-from tests.e2e.lifecycle import kept_on_failure, start, unavailable
+from tests.e2e.lifecycle import kept_on_failure, start_on_cluster, unavailable
 from tests.e2e.postgres import PostgresCluster, PostgresUnavailable, ensure_installed
 
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
@@ -66,16 +66,14 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
     dags = root / "dags"
     shutil.copytree(E2E_DAGS, dags, ignore=shutil.ignore_patterns("__pycache__"))
     with kept_on_failure(request, root, "e2e"), contextlib.ExitStack() as stack:
-        stack.callback(cluster.stop)
-        cluster.start()
-        deployment = Deployment(
+        deployment = start_on_cluster(
+            stack,
+            cluster,
             root,
-            cluster.sqlalchemy_url,
             dags,
             canary,
+            E2E_DAG_IDS,
             # The example DAGs save their videos under this Airflow Variable.
             extra_env={"AIRFLOW_VAR_NANOGPT_OUTPUT_DIR": str(videos / "examples")},
         )
-        stack.callback(deployment.stop)
-        start(deployment, E2E_DAG_IDS)
         yield E2E(deployment=deployment, cluster=cluster, canary=canary, videos=videos)

@@ -7,11 +7,12 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
 from tests.e2e.deployment import Deployment
+from tests.e2e.postgres import PostgresCluster
 
 KEEP_ENV = "NANOGPT_E2E_KEEP"
 # The explicit opt-out: set it to skip a tier whose system packages cannot be had here.
@@ -67,3 +68,22 @@ def described_on_failure(deployment: Deployment) -> Iterator[None]:
         yield
     except Exception as exc:
         raise AssertionError(f"{exc}\n{deployment.describe()}") from exc
+
+
+def start_on_cluster(
+    stack: contextlib.ExitStack,
+    cluster: PostgresCluster,
+    root: Path,
+    dags: Path,
+    api_key: str,
+    dag_ids: list[str],
+    **options: Any,
+) -> Deployment:
+    """Start ``cluster``, then a deployment on it (``options``: Deployment's keywords) with its
+    DAGs parsed; ``stack`` stops both, the deployment first."""
+    stack.callback(cluster.stop)
+    cluster.start()
+    deployment = Deployment(root, cluster.sqlalchemy_url, dags, api_key, **options)
+    stack.callback(deployment.stop)
+    start(deployment, dag_ids)
+    return deployment

@@ -25,7 +25,7 @@ from tests.conftest import ARTIFACTS as ARTIFACTS_ROOT
 from tests.e2e.chromium import LAUNCH_ARGS, ChromiumUnavailable, ensure_chromium
 from tests.e2e.conftest import E2E_DAGS
 from tests.e2e.deployment import Deployment
-from tests.e2e.lifecycle import kept_on_failure, start, unavailable
+from tests.e2e.lifecycle import kept_on_failure, start_on_cluster, unavailable
 from tests.e2e.postgres import PostgresCluster, PostgresUnavailable, ensure_installed
 from tests.ui.apiserver import USERS, signed_in_users
 from tests.ui.required_actions import (
@@ -62,19 +62,17 @@ def deployed(request: pytest.FixtureRequest) -> Iterator[tuple[Deployment, Any]]
     dags.mkdir()
     shutil.copy(APPROVAL_DAGS_FILE, dags)
     with kept_on_failure(request, root, "approval UI"), contextlib.ExitStack() as stack:
-        stack.callback(cluster.stop)
-        cluster.start()
-        deployment = Deployment(
+        deployment = start_on_cluster(
+            stack,
+            cluster,
             root,
-            cluster.sqlalchemy_url,
             dags,
             f"sk-nano-approval-canary-{uuid.uuid4()}",
+            APPROVAL_DAGS,
             extra_env={**signed_in_users(root), **approval_settings(root)},
             login=("admin", USERS["admin"][1]),
             nanogpt_connections=APPROVAL_CONNECTIONS,
         )
-        stack.callback(deployment.stop)
-        start(deployment, APPROVAL_DAGS)
         playwright = stack.enter_context(sync_playwright())
         browser = playwright.chromium.launch(executable_path=str(chromium), args=LAUNCH_ARGS)
         stack.callback(browser.close)
