@@ -11,7 +11,7 @@ in Airflow touches one place.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from itertools import islice
@@ -163,34 +163,38 @@ def list_jobs(
     Besides the job cards, the refunded jobs whose card a retry cleared: their charge record
     (task state store, Airflow 3.3+) is all that is left of them, and each is a row of its own.
     """
-    from sqlalchemy import func, select
+    from sqlalchemy import func
 
     from airflow_provider_nanogpt.plugin.models import XComModel
 
     query = _job_rows(dag_ids, filters)
     if filters.state:
         query = _with_state(query, filters.state, dag_ids)
+    sortable = query
+    if _sort_key(filters.order_by) == "state" and not filters.state:
+        sortable = _joined(query)  # the state a row shows depends on its task instance
     size = page_size or PAGE_SIZE
     orphans = _refunded_without_card(session, dag_ids, filters)
     if orphans:
-        listing = _page_with_orphans(session, dag_ids, query, orphans, filters, size)
+        listing = _page_with_orphans(session, dag_ids, sortable, orphans, filters, size)
     else:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        # Counted and sorted on the cards' keys alone, then the page's rows read whole.
+        total = session.scalar(query.with_only_columns(func.count())) or 0
         pages = max(1, -(-total // size))
         page = min(max(1, filters.page), pages)
-        rows = session.execute(
-            query.order_by(
-                _sorted(_card_sort_value(filters.order_by, dag_ids), filters.order_by),
-                _card_submitted().desc(),
-                XComModel.dag_id,
-                XComModel.run_id,
-                XComModel.task_id,
-                XComModel.map_index,
-            )
+        ti_keys = (XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index)
+        order = _page_order(
+            _card_sort_value(filters.order_by, dag_ids), _card_submitted(), filters.order_by
+        )
+        keys = session.execute(
+            sortable.with_only_columns(*ti_keys)
+            .order_by(*order, *ti_keys)
             .limit(size)
             .offset((page - 1) * size)
         ).all()
-        listing = Page([_job(*row) for row in rows], total, page, pages)
+        cards = _read_cards(session, keys)
+        jobs = [job for key in keys if (job := cards.get(tuple(key))) is not None]
+        listing = Page(jobs, total, page, pages)
     _refine_with_watchers(session, dag_ids, listing.jobs)
     return listing
 
@@ -637,13 +641,13 @@ def _joined(query: Any, table: Any = None) -> Any:
 
 
 def _job_rows(dag_ids: set[str], filters: Filters) -> Any:
+    """SQL: the job cards the filters select, without their task instances (``_joined``: a
+    join that costs a count a lookup per card)."""
     from sqlalchemy import func, select
 
     from airflow_provider_nanogpt.plugin.models import XComModel
 
-    query = _joined(select(XComModel, *_ti_columns())).where(
-        XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids)
-    )
+    query = select(XComModel).where(XComModel.key == JOB_KEY, XComModel.dag_id.in_(dag_ids))
     if filters.dag_id:
         query = query.where(XComModel.dag_id == filters.dag_id)
     # The submission day, as the spend counts it: not when the card was last written.
@@ -746,7 +750,7 @@ def _card_submitted() -> Any:
 
 
 def _with_state(query: Any, state: str, dag_ids: set[str]) -> Any:
-    return query.where(_shown_state(dag_ids) == state)
+    return _joined(query).where(_shown_state(dag_ids) == state)
 
 
 def _shown_state(dag_ids: set[str]) -> Any:
@@ -897,13 +901,11 @@ def _page_with_orphans(
         Float,
         Integer,
         String,
-        and_,
         case,
         cast,
         func,
         literal,
         null,
-        or_,
         select,
         union_all,
     )
@@ -935,8 +937,9 @@ def _page_with_orphans(
         XComModel.map_index.label("map_index"),
         _card_submitted().label("at"),
         cast(_card_sort_value(filters.order_by, dag_ids), sort_type).label("sort_value"),
-        TaskInstance.state.label("ti_state"),
-        map_label().label("map_label"),
+        # A card's task instance is read with the card, for the page's rows only.
+        cast(null(), String).label("ti_state"),
+        cast(null(), String).label("map_label"),
     )
     charge_keys = _joined(
         select(
@@ -964,47 +967,65 @@ def _page_with_orphans(
     total = session.scalar(select(func.count()).select_from(both)) or 0
     pages = max(1, -(-total // size))
     page = min(max(1, filters.page), pages)
+    ti_keys = (both.c.dag_id, both.c.run_id, both.c.task_id, both.c.map_index)
     keys = session.execute(
         select(both)
         .order_by(
-            _sorted(both.c.sort_value, filters.order_by),
-            both.c.at.desc(),
-            both.c.dag_id,
-            both.c.run_id,
-            both.c.task_id,
-            both.c.map_index,
+            *_page_order(both.c.sort_value, both.c.at, filters.order_by),
+            *ti_keys,
             both.c.charge_id,
         )
         .limit(size)
         .offset((page - 1) * size)
     ).all()
-    wanted = [k for k in keys if k.charge_id is None]
-    by_ti: dict[tuple[str, str, str, int], Job] = {}
-    if wanted:
-        read = _joined(select(XComModel, *_ti_columns())).where(
-            XComModel.key == JOB_KEY,
-            or_(
-                *(
-                    and_(
-                        XComModel.dag_id == k.dag_id,
-                        XComModel.run_id == k.run_id,
-                        XComModel.task_id == k.task_id,
-                        XComModel.map_index == k.map_index,
-                    )
-                    for k in wanted
-                )
-            ),
-        )
-        for row in session.execute(read).all():
-            job = _job(*row)
-            by_ti[(job.dag_id, job.dag_run_id, job.task_id, job.map_index)] = job
+    cards = _read_cards(
+        session, [(k.dag_id, k.run_id, k.task_id, k.map_index) for k in keys if k.charge_id is None]
+    )
     jobs: list[Job] = []
     for k in keys:
         if k.charge_id is not None:
             jobs.append(_refunded_job(orphans[k.charge_id], k.ti_state, k.map_label))
-        elif (found := by_ti.get((k.dag_id, k.run_id, k.task_id, k.map_index))) is not None:
+        elif (found := cards.get((k.dag_id, k.run_id, k.task_id, k.map_index))) is not None:
             jobs.append(found)
     return Page(jobs=jobs, total=total, page=page, pages=pages)
+
+
+def _page_order(sort_value: Any, submitted: Any, order_by: str) -> tuple[Any, ...]:
+    """A page's ORDER BY before the task instance's keys: the column sorted by, then the newest
+    submission first (not twice when that is the column: each term is computed for every row)."""
+    first = _sorted(sort_value, order_by)
+    return (first,) if _sort_key(order_by) == "submitted" else (first, submitted.desc())
+
+
+def _read_cards(
+    session: Session, keys: Sequence[Sequence[Any]]
+) -> dict[tuple[str, str, str, int], Job]:
+    """The jobs of the cards of these task instances (dag_id, run_id, task_id, map_index): the
+    rows of one page, each read whole with its task instance."""
+    from sqlalchemy import and_, or_, select
+
+    from airflow_provider_nanogpt.plugin.models import XComModel
+
+    if not keys:
+        return {}
+    # The key in every term: the database then looks each card up by its task instance (an
+    # index) instead of going through every card of the key.
+    read = _joined(select(XComModel, *_ti_columns())).where(
+        or_(
+            *(
+                and_(
+                    XComModel.key == JOB_KEY,
+                    XComModel.dag_id == dag_id,
+                    XComModel.run_id == run_id,
+                    XComModel.task_id == task_id,
+                    XComModel.map_index == map_index,
+                )
+                for dag_id, run_id, task_id, map_index in keys
+            )
+        ),
+    )
+    jobs = (_job(*row) for row in session.execute(read).all())
+    return {(job.dag_id, job.dag_run_id, job.task_id, job.map_index): job for job in jobs}
 
 
 def _charge_state(record: Mapping[str, Any]) -> str:
