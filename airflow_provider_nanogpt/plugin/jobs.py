@@ -858,11 +858,13 @@ def _refunded_without_card(
     if filters.state and filters.state not in REFUNDED:
         return {}
     found: dict[str, ChargeRow] = {}
-    for charge in charge_rows(session, dag_ids, refunded_only=True):
+    for charge in charge_rows(session, dag_ids, refunded_only=True, own_card=True):
         run_id = charge.record.get("run_id")
         if (
             charge.record.get("refunded") is True
             and isinstance(run_id, str)
+            # Most refunded jobs keep their card in the task that paid: no search for those.
+            and charge.card_run_id != run_id
             and (not filters.dag_id or charge.dag_id == filters.dag_id)
             and (not filters.state or _charge_state(charge.record) == filters.state)
             and _submitted_in_range(charge.record, filters.since, filters.until)

@@ -13,7 +13,7 @@ from airflow.models.renderedtifields import RenderedTaskInstanceFields
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.xcom import XComModel
 
-from airflow_provider_nanogpt.job_card import CHARGE_KEY_PREFIX
+from airflow_provider_nanogpt.job_card import CHARGE_KEY_PREFIX, JOB_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -41,6 +41,9 @@ class ChargeRow:
     map_index: int
     updated: datetime
     record: Mapping[str, Any]
+    # The NanoGPT run id on the job card its task instance holds now (None: no card, or not
+    # asked for: ``charge_rows(..., own_card=True)``).
+    card_run_id: str | None = None
 
 
 def map_label() -> Any:
@@ -60,18 +63,21 @@ def charge_table() -> Any:
 
 
 def charge_rows(
-    session: Session, dag_ids: set[str], *, refunded_only: bool = False
+    session: Session, dag_ids: set[str], *, refunded_only: bool = False, own_card: bool = False
 ) -> Iterator[ChargeRow]:
     """The charge records of the readable DAGs: Airflow 3.3+, else nothing.
 
     ``refunded_only``: at least every record marked refunded (callers still check the flag). The
     database drops the others first, so a listing does not decode every charge ever made.
+    ``own_card``: with the run id on the job card of the record's task instance
+    (``card_run_id``), found through that task instance's keys rather than a search of every card.
     """
     table = charge_table()
     if table is None:
         return
-    from sqlalchemy import select
+    from sqlalchemy import and_, null, select
 
+    card_run_id = XComModel.value["run_id"].as_string() if own_card else null()
     query = select(
         table.id,
         table.dag_id,
@@ -80,19 +86,34 @@ def charge_rows(
         table.map_index,
         table.updated_at,
         table.value,
+        card_run_id,
     ).where(table.key.startswith(CHARGE_KEY_PREFIX, autoescape=True), table.dag_id.in_(dag_ids))
+    if own_card:
+        query = query.join(
+            XComModel,
+            and_(
+                XComModel.dag_id == table.dag_id,
+                XComModel.run_id == table.run_id,
+                XComModel.task_id == table.task_id,
+                XComModel.map_index == table.map_index,
+                XComModel.key == JOB_KEY,
+            ),
+            isouter=True,
+        )
     if refunded_only:
         # The value is JSON text: a record whose "refunded" is true has the key and, after it,
         # the literal true, however it is spaced; a false match is dropped by the caller.
         query = query.where(table.value.like('%"refunded"%true%'))
-    for row_id, dag_id, run_id, task_id, map_index, updated, value in session.execute(query):
+    for row_id, dag_id, run_id, task_id, map_index, updated, value, on_card in session.execute(
+        query
+    ):
         try:
             record = json.loads(value) if isinstance(value, str) else value
         except ValueError:
             continue
         if isinstance(record, Mapping):
             when = updated if updated.tzinfo else updated.replace(tzinfo=UTC)
-            yield ChargeRow(row_id, dag_id, run_id, task_id, map_index, when, record)
+            yield ChargeRow(row_id, dag_id, run_id, task_id, map_index, when, record, on_card)
 
 
 def rendered_fields(

@@ -27,13 +27,18 @@ LAYOUTS: list[dict[str, Any]] = [{}, {"separators": (",", ":")}, {"indent": 2}]
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[Any]:
-    from airflow.models.dagrun import DagRun  # noqa: F401 (the table the store's key refers to)
+    """The task state store's table, and the XCom table its records' job cards are in (SQLite
+    does not enforce their foreign keys unless told to: no DAG runs needed)."""
+    from airflow.models.dagrun import DagRun  # noqa: F401 (the tables the keys refer to)
     from airflow.models.task_state_store import TaskStateStoreModel
+    from airflow.models.taskinstance import TaskInstance  # noqa: F401
+    from airflow.models.xcom import XComModel
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
     engine = create_engine("sqlite://")
     TaskStateStoreModel.__table__.create(engine)
+    XComModel.__table__.create(engine)
     with Session(engine) as session:
         yield session
     engine.dispose()
@@ -97,3 +102,48 @@ def test_the_refunded_read_keeps_every_refunded_record(
     assert {r["run_id"] for r in read if r["refunded"] is True} == refunded
     # The database already left out the records that are plainly not refunded.
     assert all(r["refunded"] or "true" in json.dumps(r) for r in read)
+
+
+def test_a_record_is_read_with_the_run_on_its_own_tasks_card(store: Any) -> None:
+    """``own_card``: the NanoGPT run on the job card of the record's own task instance (the job
+    list looks no further for a refunded job whose card is still there), else None: a card of
+    another task or a sensor's card is not the task's own."""
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import delete, insert
+
+    from airflow_provider_nanogpt.job_card import JOB_KEY, WATCH_KEY
+    from airflow_provider_nanogpt.plugin.models import charge_rows
+
+    runs = [f"vid_{n}" for n in range(4)]
+    _write(store, [({"run_id": run, "state": "failed", "refunded": True}, {}) for run in runs])
+    store.execute(delete(XComModel))
+    cards = [
+        (0, JOB_KEY, "vid_0"),  # its card is still there
+        (1, JOB_KEY, "vid_9"),  # a retry's card: another run
+        (2, WATCH_KEY, "vid_2"),  # a sensor's card
+        (7, JOB_KEY, "vid_3"),  # another task's card
+    ]
+    store.execute(
+        insert(XComModel),
+        [
+            {
+                "dag_run_id": 1,
+                "task_id": "generate",
+                "map_index": map_index,
+                "key": key,
+                "dag_id": DAG,
+                "run_id": "manual__1",
+                "value": {"run_id": run, "state": "failed"},
+                "timestamp": datetime.now(UTC),
+            }
+            for map_index, key, run in cards
+        ],
+    )
+    read = charge_rows(store, {DAG}, refunded_only=True, own_card=True)
+    assert {row.record["run_id"]: row.card_run_id for row in read} == {
+        "vid_0": "vid_0",
+        "vid_1": "vid_9",
+        "vid_2": None,
+        "vid_3": None,
+    }
+    assert {row.card_run_id for row in charge_rows(store, {DAG})} == {None}  # not asked for
