@@ -72,7 +72,10 @@ def test_submit_returns_run_cost_and_balance(
 def test_status_shapes_reach_completed_with_url(
     hook: NanoGPTHook, simulator: NanoGPTSimulator, shape: str
 ) -> None:
-    run_id = hook.submit_video({**KLING, "prompt": f"{KLING['prompt']} [sim:shape={shape}]"}).run_id
+    # Two seconds in progress: a poll every 20 ms sees it even on a loaded machine (the
+    # default 0.16 s render was missed once in CI).
+    prompt = f"{KLING['prompt']} [sim:shape={shape}] [sim:render=100]"
+    run_id = hook.submit_video({**KLING, "prompt": prompt}).run_id
     seen = set()
     deadline = time.time() + 10
     while time.time() < deadline:
