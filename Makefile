@@ -19,7 +19,7 @@ PYTHON_MINOR := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_in
 LOCK := constraints/$(AIRFLOW_VERSION)/constraints-$(PYTHON_MINOR).txt
 FLOOR_LOCK := constraints/$(FLOOR_AIRFLOW_VERSION)/constraints-$(PYTHON_MINOR).txt
 
-.PHONY: venv floor-venv demo-venv demo system-packages test lint typecheck unit unit-parallel unit-timing e2e unit-floor floor-parallel floor-timing wheel-test dist bench lock drift clean
+.PHONY: venv floor-venv demo-venv demo system-packages test lint typecheck unit unit-parallel unit-timing e2e unit-floor floor-parallel floor-timing wheel-test scale-out dist bench lock drift clean
 
 venv: $(VENV)/.installed
 
@@ -69,25 +69,32 @@ typecheck: venv
 # spread over this many worker processes (pytest-xdist; each has its own Airflow home and
 # simulator), a test file at a time, so a module's api-server or DAG runs are set up once. The
 # end-to-end deployments start a whole Airflow each, and the tests marked `timing` measure seconds:
-# both run afterwards, one at a time.
+# both run afterwards.
 TEST_WORKERS ?= 4
 
 # Everything, on the newest supported Airflow: unit, hook, dag.test(), simulator, end to end.
 # (Tests marked `wheel` are left out unless -m names them: wheel-test runs them.)
 unit: unit-parallel unit-timing e2e
 
+# Less the 200-video soak (marked slow): it runs beside the deployments, which leave a core idle.
 unit-parallel: venv
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not timing"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not timing and not slow"
 
 unit-timing: venv
 	$(BIN)/pytest -q -m "timing and not e2e"
 
 # The scale-out batch runs alone (its figures are the deployment's own); the other deployments
-# mostly wait on renders and the browser, so they run side by side, a module per worker.
+# mostly wait on renders and the browser, so they run side by side with the 200-video soak, a
+# module per worker.
 SCALE_OUT := tests/e2e/test_scale_out.py
 
 e2e: venv
-	$(BIN)/pytest -q -m e2e -n 2 --dist loadfile --ignore=$(SCALE_OUT)
+	$(BIN)/pytest -q -m "e2e or slow" -n 3 --dist loadfile --ignore=$(SCALE_OUT)
+	$(MAKE) --no-print-directory scale-out
+
+# The scale-out batch alone: its report (test-artifacts/scale-out/report.json) holds the figures
+# docs/performance.md quotes.
+scale-out: venv
 	$(BIN)/pytest -q -m e2e $(SCALE_OUT)
 
 # The same suites on the lowest supported Airflow, less the deployment, the 200-video soak and the
@@ -114,11 +121,13 @@ wheel-test: venv
 # together, then lint, the type check and the suites that tolerate a busy machine (3.3, the 3.1
 # floor and the wheel checks) run together, which fills the time their tests spend waiting on
 # sockets and simulated renders. The tests that measure time run afterwards with nothing beside
-# them, then the end-to-end deployments (see e2e).
+# them but each other (they mostly sleep, a process each), then the end-to-end deployments (see
+# e2e).
 test:
 	$(MAKE) --no-print-directory -j3 --output-sync=target venv floor-venv system-packages
 	$(MAKE) --no-print-directory -j5 --output-sync=target lint typecheck unit-parallel floor-parallel wheel-test
-	$(MAKE) --no-print-directory unit-timing floor-timing e2e
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit-timing floor-timing
+	$(MAKE) --no-print-directory e2e
 
 # The release artifacts in dist/: sdist and wheel, checked.
 dist: venv
