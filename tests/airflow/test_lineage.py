@@ -134,10 +134,14 @@ def test_nothing_breaks_with_openlineage_disabled_for_the_operator(
 def test_without_the_openlineage_provider_the_methods_step_aside(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import airflow_provider_nanogpt
     from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
 
     monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", None)
     monkeypatch.delitem(sys.modules, "airflow_provider_nanogpt.lineage", raising=False)
+    # An earlier dag.test() in this process imported it: `from package import lineage` would
+    # find it as the package's attribute.
+    monkeypatch.delattr(airflow_provider_nanogpt, "lineage", raising=False)
     op = GenerateVideoOperator(task_id="t", model="kling-video-v2", prompt=PROMPT)
     assert op.get_openlineage_facets_on_start() is None
     assert op.get_openlineage_facets_on_complete(None) is None
