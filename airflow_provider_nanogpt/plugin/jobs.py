@@ -235,15 +235,12 @@ def find_job(
     the user may read, whose cards may be read for that."""
     from sqlalchemy import select
 
-    from airflow_provider_nanogpt.plugin.models import XComModel
+    from airflow_provider_nanogpt.plugin.models import XComModel, is_task_instance
 
     for key in (JOB_KEY, WATCH_KEY):
         query = _joined(select(XComModel, *_ti_columns())).where(
             XComModel.key == key,
-            XComModel.dag_id == dag_id,
-            XComModel.run_id == dag_run_id,
-            XComModel.task_id == task_id,
-            XComModel.map_index == map_index,
+            is_task_instance(XComModel, dag_id, dag_run_id, task_id, map_index),
         )
         row = session.execute(query).first()
         if row is None:
@@ -623,21 +620,11 @@ def _ti_columns() -> tuple[Any, Any]:
 
 def _joined(query: Any, table: Any = None) -> Any:
     """``query`` joined to the task instance of its rows (of ``table``: the XComs by default)."""
-    from sqlalchemy import and_
 
-    from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel
+    from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel, same_task_instance
 
     table = XComModel if table is None else table
-    return query.join(
-        TaskInstance,
-        and_(
-            TaskInstance.dag_id == table.dag_id,
-            TaskInstance.run_id == table.run_id,
-            TaskInstance.task_id == table.task_id,
-            TaskInstance.map_index == table.map_index,
-        ),
-        isouter=True,
-    )
+    return query.join(TaskInstance, same_task_instance(TaskInstance, table), isouter=True)
 
 
 def _job_rows(dag_ids: set[str], filters: Filters) -> Any:
@@ -791,7 +778,7 @@ def _waited_for(dag_ids: set[str]) -> tuple[Any, Any]:
     from sqlalchemy import and_, exists
     from sqlalchemy.orm import aliased
 
-    from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel
+    from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel, same_task_instance
 
     waiting = sorted(WAITING_TI_STATES)
     watch, sensor = aliased(XComModel), aliased(TaskInstance)
@@ -800,10 +787,7 @@ def _waited_for(dag_ids: set[str]) -> tuple[Any, Any]:
         watch.dag_id.in_(dag_ids),
         watch.value["run_id"].as_string() == XComModel.value["run_id"].as_string(),
         watch.value["state"].as_string() == JobState.SUBMITTED.value,
-        sensor.dag_id == watch.dag_id,
-        sensor.run_id == watch.run_id,
-        sensor.task_id == watch.task_id,
-        sensor.map_index == watch.map_index,
+        same_task_instance(sensor, watch),
         sensor.state.in_(waiting),
     )
     own_task_waits = and_(TaskInstance.state.is_not(None), TaskInstance.state.in_(waiting))
@@ -1006,7 +990,7 @@ def _read_cards(
     rows of one page, each read whole with its task instance."""
     from sqlalchemy import and_, or_, select
 
-    from airflow_provider_nanogpt.plugin.models import XComModel
+    from airflow_provider_nanogpt.plugin.models import XComModel, is_task_instance
 
     if not keys:
         return {}
@@ -1017,10 +1001,7 @@ def _read_cards(
             *(
                 and_(
                     XComModel.key == JOB_KEY,
-                    XComModel.dag_id == dag_id,
-                    XComModel.run_id == run_id,
-                    XComModel.task_id == task_id,
-                    XComModel.map_index == map_index,
+                    is_task_instance(XComModel, dag_id, run_id, task_id, map_index),
                 )
                 for dag_id, run_id, task_id, map_index in keys
             )

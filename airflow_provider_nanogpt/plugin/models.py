@@ -25,9 +25,34 @@ __all__ = [
     "XComModel",
     "charge_rows",
     "charge_table",
+    "is_task_instance",
     "map_label",
     "rendered_fields",
+    "same_task_instance",
 ]
+
+# The columns that name one task instance, in every table the page reads.
+TASK_INSTANCE_COLUMNS = ("dag_id", "run_id", "task_id", "map_index")
+
+
+def same_task_instance(left: Any, right: Any) -> Any:
+    """SQL: rows of ``left`` and ``right`` (models or aliases) belong to one task instance."""
+    from sqlalchemy import and_
+
+    return and_(*(getattr(left, name) == getattr(right, name) for name in TASK_INSTANCE_COLUMNS))
+
+
+def is_task_instance(table: Any, dag_id: str, run_id: str, task_id: str, map_index: int) -> Any:
+    """SQL: a row of ``table`` belongs to this task instance."""
+    from sqlalchemy import and_
+
+    key = (dag_id, run_id, task_id, map_index)
+    return and_(
+        *(
+            getattr(table, name) == value
+            for name, value in zip(TASK_INSTANCE_COLUMNS, key, strict=True)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -91,13 +116,7 @@ def charge_rows(
     if own_card:
         query = query.join(
             XComModel,
-            and_(
-                XComModel.dag_id == table.dag_id,
-                XComModel.run_id == table.run_id,
-                XComModel.task_id == table.task_id,
-                XComModel.map_index == table.map_index,
-                XComModel.key == JOB_KEY,
-            ),
+            and_(same_task_instance(XComModel, table), XComModel.key == JOB_KEY),
             isouter=True,
         )
     if refunded_only:
@@ -126,10 +145,7 @@ def rendered_fields(
     table = RenderedTaskInstanceFields
     value = session.scalar(
         select(table.rendered_fields).where(
-            table.dag_id == dag_id,
-            table.run_id == run_id,
-            table.task_id == task_id,
-            table.map_index == map_index,
+            is_task_instance(table, dag_id, run_id, task_id, map_index)
         )
     )
     if isinstance(value, str):  # some backends hand back the JSON text
