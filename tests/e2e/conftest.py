@@ -18,6 +18,7 @@ from tests.e2e.lifecycle import kept_on_failure, start_on_cluster, unavailable
 from tests.e2e.postgres import PostgresCluster, PostgresUnavailable, ensure_installed
 
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
+BUDGET_WINDOW_SECONDS = 60
 E2E_DAG_IDS = [
     "nanogpt_e2e_deferred",
     "nanogpt_e2e_triggerer_restart",
@@ -25,6 +26,7 @@ E2E_DAG_IDS = [
     "nanogpt_e2e_fault_soak",
     "nanogpt_e2e_alias_producer",
     "nanogpt_e2e_alias_consumer",
+    "nanogpt_e2e_budget_wait",
 ]
 
 
@@ -74,6 +76,10 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
             canary,
             E2E_DAG_IDS,
             # The example DAGs save their videos under this Airflow Variable.
-            extra_env={"AIRFLOW_VAR_NANOGPT_OUTPUT_DIR": str(videos / "examples")},
+            extra_env={
+                "AIRFLOW_VAR_NANOGPT_OUTPUT_DIR": str(videos / "examples"),
+                # The budget-wait DAG's windows (nanogpt_e2e_budget_dags.py): two videos each.
+                "NANOGPT_E2E_BUDGET_WINDOW_SECONDS": str(BUDGET_WINDOW_SECONDS),
+            },
         )
         yield E2E(deployment=deployment, cluster=cluster, canary=canary, videos=videos)

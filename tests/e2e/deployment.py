@@ -273,6 +273,12 @@ class Rest:
         response.raise_for_status()
         return response.json()
 
+    def post(self, path: str, body: Mapping[str, Any]) -> Any:
+        response = self.session.post(f"{self.base}{path}", json=dict(body), timeout=30)
+        if response.status_code >= 400:
+            raise DeploymentError(f"POST {path} failed: {response.status_code} {response.text}")
+        return response.json()
+
     def trigger(self, dag_id: str, conf: Mapping[str, Any]) -> str:
         response = self.session.post(
             f"{self.base}/api/v2/dags/{dag_id}/dagRuns",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import EXAMPLE_DAGS
-from tests.e2e.conftest import E2E
+from tests.e2e.conftest import BUDGET_WINDOW_SECONDS, E2E
+from tests.e2e.dags.nanogpt_e2e_budget_dags import (
+    BUDGET_WAIT_CONN_ID,
+    BUDGET_WAIT_DAG_ID,
+    BUDGET_WAIT_TAG,
+    BUDGET_WAIT_VIDEOS,
+)
 from tests.e2e.deployment import DeploymentError, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -327,6 +334,112 @@ def _consumer_runs(e2e: E2E) -> list[dict[str, Any]]:
 
 def _hits(text: str, needles: tuple[str, ...]) -> list[str]:
     return [needle for needle in needles if needle in text]
+
+
+LEDGER_DATABASE = "nanogpt_ledger"
+LEDGER_CONN_ID = "nanogpt_e2e_ledger"
+VIDEO_MICRO = 350_000
+BUDGET_WAIT_MICRO = 1_000_000  # $1.00 a window: two $0.35 videos, never three
+
+
+def test_a_full_shared_budget_is_waited_for_in_the_triggerer_window_by_window(e2e: E2E) -> None:
+    """``on_budget_exceeded="wait"`` under the real scheduler and triggerer, on a PostgreSQL ledger.
+
+    Six $0.35 videos against $1.00 a window (windows of ``BUDGET_WINDOW_SECONDS``: the DAG file
+    moves the ledger's clock). Each window pays for two; the others defer until its reset and
+    reserve again. Every video is paid once (a retry after Airflow 3.3.2's fast-trigger race
+    reattaches), no window pays for more than its budget, and nothing is left reserved.
+    """
+    dag_id = BUDGET_WAIT_DAG_ID
+    e2e.cluster.create_database(LEDGER_DATABASE)
+    rest = e2e.rest
+    # Both connections as a user creates them: through the REST API, stored in the metadata DB.
+    rest.post(
+        "/api/v2/connections",
+        {
+            "connection_id": LEDGER_CONN_ID,
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": e2e.cluster.port,
+            "login": e2e.cluster.user,
+            "schema": LEDGER_DATABASE,
+        },
+    )
+    rest.post(
+        "/api/v2/connections",
+        {
+            "connection_id": BUDGET_WAIT_CONN_ID,
+            "conn_type": "nanogpt",
+            "host": e2e.sim.url,
+            "password": e2e.canary,
+            "extra": json.dumps(
+                {"budget_usd_per_day": "1.00", "budget_ledger_conn_id": LEDGER_CONN_ID}
+            ),
+        },
+    )
+    # Start just after a reset, so the first window is a whole one: two videos are paid in it
+    # and the other four meet the full budget (not in e2e.runs: the leak scan reads its
+    # files, database and jobs all the same).
+    time.sleep(-time.time() % BUDGET_WINDOW_SECONDS + 1)
+    run_id = rest.trigger(dag_id, {})
+
+    def settled() -> str | None:
+        state = rest.dag_run(dag_id, run_id)["state"]
+        return state if state in SETTLED_RUN_STATES else None
+
+    try:
+        final = wait_for(settled, 420, f"{dag_id} {run_id}", 1.0, e2e.deployment.check_alive)
+    except DeploymentError as exc:
+        raise AssertionError(f"{exc}\n{e2e.deployment.describe()}") from exc
+    tis = rest.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=50)[
+        "task_instances"
+    ]
+    folder = e2e.deployment.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    logs = {
+        ti["map_index"]: "\n".join(
+            path.read_text(errors="replace")
+            for path in sorted(
+                (folder / f"task_id={TASK}" / f"map_index={ti['map_index']}").glob("attempt=*.log")
+            )
+        )
+        for ti in tis
+    }
+    states = {ti["map_index"]: ti["state"] for ti in tis}
+    failed = {index: logs[index][-3000:] for index, state in states.items() if state != "success"}
+    assert final == "success" and not failed, (states, failed)
+    assert len(tis) == BUDGET_WAIT_VIDEOS, states
+
+    # Every video paid once.
+    jobs = e2e.sim.jobs_tagged(BUDGET_WAIT_TAG)
+    assert len(jobs) == BUDGET_WAIT_VIDEOS, jobs
+    assert len({job["payload"]["prompt"] for job in jobs}) == BUDGET_WAIT_VIDEOS
+    assert all(job["cost"] == pytest.approx(0.35) for job in jobs), jobs
+
+    # The ledger: one settled row per job, no window holding more than its $1.00, none open.
+    conn = e2e.cluster.connect(LEDGER_DATABASE)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT window_key, state, charged_micro, run_id FROM nanogpt_budget_reservations"
+            )
+            rows = cursor.fetchall()
+    finally:
+        conn.close()
+    assert sorted(run for *_, run in rows) == sorted(job["runId"] for job in jobs), rows
+    assert {state for _, state, _, _ in rows} == {"settled"}, rows
+    per_window: dict[str, int] = {}
+    for window, _, charged, _ in rows:
+        per_window[window] = per_window.get(window, 0) + charged
+    assert max(per_window.values()) <= BUDGET_WAIT_MICRO, per_window
+    assert len(per_window) >= BUDGET_WAIT_VIDEOS * VIDEO_MICRO // BUDGET_WAIT_MICRO + 1, per_window
+
+    # The videos that did not fit waited for a reset in the triggerer, holding no worker slot.
+    waited = [
+        index
+        for index, log in logs.items()
+        if re.search(r"Shared budget full until [^;]+; waiting [\d.]+ s in the triggerer", log)
+    ]
+    assert len(waited) >= BUDGET_WAIT_VIDEOS - 2, {i: log[-2000:] for i, log in logs.items()}
 
 
 def test_the_api_key_never_leaks(e2e: E2E) -> None:
