@@ -85,11 +85,11 @@ unit-timing: venv
 
 # The scale-out batch runs alone (its figures are the deployment's own); the other deployments
 # mostly wait on renders and the browser, so they run side by side with the 200-video soak, a
-# module per worker.
+# module per worker (four modules).
 SCALE_OUT := tests/e2e/test_scale_out.py
 
 e2e: venv
-	$(BIN)/pytest -q -m "e2e or slow" -n 3 --dist loadfile --ignore=$(SCALE_OUT)
+	$(BIN)/pytest -q -m "e2e or slow" -n 4 --dist loadfile --ignore=$(SCALE_OUT)
 	$(MAKE) --no-print-directory scale-out
 
 # The scale-out batch alone: its report (test-artifacts/scale-out/report.json) holds the figures
