@@ -18,7 +18,7 @@ from tests.e2e.lifecycle import kept_on_failure, start_on_cluster, unavailable
 from tests.e2e.postgres import PostgresCluster, PostgresUnavailable, ensure_installed
 
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
-BUDGET_WINDOW_SECONDS = 60
+BUDGET_WINDOW_SECONDS = 40
 E2E_DAG_IDS = [
     "nanogpt_e2e_deferred",
     "nanogpt_e2e_triggerer_restart",

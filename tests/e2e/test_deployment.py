@@ -345,7 +345,7 @@ BUDGET_WAIT_MICRO = 1_000_000  # $1.00 a window: two $0.35 videos, never three
 def test_a_full_shared_budget_is_waited_for_in_the_triggerer_window_by_window(e2e: E2E) -> None:
     """``on_budget_exceeded="wait"`` under the real scheduler and triggerer, on a PostgreSQL ledger.
 
-    Six $0.35 videos against $1.00 a window (windows of ``BUDGET_WINDOW_SECONDS``: the DAG file
+    Four $0.35 videos against $1.00 a window (windows of ``BUDGET_WINDOW_SECONDS``: the DAG file
     moves the ledger's clock). Each window pays for two; the others defer until its reset and
     reserve again. Every video is paid once (a retry after Airflow 3.3.2's fast-trigger race
     reattaches), no window pays for more than its budget, and nothing is left reserved.
@@ -378,7 +378,7 @@ def test_a_full_shared_budget_is_waited_for_in_the_triggerer_window_by_window(e2
         },
     )
     # Start just after a reset, so the first window is a whole one: two videos are paid in it
-    # and the other four meet the full budget (not in e2e.runs: the leak scan reads its
+    # and the other two meet the full budget (not in e2e.runs: the leak scan reads its
     # files, database and jobs all the same).
     time.sleep(-time.time() % BUDGET_WINDOW_SECONDS + 1)
     run_id = rest.trigger(dag_id, {})

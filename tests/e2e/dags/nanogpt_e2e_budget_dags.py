@@ -26,7 +26,7 @@ from airflow_provider_nanogpt.operators.video import GenerateVideoOperator
 BUDGET_WAIT_DAG_ID = "nanogpt_e2e_budget_wait"
 BUDGET_WAIT_CONN_ID = "nanogpt_budget_wait"
 BUDGET_WAIT_TAG = "e2e-budget-wait"
-BUDGET_WAIT_VIDEOS = 6
+BUDGET_WAIT_VIDEOS = 4
 WINDOW_SECONDS = float(os.environ.get("NANOGPT_E2E_BUDGET_WINDOW_SECONDS") or 0)
 
 
