@@ -48,7 +48,9 @@ APPROVE = "Approve"
 REJECT = "Reject"
 RESUME_METHOD = "execute_after_approval"
 # How every request's subject starts: the NanoGPT page counts the open requests by it.
-SUBJECT_START = "Approve a NanoGPT video"
+SUBJECT_START = "Approve NanoGPT video"
+# The subject shows the prompt's start only: the body shows it (nearly) whole.
+SUBJECT_PROMPT_CHARS = 60
 # A prompt longer than this is cut in the request (the task's rendered template shows it whole).
 PROMPT_SHOWN_CHARS = 600
 # The prompt is flattened onto one line after a label, so only inline syntax needs escaping.
@@ -141,6 +143,23 @@ def approval_body(
     return "\n".join(lines)
 
 
+def approval_subject(estimate: float | None, task_instance: Any, prompt: object) -> str:
+    """The request's one line: its cost, the task and the prompt's start, shortest first. Airflow
+    3.1 and 3.2 list requests without their task, and cut subjects at about 50 characters, so a
+    mapped batch's requests would otherwise look alike."""
+    cost = format_money(estimate, "USD") if estimate is not None else "of unknown cost"
+    task = str(task_instance.task_id)
+    map_index = getattr(task_instance, "map_index", -1)
+    if isinstance(map_index, int) and map_index >= 0:
+        task = f"{task} [{map_index}]"
+    subject = f"{SUBJECT_START} {cost}? {task}"
+    if isinstance(prompt, str) and prompt.strip():
+        flat = " ".join(prompt.split())
+        shown = flat if len(flat) <= SUBJECT_PROMPT_CHARS else f"{flat[:SUBJECT_PROMPT_CHARS]}…"
+        subject = f"{subject}: “{shown}”"
+    return subject
+
+
 # --- asking -----------------------------------------------------------------------------------
 
 
@@ -199,11 +218,7 @@ def ask_if_above(
         budgets_left=budget.left() if budget is not None else (),
         answer_by=answer_by,
     )
-    subject = (
-        f"{SUBJECT_START} for {format_money(estimate, 'USD')}?"
-        if estimate is not None
-        else f"{SUBJECT_START} of unknown cost?"
-    )
+    subject = approval_subject(estimate, context["task_instance"], payload.get("prompt"))
     task.log.info(
         "Estimated cost %s exceeds approval_above_usd=%s: asking for approval (Required "
         "Actions), answer by %s. Nothing is sent until approved.",

@@ -6,13 +6,16 @@ from __future__ import annotations
 import logging
 import math
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from airflow_provider_nanogpt.approval import (
     PROMPT_SHOWN_CHARS,
+    SUBJECT_PROMPT_CHARS,
     approval_body,
+    approval_subject,
     approved_state,
     markdown_text,
 )
@@ -73,6 +76,43 @@ def test_a_long_prompt_is_cut_and_says_so() -> None:
     shown = markdown_text("x" * (PROMPT_SHOWN_CHARS + 50))
     assert shown.startswith("x" * PROMPT_SHOWN_CHARS + "…")
     assert f"{PROMPT_SHOWN_CHARS + 50} characters in all" in shown
+
+
+def test_the_subjects_of_a_mapped_batch_tell_its_tasks_apart() -> None:
+    # Airflow 3.1 and 3.2 list requests by subject and DAG only: each must name its task.
+    subjects = {
+        approval_subject(0.7, SimpleNamespace(task_id="generate", map_index=index), "a boat")
+        for index in range(40)
+    }
+    assert len(subjects) == 40
+    assert "Approve NanoGPT video $0.7000? generate [7]: “a boat”" in subjects
+
+
+@pytest.mark.parametrize(
+    ("estimate", "map_index", "prompt", "expected"),
+    [
+        (
+            0.7,
+            -1,
+            "a  paper\nboat ",
+            "Approve NanoGPT video $0.7000? generate: “a paper boat”",
+        ),
+        (None, -1, "a boat", "Approve NanoGPT video of unknown cost? generate: “a boat”"),
+        (0.7, 0, None, "Approve NanoGPT video $0.7000? generate [0]"),
+        (0.7, -1, "   ", "Approve NanoGPT video $0.7000? generate"),
+        (
+            1.5,
+            -1,
+            "y" * (SUBJECT_PROMPT_CHARS + 1),
+            f"Approve NanoGPT video $1.5000? generate: “{'y' * SUBJECT_PROMPT_CHARS}…”",
+        ),
+    ],
+)
+def test_the_subject_names_cost_task_and_prompt(
+    estimate: float | None, map_index: int, prompt: object, expected: str
+) -> None:
+    task_instance = SimpleNamespace(task_id="generate", map_index=map_index)
+    assert approval_subject(estimate, task_instance, prompt) == expected
 
 
 BUDGET_LINES = ["$1.30 of budget 'team' ($2.00 per day, UTC) in the 2026-12-06 (day) window"]
