@@ -245,6 +245,31 @@ class SentReservation:
 
 
 @dataclass(frozen=True)
+class Moved:
+    """One budget's row of a reservation that changed state, as it was before the change."""
+
+    budget_key: str  # Budget.key: "<name>|<period>"
+    from_state: str
+    estimate_micro: int
+    charged_micro: int | None  # the charge counted before (a settled row), else None
+
+    @property
+    def budget_name(self) -> str:
+        return self.budget_key.rsplit("|", 1)[0]
+
+    @property
+    def period(self) -> str:
+        return self.budget_key.rsplit("|", 1)[-1]
+
+    @property
+    def counted_micro(self) -> int:
+        """What the row counted before the change: its charge once settled, else its estimate."""
+        if self.from_state == "settled" and self.charged_micro is not None:
+            return self.charged_micro
+        return self.estimate_micro
+
+
+@dataclass(frozen=True)
 class Reservation:
     reservation_id: str
     estimate_micro: int
@@ -483,14 +508,15 @@ class Ledger:
 
     def settle(
         self, reservation_id: str, charged_micro: int | None, run_id: str | None = None
-    ) -> bool:
+    ) -> list[Moved]:
         """Count the reservation at what NanoGPT charged (None: the charge is unknown or not in
-        USD, so the estimate stays counted as spend). False when there is nothing to settle."""
+        USD, so the estimate stays counted as spend). The rows changed; none when there is
+        nothing to settle."""
         return self._move(reservation_id, "settled", _OPEN, charged_micro, run_id)
 
-    def release(self, reservation_id: str) -> bool:
+    def release(self, reservation_id: str) -> list[Moved]:
         """Stop counting the reservation: nothing was created, or NanoGPT refunded the job.
-        Idempotent; False when it was not counted."""
+        Idempotent; the rows changed, none when it was not counted."""
         return self._move(reservation_id, "released", _OPEN)
 
     def sent(self) -> list[SentReservation]:
@@ -526,10 +552,10 @@ class Ledger:
         created: bool,
         charged_micro: int | None = None,
         run_id: str | None = None,
-    ) -> bool:
+    ) -> list[Moved]:
         """Reconciliation's verdict on a ``sent`` reservation: settled (``created``: at
         ``charged_micro``, the estimate when None) or released. Only a row still ``sent`` changes,
-        so a task that settled it meanwhile keeps its own answer. False when nothing changed."""
+        so a task that settled it meanwhile keeps its own answer. The rows changed."""
         to = "settled" if created else "released"
         return self._move(reservation_id, to, ("sent",), charged_micro, run_id)
 
@@ -540,21 +566,30 @@ class Ledger:
         from_states: Sequence[str],
         charged_micro: int | None = None,
         run_id: str | None = None,
-    ) -> bool:
+    ) -> list[Moved]:
         """Move the reservation's rows in ``from_states`` to state ``to`` (settled: at
         ``charged_micro``, the estimate when None), recording ``run_id`` when given; one
-        transaction holding its windows' locks. False when no row changed."""
+        transaction holding its windows' locks. The rows changed, as they were before (what the
+        metrics count); none when no row is in ``from_states``."""
         charge = ", charged_micro = COALESCE(:charged, estimate_micro)" if to == "settled" else ""
-        states = ", ".join(f"'{state}'" for state in from_states)
+        where = f"WHERE reservation_id = :rid AND state IN ({', '.join(map(repr, from_states))})"
         now = self._clock()
 
-        def body(conn: Connection) -> bool:
+        def body(conn: Connection) -> list[Moved]:
             self._lock_windows_of(conn, reservation_id)
-            result = conn.execute(
+            before = conn.execute(
+                _sql(
+                    f"SELECT budget, state, estimate_micro, charged_micro "
+                    f"FROM {TABLE_RESERVATIONS} {where}"
+                ),
+                {"rid": reservation_id},
+            ).all()
+            if not before:
+                return []
+            conn.execute(
                 _sql(
                     f"UPDATE {TABLE_RESERVATIONS} SET state = :to{charge}, "
-                    "run_id = COALESCE(:run_id, run_id), updated_at = :now "
-                    f"WHERE reservation_id = :rid AND state IN ({states})"
+                    f"run_id = COALESCE(:run_id, run_id), updated_at = :now {where}"
                 ),
                 {
                     "rid": reservation_id,
@@ -564,7 +599,10 @@ class Ledger:
                     "now": now,
                 },
             )
-            return bool(result.rowcount)
+            return [
+                Moved(str(r.budget), str(r.state), int(r.estimate_micro), r.charged_micro)
+                for r in before
+            ]
 
         return self._run(body)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -42,9 +43,16 @@ DOWNLOAD_TIME = PREFIX + "download_time"
 BUDGET_RESERVED_USD_MICROS = PREFIX + "budget_reserved_usd_micros"
 BUDGET_SETTLED_USD_MICROS = PREFIX + "budget_settled_usd_micros"
 BUDGET_RELEASED_USD_MICROS = PREFIX + "budget_released_usd_micros"
+BUDGET_EXCEEDED = PREFIX + "budget_exceeded"
 
 USD_MICROS = 1_000_000
+# The ``endpoint`` of a rate-limit wait the task takes between calls (see ``rate_limit_wait``).
+TASK_WAIT = "task_wait"
 UNKNOWN = "unknown"
+# Airflow's stat names allow these characters only (airflow.metrics.validators).
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
+# Airflow refuses a stat name over 250 characters, tags included in InfluxDB mode.
+TAG_VALUE_MAX_CHARS = 64
 
 
 # --- the one door to Stats ------------------------------------------------------------------------
@@ -72,8 +80,13 @@ def _timing(name: str, seconds: float, tags: dict[str, str]) -> None:
 
 def _label(value: object) -> str:
     """A tag value: the text given, or ``unknown`` (no tag is ever left out, so series stay
-    consistent)."""
-    return value.strip() if isinstance(value, str) and value.strip() else UNKNOWN
+    consistent). Any character outside Airflow's stat-name set becomes ``_``, and it is cut at
+    ``TAG_VALUE_MAX_CHARS``: in StatsD's InfluxDB mode the tags join the metric's name, and
+    Airflow drops the whole metric when that name has another character (a space in a budget's
+    name, say) or is too long."""
+    if not isinstance(value, str) or not value.strip():
+        return UNKNOWN
+    return _TAG_UNSAFE.sub("_", value.strip())[:TAG_VALUE_MAX_CHARS]
 
 
 def _tags(conn_id: str, **more: object) -> dict[str, str]:
@@ -155,7 +168,8 @@ def refunded(
 
 def rate_limit_wait(conn_id: str | None, endpoint: str, seconds: float) -> None:
     """NanoGPT answered 429 and the provider waits ``seconds`` before asking ``endpoint`` (an
-    API path, or ``download``) again."""
+    API path, or ``download``) again; ``TASK_WAIT`` when the task itself waits, deferred or
+    asleep, after the call gave up (a long Retry-After, the API key's daily cap)."""
     tags = _tags(conn_id or UNKNOWN, endpoint=endpoint)
     _incr(RATE_LIMIT_WAITS, 1, tags)
     _timing(RATE_LIMIT_WAIT_TIME, seconds, tags)
@@ -212,19 +226,51 @@ def downloaded(conn_id: str, size_bytes: int, seconds: float) -> None:
     _timing(DOWNLOAD_TIME, seconds, tags)
 
 
-# --- budgets (called by the budget ledger) -----------------------------------------------------
+# --- budgets (called by the shared budgets' guard and by reconciliation) -----------------------
 
 
-def reserved(conn_id: str, budget: str, amount_usd: float) -> None:
-    """USD set aside from ``budget`` before a submission."""
-    _incr_usd(BUDGET_RESERVED_USD_MICROS, amount_usd, _tags(conn_id, budget=budget))
+def _budget_tags(conn_id: str, budget: str, period: str) -> dict[str, str]:
+    return _tags(conn_id, budget=budget, period=period)
 
 
-def settled(conn_id: str, budget: str, amount_usd: float) -> None:
-    """USD of a reservation turned into spend (what NanoGPT charged)."""
-    _incr_usd(BUDGET_SETTLED_USD_MICROS, amount_usd, _tags(conn_id, budget=budget))
+def _incr_budget_micros(
+    name: str,
+    conn_id: str,
+    budget: str,
+    period: str,
+    amount_micro: int,
+    more: dict[str, str] | None = None,
+) -> None:
+    # The ledger's amounts are whole micro-dollars >= 0; anything else is never counted.
+    if isinstance(amount_micro, bool) or not isinstance(amount_micro, int) or amount_micro < 0:
+        log.debug("Not counting %s: %r is not a micro-USD amount", name, amount_micro)
+        return
+    tags = _budget_tags(conn_id, budget, period)
+    tags.update({key: _label(value) for key, value in (more or {}).items()})
+    _incr(name, amount_micro, tags)
 
 
-def released(conn_id: str, budget: str, amount_usd: float) -> None:
-    """USD of a reservation given back (nothing was created, or the run was refunded)."""
-    _incr_usd(BUDGET_RELEASED_USD_MICROS, amount_usd, _tags(conn_id, budget=budget))
+def budget_reserved(conn_id: str, budget: str, period: str, amount_micro: int) -> None:
+    """USD set aside from ``budget``'s ``period`` window before a submission."""
+    _incr_budget_micros(BUDGET_RESERVED_USD_MICROS, conn_id, budget, period, amount_micro)
+
+
+def budget_settled(conn_id: str, budget: str, period: str, amount_micro: int) -> None:
+    """USD of a reservation turned into spend (what NanoGPT charged, or the estimate)."""
+    _incr_budget_micros(BUDGET_SETTLED_USD_MICROS, conn_id, budget, period, amount_micro)
+
+
+def budget_released(
+    conn_id: str, budget: str, period: str, amount_micro: int, released_from: str
+) -> None:
+    """USD given back to ``budget``: from a ``reservation`` (nothing was created) or from
+    ``spend`` (NanoGPT refunded a run already settled)."""
+    _incr_budget_micros(
+        BUDGET_RELEASED_USD_MICROS, conn_id, budget, period, amount_micro, {"from": released_from}
+    )
+
+
+def budget_exceeded(conn_id: str, budget: str, period: str, action: str) -> None:
+    """A submission a full budget did not allow: the task ``failed`` or is ``waiting`` for the
+    window's reset. Nothing was sent."""
+    _incr(BUDGET_EXCEEDED, 1, {**_budget_tags(conn_id, budget, period), "action": _label(action)})

@@ -173,7 +173,7 @@ def _resolve(
                     "NanoGPT lists no run of it for this key, but it counts only in group "
                     "budgets that another connection's key may have sent it through",
                 )
-            ledger.resolve_sent(sent.reservation_id, created=False)
+            _resolved(hook, ledger, sent.reservation_id, created=False)
             return Verdict(
                 sent.reservation_id,
                 "released",
@@ -183,7 +183,7 @@ def _resolve(
         run_id = found.run_id
     state = hook.get_video_status(run_id, deadline=deadline).state
     if state is VideoState.COMPLETED:
-        ledger.resolve_sent(sent.reservation_id, created=True, run_id=run_id)
+        _resolved(hook, ledger, sent.reservation_id, created=True, run_id=run_id)
         return Verdict(
             sent.reservation_id,
             "settled",
@@ -191,7 +191,7 @@ def _resolve(
             run_id,
         )
     if state in _REFUNDED:
-        ledger.resolve_sent(sent.reservation_id, created=False, run_id=run_id)
+        _resolved(hook, ledger, sent.reservation_id, created=False, run_id=run_id)
         return Verdict(
             sent.reservation_id, "released", f"run {run_id} ended {state.value} (refunded)", run_id
         )
@@ -252,6 +252,21 @@ def count_outside_spend(
             f"{usd(outside)} of it outside Airflow is counted."
         )
     return lines
+
+
+def _resolved(
+    hook: NanoGPTHook,
+    ledger: Ledger,
+    reservation_id: str,
+    *,
+    created: bool,
+    run_id: str | None = None,
+) -> None:
+    """Record the verdict on a ``sent`` reservation, and count it in the budget metrics."""
+    from airflow_provider_nanogpt.shared_budget import count_moves
+
+    moved = ledger.resolve_sent(reservation_id, created=created, run_id=run_id)
+    count_moves(hook.nanogpt_conn_id, moved, "settled" if created else "released")
 
 
 def reconcile_connection(

@@ -23,6 +23,7 @@ from airflow_provider_nanogpt.ledger import (
     PERIODS,
     Budget,
     Ledger,
+    Moved,
     Period,
     to_micro,
     usd,
@@ -38,6 +39,7 @@ class BudgetPlan:
 
     budgets: tuple[Budget, ...]
     ledger_conn_id: str
+    conn_id: str  # the NanoGPT connection the task sends through (the metrics' conn_id)
 
 
 def _limit(where: str, name: str, value: object) -> int:
@@ -140,7 +142,7 @@ def plan_budgets(
             f"{where} has budgets ({', '.join(b.describe() for b in budgets)}) but no "
             "budget_ledger_conn_id naming the database that holds them; nothing was sent."
         )
-    return BudgetPlan(tuple(budgets), ledger_conn_id.strip())
+    return BudgetPlan(tuple(budgets), ledger_conn_id.strip(), conn_id)
 
 
 def connection_budgets(
@@ -325,6 +327,13 @@ class BudgetGuard:
         held = self._call(
             lambda: self.ledger.reserve(rid, tag, self.plan.budgets, estimate, sent=True)
         )
+        if not held.reused:
+            from airflow_provider_nanogpt import metrics
+
+            for budget in held.budgets:
+                metrics.budget_reserved(
+                    self.plan.conn_id, budget.name, budget.period, held.estimate_micro
+                )
         verb = "Holding the earlier" if held.reused else "Reserved"
         self.log.info(
             "%s reservation of %s against %s.",
@@ -381,21 +390,56 @@ class BudgetGuard:
                 currency,
             )
         rid = self.reservation_id(tag, try_number)
-        self._after_send(lambda: self.ledger.settle(rid, charged, run_id))
+        self._after_send(lambda: self.ledger.settle(rid, charged, run_id), "settled", charged)
 
     def release(self, tag: str, try_number: int) -> None:
-        self._after_send(lambda: self.ledger.release(self.reservation_id(tag, try_number)))
+        rid = self.reservation_id(tag, try_number)
+        self._after_send(lambda: self.ledger.release(rid), "released")
 
-    def _after_send(self, fn: Any) -> None:
+    def release_run(self, run_id: str) -> None:
+        """NanoGPT refunded run ``run_id``: each reservation that paid for it stops counting.
+        Found by the run id its settle recorded, so no run record (Airflow 3.3's task state
+        store) is needed."""
+
+        def release_all() -> list[Moved]:
+            ledger = self.ledger
+            return [
+                row for rid in ledger.reservations_of_run(run_id) for row in ledger.release(rid)
+            ]
+
+        self._after_send(release_all, "released")
+
+    def _after_send(
+        self, move: Callable[[], list[Moved]], to: str, charged_micro: int | None = None
+    ) -> None:
         # After NanoGPT answered, a ledger failure must not fail the task (the video exists or
         # provably does not): the reservation then stays counted at its estimate.
         try:
-            fn()
+            count_moves(self.plan.conn_id, move(), to, charged_micro)
         except Exception as exc:
             self.log.warning(
                 "Could not update the budget ledger (%s); the reservation stays counted at its "
                 "estimate until its window resets.",
                 type(exc).__name__,
+            )
+
+
+def count_moves(
+    conn_id: str, moved: Sequence[Moved], to: str, charged_micro: int | None = None
+) -> None:
+    """The budget metrics of a settle or release (by a task or by reconciliation): per budget
+    row, what became spend (at ``charged_micro``, the estimate when None) or was given back. A
+    settled row settled again (a new charge) is not counted twice."""
+    from airflow_provider_nanogpt import metrics
+
+    for row in moved:
+        if to == "settled" and row.from_state != "settled":
+            amount = row.estimate_micro if charged_micro is None else charged_micro
+            metrics.budget_settled(conn_id, row.budget_name, row.period, amount)
+        elif to == "released":
+            released_from = "spend" if row.from_state == "settled" else "reservation"
+            metrics.budget_released(
+                conn_id, row.budget_name, row.period, row.counted_micro, released_from
             )
 
 

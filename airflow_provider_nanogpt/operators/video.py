@@ -310,6 +310,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 continue
             except BudgetExceeded as exc:
                 if self.on_budget_exceeded != "wait":
+                    self._count_budget_exceeded(exc, "failed")
                     raise
                 self._wait_for_budget(exc, state)
                 continue  # reserve again, once per wakeup: others may have filled the window
@@ -410,6 +411,9 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             raise
         if isinstance(exc, NanoGPTDailyCapError):
             self._publish_daily_cap(context, exc, waiting=True)
+        from airflow_provider_nanogpt import metrics
+
+        metrics.rate_limit_wait(self.nanogpt_conn_id, metrics.TASK_WAIT, wait)
         state = replace(
             state, rate_limited_since=since, rate_limit_deferrals=state.rate_limit_deferrals + 1
         )
@@ -427,6 +431,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         resets_at = exc.resets_at.timestamp()
         deadline, limit = self._reset_deadline(state.started_at, state.execution_deadline)
         if resets_at > deadline:
+            self._count_budget_exceeded(exc, "failed")
             final = exc.advised(
                 f"That is after this task's {limit} ends, so it does not wait for the reset. "
                 "Nothing was paid. To let it wait, give it a timeout (and execution_timeout) "
@@ -434,6 +439,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             )
             self.log.warning("%s", final)
             raise final from exc
+        self._count_budget_exceeded(exc, "waiting")
         self.log.warning(
             "%s Nothing was paid and no reservation is held while waiting; the task waits for "
             "the reset (on_budget_exceeded='wait'), then tries to reserve again.",
@@ -445,6 +451,12 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             f"Shared budget full until {_clock(resets_at)}",
             on_worker_up_to=0,
         )
+
+    def _count_budget_exceeded(self, exc: BudgetExceeded, action: str) -> None:
+        from airflow_provider_nanogpt import metrics
+
+        budget = exc.use.budget
+        metrics.budget_exceeded(self.nanogpt_conn_id, budget.name, budget.period, action)
 
     def _wait_to_look_again(self, decision: LookUpLater, state: SubmitState) -> None:
         """Wait until an earlier send may be listed, unless that passes the try's deadline."""
@@ -774,14 +786,9 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     def on_refunded(self, context: Context, run_id: str) -> None:
         # NanoGPT refunds the run: its reservation stops counting against the shared budgets
         # now, not when a retry or clear of this task happens to look at it again.
-        from airflow_provider_nanogpt.submission import RunRecords
-
-        record = RunRecords(context.get("task_state_store")).load()
-        if record is None or record.run_id != run_id or record.tag is None:
-            return
         budget = self._budget_guard(context, {})  # a release estimates nothing
         if budget is not None:
-            budget.release(record.tag, record.try_number)
+            budget.release_run(run_id)
 
     def on_delivered(self, context: Context) -> None:
         from airflow_provider_nanogpt.submission import RunRecords

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-TEST_DAGS = Path(__file__).resolve().parent.parent / "dags" / "nanogpt_test_dags.py"
+TEST_DAGS = Path(__file__).resolve().parent.parent / "dags"
 
 
 def main(argv: list[str]) -> None:
@@ -33,10 +33,7 @@ def main(argv: list[str]) -> None:
 
     from airflow_provider_nanogpt import metrics
 
-    # What no simulator run makes: the budget ledger's calls, and a charge in XNO.
-    metrics.reserved("nanogpt_default", "marketing", 0.5)
-    metrics.settled("nanogpt_default", "marketing", 0.25)
-    metrics.released("nanogpt_default", "marketing", 0.25)
+    # What no simulator run makes: a charge in XNO.
     metrics.charged("nanogpt_default", "kling-video-v2", 12.0, "XNO")
 
 

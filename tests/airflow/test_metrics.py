@@ -16,6 +16,7 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,7 +72,8 @@ class StatsdListener:
         return self.lines
 
 
-Emitted = tuple[dict[str, list["Sample"]], Path, list[str]]
+Emitted = tuple[dict[str, list["Sample"]], Path, list[str], list[dict[str, Any]]]
+GROUP = "team video"
 
 
 def parse(lines: list[str], prefix: str) -> dict[str, list[Sample]]:
@@ -87,12 +89,11 @@ def parse(lines: list[str], prefix: str) -> dict[str, list[Sample]]:
 
 
 @pytest.fixture(scope="module")
-def emitted(
-    airflow_db: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[dict[str, list[Sample]], Path, list[str]]:
-    """Three DAG runs, in one process with StatsD (InfluxDB tags) on: a deferred generation
-    rate limited once and saved to a file, a run refunded then retried, and a retry that
-    reattaches to the run the failed try delivered."""
+def emitted(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Emitted:
+    """Five DAG runs, in one process with StatsD (InfluxDB tags) on, all under the connection's
+    shared budget: a deferred generation rate limited once and saved to a file, a run refunded
+    then retried, a retry that reattaches to the run the failed try delivered, and two videos
+    against a group budget that holds one."""
     from tests.conftest import connection_json
 
     out = tmp_path_factory.mktemp("metrics") / "video.mp4"
@@ -115,11 +116,23 @@ def emitted(
             ],
             ["nanogpt_refunded_then_retried", {"prompt": "a heron"}],
             ["nanogpt_fails_after_delivery", {"prompt": "a fox"}],
+            # The group budget "team video" ($0.50 a day) holds the first $0.35 video only.
+            ["nanogpt_group_budget_by_tag", {}],
+            ["nanogpt_group_budget_by_argument", {}],
         ]
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-            "AIRFLOW_CONN_NANOGPT_DEFAULT": connection_json(sim.url),
+            # Every run spends from the connection's daily budget, the last two from a group's.
+            "AIRFLOW_CONN_NANOGPT_DEFAULT": connection_json(
+                sim.url,
+                budget_usd_per_day=100,
+                budget_ledger_conn_id="metrics_ledger",
+                budgets={GROUP: {"usd_per_day": 0.5}},
+            ),
+            "AIRFLOW_CONN_METRICS_LEDGER": json.dumps(
+                {"conn_type": "sqlite", "host": str(out.with_name("ledger.db"))}
+            ),
             "AIRFLOW__METRICS__STATSD_ON": "True",
             "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
             "AIRFLOW__METRICS__STATSD_PORT": str(listener.port),
@@ -137,8 +150,9 @@ def emitted(
     lines = listener.close()
     assert finished.returncode == 0, finished.stderr[-3000:]
     states = [json.loads(line) for line in results.read_text().splitlines()]
-    assert [s["state"] for s in states] == ["success"] * 3, finished.stdout[-3000:]
-    return parse(lines, "airflow."), out, lines
+    expected = ["success"] * 4 + ["failed"]  # the last video does not fit the group budget
+    assert [s["state"] for s in states] == expected, finished.stdout[-3000:]
+    return parse(lines, "airflow."), out, lines, sim.state()["jobs"]
 
 
 def test_the_doc_lists_metrics() -> None:
@@ -160,15 +174,16 @@ def test_every_emitted_nanogpt_metric_is_documented(emitted: Emitted) -> None:
 
 
 def test_values_are_what_happened(emitted: Emitted) -> None:
-    samples, out, lines = emitted
+    samples, out, lines, jobs = emitted
 
     def total(name: str, **tags: str) -> float:
         return sum(
             s.value for s in samples[name] if all(s.tags.get(k) == v for k, v in tags.items())
         )
 
-    # Four jobs created (the refunded one and its retry count twice), one 429 refused first.
-    assert total("nanogpt.submissions", outcome="accepted") == 4
+    # Five jobs created (the refunded one and its retry count twice; the group budget's first
+    # video), one 429 refused first.
+    assert total("nanogpt.submissions", outcome="accepted") == 5
     assert total("nanogpt.submissions", outcome="refused") == 0  # the 429 was re-sent in-call
     assert total("nanogpt.rate_limit_waits", endpoint="/api/generate-video") == 1
     assert total("nanogpt.reattachments", model="kling-video-v2") == 1
@@ -186,5 +201,29 @@ def test_values_are_what_happened(emitted: Emitted) -> None:
     assert all(0 < s.value < 60_000 for s in samples["nanogpt.render_time"])
     assert all(s.tags.get("model") == "kling-video-v2" for s in samples["nanogpt.queue_time"])
     assert total("nanogpt.status_polls", outcome="completed") >= 3
+    # The shared budgets: every job created reserved and settled at its charge, in the
+    # connection's budget; the refunded one given back from spend; the group's second video
+    # refused before it was sent.
+    own = {"budget": "connection_nanogpt_default", "period": "day"}
+    group = {"budget": "team_video", "period": "day"}  # the space is not allowed in a tag
+    charged = sum(round(job["cost"] * 1_000_000) for job in jobs)
+    refunded = sum(round(job["cost"] * 1_000_000) for job in jobs if job["refunded"])
+    assert len(jobs) == 5 and refunded > 0
+    # One reservation per job created (none for the reattaching retry), at the estimate: the
+    # test DAGs set no duration, estimated at the model's longest, 10 s ($0.70); the group
+    # budget's DAG asks for 5 s ($0.35), as the jobs were charged.
+    reserved = [
+        s.value
+        for s in samples["nanogpt.budget_reserved_usd_micros"]
+        if s.tags["budget"] == own["budget"]
+    ]
+    assert sorted(reserved) == [350_000] + [700_000] * 4
+    assert total("nanogpt.budget_settled_usd_micros", **own) == charged
+    assert total("nanogpt.budget_released_usd_micros", **own, **{"from": "spend"}) == refunded
+    assert total("nanogpt.budget_released_usd_micros", **{"from": "reservation"}) == 0
+    assert total("nanogpt.budget_reserved_usd_micros", **group) == 350_000
+    assert total("nanogpt.budget_settled_usd_micros", **group) == 350_000
+    assert total("nanogpt.budget_exceeded", **group, action="failed") == 1
+    assert total("nanogpt.budget_exceeded") == 1
     # Nothing secret, and no prompt, in any line sent.
     assert not [line for line in lines if CANARY_KEY in line or "kite" in line]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import re
 import sqlite3
 import time
@@ -52,10 +52,6 @@ def test_without_a_budget_no_ledger_is_opened(
     assert nanogpt_connection.state()["submit_requests"] == 1
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("airflow.models.task_state_store") is None,
-    reason="the run record that names the reservation lives in Airflow 3.3's task state store",
-)
 @pytest.mark.usefixtures("airflow_db")
 @pytest.mark.parametrize(
     "dag_id", ["nanogpt_shared_budget_refunded", "nanogpt_shared_budget_refunded_sync"]
@@ -153,3 +149,32 @@ def _reservations(ledger_file: Path) -> list[tuple[str, str, float]]:
             f"SELECT tag, state, created_at FROM {ledger.TABLE_RESERVATIONS} ORDER BY created_at"
         ).fetchall()
     return [("earlier" if tag == "earlier" else "task", state, at) for tag, state, at in rows]
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("defined_in", ["config", "connection"])
+def test_a_group_budget_joined_by_dag_tag_or_argument_is_shared_by_both(
+    simulator: NanoGPTSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    defined_in: str,
+) -> None:
+    # The connection's own budget holds both videos; the group's $0.50 holds one of $0.35.
+    group = {"team video": {"usd_per_day": 0.5, "timezone": "Europe/Berlin"}}
+    if defined_in == "config":
+        monkeypatch.setenv("AIRFLOW__NANOGPT__BUDGETS", json.dumps(group))
+        use_budget_ledger(monkeypatch, simulator.url, "10", tmp_path)
+    else:
+        monkeypatch.delenv("AIRFLOW__NANOGPT__BUDGETS", raising=False)
+        use_budget_ledger(monkeypatch, simulator.url, "10", tmp_path, budgets=group)
+
+    tagged = run_dag("nanogpt_group_budget_by_tag", {}, path=BUDGET_DAGS)
+    named = run_dag("nanogpt_group_budget_by_argument", {}, path=BUDGET_DAGS)
+
+    assert tagged.task_states == {"tagged": "success"}
+    assert named.task_states == {"named": "failed"}
+    assert simulator.state()["submit_requests"] == 1  # the second video was never sent
+    (refusal,) = errors(capfd.readouterr().out, "BudgetExceeded")
+    assert "budget 'team video' ($0.50 per day, Europe/Berlin)" in refusal
+    assert "$0.35 spent and $0.00 reserved" in refusal

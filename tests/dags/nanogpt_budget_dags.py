@@ -65,3 +65,19 @@ with DAG("nanogpt_budget_full_wait_approved", schedule=None, start_date=START, c
         approval_above_usd=0.10,
         **VIDEO,
     )
+
+# A group budget named by a DAG tag, and the same one by the operator's argument (defined in
+# [nanogpt] budgets or in the connection's budgets extra; tests/airflow/test_shared_budget.py).
+# The name has a space: the metrics must still arrive (tests/airflow/test_metrics.py).
+GROUP = "team video"
+with DAG(
+    "nanogpt_group_budget_by_tag",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    tags=[f"nanogpt-budget:{GROUP}"],
+):
+    GenerateVideoOperator(task_id="tagged", poll_interval=0.2, retries=0, **VIDEO)
+
+with DAG("nanogpt_group_budget_by_argument", schedule=None, start_date=START, catchup=False):
+    GenerateVideoOperator(task_id="named", poll_interval=0.2, retries=0, budgets=[GROUP], **VIDEO)

@@ -268,8 +268,8 @@ def test_release_frees_the_amount_at_any_stage_and_is_idempotent(
         ledger.mark_sent("a")
     if stage == "settled":
         ledger.settle("a", 900_000)
-    assert ledger.release("a") is True
-    assert ledger.release("a") is False
+    assert ledger.release("a")
+    assert not ledger.release("a")
     assert ledger.use(DAY).total_micro == ledger.use(MONTH).total_micro == 0
     # Released, the id can be reserved again (a new send after a refund or a 429).
     assert not ledger.reserve("a", "ta", [DAY, MONTH], 900_000).reused

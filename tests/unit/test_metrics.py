@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import string
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from airflow_provider_nanogpt import metrics
 from airflow_provider_nanogpt.api.status import VideoState, VideoStatus
@@ -27,9 +30,10 @@ EMITTERS: dict[str, Callable[[], None]] = {
     "rate_limit_wait": lambda: metrics.rate_limit_wait("c", "/api/generate-video", 1.0),
     "status_polled": lambda: metrics.status_polled("c", OSError()),
     "downloaded": lambda: metrics.downloaded("c", 10, 0.1),
-    "reserved": lambda: metrics.reserved("c", "b", 1.0),
-    "settled": lambda: metrics.settled("c", "b", 1.0),
-    "released": lambda: metrics.released("c", "b", 1.0),
+    "budget_reserved": lambda: metrics.budget_reserved("c", "b", "day", 1),
+    "budget_settled": lambda: metrics.budget_settled("c", "b", "day", 1),
+    "budget_released": lambda: metrics.budget_released("c", "b", "day", 1, "spend"),
+    "budget_exceeded": lambda: metrics.budget_exceeded("c", "b", "day", "failed"),
     "stages": lambda: _run_stages(),
 }
 
@@ -67,9 +71,13 @@ def test_a_charge_not_in_usd_is_counted_not_converted(monkeypatch: pytest.Monkey
 MONEY_EMITTERS: dict[str, Callable[[float], None]] = {
     "charged": lambda amount: metrics.charged("c", "m", amount, "USD"),
     "refunded": lambda amount: metrics.refunded("c", "m", "failed", amount, "USD"),
-    "reserved": lambda amount: metrics.reserved("c", "b", amount),
-    "settled": lambda amount: metrics.settled("c", "b", amount),
-    "released": lambda amount: metrics.released("c", "b", amount),
+}
+MICRO_EMITTERS: dict[str, Callable[[Any], None]] = {
+    "budget_reserved": lambda amount: metrics.budget_reserved("c", "b", "day", amount),
+    "budget_settled": lambda amount: metrics.budget_settled("c", "b", "day", amount),
+    "budget_released": lambda amount: metrics.budget_released(
+        "c", "b", "day", amount, "reservation"
+    ),
 }
 
 
@@ -82,3 +90,49 @@ def test_an_amount_that_is_no_money_figure_is_never_counted_and_never_raises(
     monkeypatch.setattr(metrics, "_incr", lambda *args: sent.append(args))
     emit(amount)  # after a paid submission: raising here would fail a task NanoGPT charged
     assert [name for name, _, _ in sent if name.endswith("usd_micros")] == []
+
+
+@pytest.mark.parametrize("amount", [-1, 0.5, float("nan"), True, "350000", None])
+@pytest.mark.parametrize("emit", MICRO_EMITTERS.values(), ids=MICRO_EMITTERS.keys())
+def test_a_budget_amount_that_is_no_whole_micro_usd_is_never_counted(
+    emit: Callable[[Any], None], amount: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[tuple[str, int, dict[str, str]]] = []
+    monkeypatch.setattr(metrics, "_incr", lambda *args: sent.append(args))
+    emit(amount)
+    assert sent == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    conn_id=st.text(max_size=300),
+    model=st.one_of(st.none(), st.text(max_size=300)),
+    budget=st.text(max_size=300),
+)
+def test_every_tag_value_keeps_the_metric_valid_for_airflow(
+    conn_id: str, model: str | None, budget: str
+) -> None:
+    """In StatsD's InfluxDB mode the tags join the name, and Airflow drops a metric whose name
+    has a character it does not allow or is over 250 characters: a budget named "team video"
+    or a model id with a colon would silently never arrive."""
+    from airflow.providers.common.compat.sdk import Stats  # noqa: F401  (Airflow imported)
+
+    try:
+        from airflow._shared.observability.metrics.validators import stat_name_default_handler
+    except ImportError:  # Airflow < 3.2
+        from airflow.metrics.validators import stat_name_default_handler  # type: ignore[no-redef]
+
+    sent: list[tuple[str, dict[str, str]]] = []
+    for emit in (
+        lambda: metrics.submitted(conn_id, model, "uncertain"),
+        lambda: metrics.budget_exceeded(conn_id, budget, "month", "waiting"),
+        lambda: metrics.budget_released(conn_id, budget, "month", 1, "spend"),
+    ):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(metrics, "_incr", lambda name, _count, tags: sent.append((name, tags)))
+            emit()
+    for name, tags in sent:
+        influx = "airflow." + name + "".join(f",{key}={value}" for key, value in tags.items())
+        allowed = set(string.ascii_letters + string.digits + "_.-/,=")
+        assert stat_name_default_handler(influx, allowed_chars=allowed) == influx
+        assert all(value for value in tags.values())  # never an empty tag

@@ -576,7 +576,11 @@ def new_world(parts: tuple[NanoGPTSimulator, Front, CrashingHook, Path], payload
     price = float(catalog.compute_cost(spec, request))
     # A budget never exhausted, in a ledger of this world's own: every world's tries use the same
     # submission tags, so their reservation ids would meet in a shared one.
-    plan = BudgetPlan(budgets=(Budget("protocol world", "day", 10**12),), ledger_conn_id="-")
+    plan = BudgetPlan(
+        budgets=(Budget("protocol world", "day", 10**12),),
+        ledger_conn_id="-",
+        conn_id="nanogpt_default",
+    )
     ledger = Ledger.from_url(f"sqlite:///{output.parent.parent / f'ledger-{uuid.uuid4()}.db'}")
     budget = WorldBudget(plan, lambda: price, log=LOG, ledger=ledger)
     return World(simulator, front, hook, request, output, budget)
