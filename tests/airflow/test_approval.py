@@ -393,3 +393,35 @@ def test_an_approval_is_not_asked_again_after_waiting_for_a_budget_reset(
     out = capfd.readouterr().out
     assert "Shared budget full until" in out  # it did wait for the reset
     assert out.count("asking for approval") == 1  # and the resume after it did not ask again
+
+
+@pytest.mark.parametrize(
+    ("threshold", "asked"), [(0.5, True), (1.0, False)], ids=["above_it", "within_it"]
+)
+def test_the_connection_sets_the_threshold_for_tasks_that_set_none(
+    sim: NanoGPTSimulator,
+    approver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    threshold: float,
+    asked: bool,
+) -> None:
+    """Every version: a task without approval_above_usd asks when its connection's threshold is
+    below the estimate (unset duration: $0.70), and nobody answering in the connection's
+    approval_timeout fails it unpaid; within the threshold it submits without asking."""
+    extras = {"approval_above_usd": threshold, "approval_timeout": 1.0}
+    monkeypatch.setenv("AIRFLOW_CONN_NANOGPT_DEFAULT", connection_json(sim.url, **extras))
+    if AIRFLOW_V_3_3_PLUS and asked:
+        approver("nanogpt_deferrable", None)  # nobody answers; Airflow times it out
+
+    outcome = run_dag("nanogpt_deferrable", {"prompt": f"{PROMPT} by the connection"})
+
+    requests = _requests_of("nanogpt_deferrable", outcome.run_id)
+    if asked:
+        assert outcome.task_states["generate"] == "failed"
+        assert submissions(sim) == 0
+        (request,) = requests
+        assert "(above the approval threshold $0.5000)" in request["body"]
+    else:
+        assert outcome.task_states["generate"] == "success"
+        assert submissions(sim) == 1
+        assert requests == []
