@@ -364,42 +364,57 @@ def test_overshoot_is_bounded_by_the_estimate_error_of_jobs_in_flight(ledger: Le
 # --- concurrency ----------------------------------------------------------------------------------
 
 LIMIT = 1 * DOLLAR
-OPS = ("settle", "release", "crash_before_send", "crash_after_send", "reserve_twice")
+OPS = (
+    "settle",
+    "release",
+    "crash_before_send",
+    "crash_after_send",
+    "reserve_twice",
+    "reserve_to_send",  # the operator's path: reserved as sent in one transaction, then settled
+    "refund_after_settle",
+)
 plan_strategy = st.lists(
     st.tuples(
         st.sampled_from(OPS),
         st.integers(min_value=1, max_value=400_000),
-        st.integers(min_value=0, max_value=100),  # charged, in percent of the estimate
+        # Charged, in percent of the estimate: above 100 is estimate error (NanoGPT charged more
+        # than the catalog's price said), the only overshoot the guarantee allows.
+        st.integers(min_value=0, max_value=200),
     ),
     min_size=1,
     max_size=8,
 )
 
 
-def run_plan(url: str, worker: str, plan: list[tuple[str, int, int]]) -> list[tuple[str, int]]:
-    """Run ``plan`` against the ledger; return what each granted reservation now counts."""
+def run_plan(url: str, worker: str, plan: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """Run ``plan`` against the ledger; return what each granted reservation now counts, and by
+    how much its charge exceeded its estimate."""
     ledger = Ledger.from_url(url)
     counted: list[tuple[str, int]] = []
     for n, (op, estimate, percent) in enumerate(plan):
         rid = f"{worker}-{n}"
         try:
-            ledger.reserve(rid, rid, [DAY], estimate)
+            ledger.reserve(rid, rid, [DAY], estimate, sent=op == "reserve_to_send")
         except BudgetExceeded:
             continue
         if op == "crash_before_send":
-            counted.append((rid, estimate))  # counted until its TTL passes
+            counted.append((rid, estimate, 0))  # counted until its TTL passes
             continue
         if op == "reserve_twice":
             assert ledger.reserve(rid, rid, [DAY], estimate).reused
-        ledger.mark_sent(rid)
+        if op != "reserve_to_send":
+            ledger.mark_sent(rid)
+        charged = estimate * percent // 100
         if op == "release":
             ledger.release(rid)
-        elif op == "settle":
-            charged = estimate * percent // 100
+        elif op in ("settle", "reserve_to_send"):
             ledger.settle(rid, charged)
-            counted.append((rid, charged))
+            counted.append((rid, charged, max(0, charged - estimate)))
+        elif op == "refund_after_settle":
+            ledger.settle(rid, charged)
+            ledger.release(rid)  # NanoGPT refunded it: it stops counting, overcharge and all
         else:
-            counted.append((rid, estimate))
+            counted.append((rid, estimate, 0))
     return counted
 
 
@@ -458,9 +473,18 @@ def never_overspend(
     monitor.join()
 
     use = watcher.use(DAY)
-    # Every charge here is at most its estimate, so the bound is the limit itself, at all times.
-    assert max(seen, default=0) <= LIMIT
-    assert use.total_micro <= LIMIT
+    # The guarantee (docs/cost-control.md): within the limit, except by what NanoGPT charged above
+    # the estimates; at all times, so also while the workers run (a refunded video's overcharge
+    # counted only while it was settled, so it is added for the watch).
+    overcharged = sum(over for _, _, over in counted)
+    refunded_over = sum(
+        max(0, estimate * percent // 100 - estimate)
+        for plan in plans
+        for op, estimate, percent in plan
+        if op == "refund_after_settle"
+    )
+    assert use.total_micro <= LIMIT + overcharged
+    assert max(seen, default=0) <= LIMIT + overcharged + refunded_over
     # Exactly what the workers left counted, each reservation once.
-    assert use.total_micro == sum(amount for _, amount in counted)
-    assert len({rid for rid, _ in counted}) == len(counted)
+    assert use.total_micro == sum(amount for _, amount, _ in counted)
+    assert len({rid for rid, _, _ in counted}) == len(counted)
