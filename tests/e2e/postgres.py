@@ -62,9 +62,12 @@ def ensure_installed() -> Path:
 class PostgresCluster:
     """One private cluster with one database; ``stop()`` removes every trace of it."""
 
-    def __init__(self, bindir: Path, database: str = "airflow") -> None:
+    def __init__(self, bindir: Path, database: str = "airflow", *, durable: bool = False) -> None:
         self.bindir = bindir
         self.database = database
+        # Off for the tests' throwaway clusters (speed); on where a benchmark must pay what a
+        # production server pays for each commit (fsync, synchronous commit).
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="nanogpt-e2e-pg-"))
         self.data = self.root / "data"
         self.log_file = self.root / "postgres.log"
@@ -138,7 +141,11 @@ class PostgresCluster:
                 f"-p {self.port} -c listen_addresses=127.0.0.1 "
                 f"-c unix_socket_directories={self.root} -c max_connections=200 "
                 # Durability is pointless for a throwaway cluster; speed is not.
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                + (
+                    ""
+                    if self.durable
+                    else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                )
             )
             started = self._run(
                 [
