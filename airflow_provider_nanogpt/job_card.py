@@ -40,6 +40,9 @@ class JobState(enum.StrEnum):
     # The API key's own daily cap held the submission back (waiting for its reset, or failed by
     # it): no job, nothing charged.
     DAILY_CAP = "daily_cap"
+    # A shared budget held the submission back (waiting for its window's reset, or failed by
+    # it): no job, nothing charged.
+    OVER_BUDGET = "over_budget"
 
 
 # NanoGPT refunds a job that ends so: it is not a charge.
@@ -122,18 +125,55 @@ def daily_cap_card(
 ) -> dict[str, Any]:
     """The card of a submission the key's daily cap held back (``error`` a
     NanoGPTDailyCapError): which cap and when it resets; ended unless the task ``waiting``."""
+    return _held_back_card(
+        JobState.DAILY_CAP,
+        conn_id=conn_id,
+        model=model,
+        prompt=prompt,
+        error=error,
+        waiting=waiting,
+        daily_cap=error.cap,
+        resets_at=error.resets_at,
+    )
+
+
+def over_budget_card(
+    *, conn_id: str, model: str | None, prompt: object, error: Any, waiting: bool
+) -> dict[str, Any]:
+    """The card of a submission a shared budget held back (``error`` a ledger
+    ``BudgetExceeded``): which budget and when its window resets; ended unless the task
+    ``waiting``."""
+    return _held_back_card(
+        JobState.OVER_BUDGET,
+        conn_id=conn_id,
+        model=model,
+        prompt=prompt,
+        error=error,
+        waiting=waiting,
+        budget=error.use.budget.describe(),
+        resets_at=error.resets_at.timestamp(),
+    )
+
+
+def _held_back_card(
+    state: JobState,
+    *,
+    conn_id: str,
+    model: str | None,
+    prompt: object,
+    error: BaseException,
+    waiting: bool,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A card for a submission a limit held back before anything was sent: no job, nothing
+    charged; a submission's card replaces it once the limit allows it."""
     card = new_card(
         run_id=None, conn_id=conn_id, model=model, prompt=prompt, cost=0.0, currency=None
     )
-    fields = {
-        "charged_here": False,
-        "daily_cap": error.cap,
-        "resets_at": error.resets_at,
-        "error": str(error)[:500],
-    }
+    held = {**fields, "charged_here": False, "error": str(error)[:500]}
     if waiting:
-        return {**card, **fields, "state": JobState.DAILY_CAP.value}
-    return ended(card, JobState.DAILY_CAP, **fields)
+        return {**card, **held, "state": state.value}
+    return ended(card, state, **held)
 
 
 # What a charge record keeps of the card: enough for the spend, and for the NanoGPT page to list

@@ -310,9 +310,9 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 continue
             except BudgetExceeded as exc:
                 if self.on_budget_exceeded != "wait":
-                    self._count_budget_exceeded(exc, "failed")
+                    self._budget_refused(context, exc, waiting=False)
                     raise
-                self._wait_for_budget(exc, state)
+                self._wait_for_budget(context, exc, state)
                 continue  # reserve again, once per wakeup: others may have filled the window
             except NanoGPTError as exc:
                 if exc.refused_submission:
@@ -421,7 +421,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         self._wait_until(time.time() + wait, state, "NanoGPT is rate limiting", on_worker_up_to=0)
         return state
 
-    def _wait_for_budget(self, exc: BudgetExceeded, state: SubmitState) -> None:
+    def _wait_for_budget(self, context: Context, exc: BudgetExceeded, state: SubmitState) -> None:
         """Wait until the full budget's window resets, or raise when that is past the task's
         deadline (``timeout`` from the try's start, or ``execution_timeout``). Nothing was sent
         and the reserve that refused reserved nothing, so the wait holds no budget."""
@@ -431,7 +431,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         resets_at = exc.resets_at.timestamp()
         deadline, limit = self._reset_deadline(state.started_at, state.execution_deadline)
         if resets_at > deadline:
-            self._count_budget_exceeded(exc, "failed")
+            self._budget_refused(context, exc, waiting=False)
             final = exc.advised(
                 f"That is after this task's {limit} ends, so it does not wait for the reset. "
                 "Nothing was paid. To let it wait, give it a timeout (and execution_timeout) "
@@ -439,7 +439,7 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             )
             self.log.warning("%s", final)
             raise final from exc
-        self._count_budget_exceeded(exc, "waiting")
+        self._budget_refused(context, exc, waiting=True)
         self.log.warning(
             "%s Nothing was paid and no reservation is held while waiting; the task waits for "
             "the reset (on_budget_exceeded='wait'), then tries to reserve again.",
@@ -452,11 +452,23 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
             on_worker_up_to=0,
         )
 
-    def _count_budget_exceeded(self, exc: BudgetExceeded, action: str) -> None:
+    def _budget_refused(self, context: Context, exc: BudgetExceeded, *, waiting: bool) -> None:
+        """A full shared budget held this submission back: counted in the metrics, and a job
+        card for the NanoGPT page (which budget, when it resets, whether the task waits)."""
         from airflow_provider_nanogpt import metrics
+        from airflow_provider_nanogpt.job_card import JOB_KEY, over_budget_card
 
         budget = exc.use.budget
+        action = "waiting" if waiting else "failed"
         metrics.budget_exceeded(self.nanogpt_conn_id, budget.name, budget.period, action)
+        card = over_budget_card(
+            conn_id=self.nanogpt_conn_id,
+            model=self.model,
+            prompt=getattr(self, "prompt", None),
+            error=exc,
+            waiting=waiting,
+        )
+        context["ti"].xcom_push(key=JOB_KEY, value=card)
 
     def _wait_to_look_again(self, decision: LookUpLater, state: SubmitState) -> None:
         """Wait until an earlier send may be listed, unless that passes the try's deadline."""

@@ -101,16 +101,25 @@ class Job:
     @property
     def note(self) -> str | None:
         """What held the submission back, in a few words: "daily USD cap reached, resets
-        00:00 UTC" (and whether the task still waits for the reset)."""
+        00:00 UTC", "budget 'team' ($5.00 per day, UTC) full, resets 00:00 UTC" (and whether the
+        task still waits for the reset)."""
         from airflow_provider_nanogpt.api.coerce import as_amount
         from airflow_provider_nanogpt.exceptions import DAILY_CAP_NAMES, reset_clock
 
-        cap, resets_at = self.card.get("daily_cap"), as_amount(self.card.get("resets_at"))
-        if self.state != JobState.DAILY_CAP or not isinstance(cap, str) or resets_at is None:
+        resets_at = as_amount(self.card.get("resets_at"))
+        cap, budget = self.card.get("daily_cap"), self.card.get("budget")
+        if resets_at is None:
             return None
-        text = f"{DAILY_CAP_NAMES.get(cap, 'daily cap')} reached, resets {reset_clock(resets_at)}"
+        if self.state == JobState.DAILY_CAP and isinstance(cap, str):
+            what = f"{DAILY_CAP_NAMES.get(cap, 'daily cap')} reached"
+        elif self.state == JobState.OVER_BUDGET and isinstance(budget, str):
+            what = f"{budget} full"
+        else:
+            return None
         waiting = self.card.get("finished_at") is None and self.ti_state in WAITING_TI_STATES
-        return text + ("; waiting for the reset" if waiting else "")
+        return f"{what}, resets {reset_clock(resets_at)}" + (
+            "; waiting for the reset" if waiting else ""
+        )
 
     @property
     def run_id(self) -> str | None:

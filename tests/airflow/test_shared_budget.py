@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_nanogpt import ledger
+from airflow_provider_nanogpt.job_card import JOB_KEY
 from airflow_provider_nanogpt.ledger import Budget, to_micro
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import ShortWindows, errors, run_dag, use_budget_ledger
@@ -116,6 +117,9 @@ def test_a_full_budget_fails_or_is_waited_for_within_the_deadline(
         where = "in the triggerer" if deferrable else "on the worker"
         assert re.search(rf"Shared budget full until \S+ UTC; waiting [\d.]+ s {where}", out)
         assert "Nothing was paid and no reservation is held while waiting" in out
+        # The NanoGPT page's card: the submission's, which replaced the wait's.
+        card = outcome.xcoms[("over_budget", JOB_KEY)]
+        assert card["state"] == "completed" and card["run_id"]
         # The new window holds the one video, reserved after the reset and settled at its
         # charge; the full window is as it was.
         rows = _reservations(ledger_file)
@@ -136,6 +140,12 @@ def test_a_full_budget_fails_or_is_waited_for_within_the_deadline(
         assert "after this task's timeout (30 s) ends" in line, line
         assert "give it a timeout (and execution_timeout) longer than 1 h" in line, line
         assert "or raise the budget" in line, line
+    # The NanoGPT page's card: held back by the budget, when it resets, nothing charged.
+    card = outcome.xcoms[("over_budget", JOB_KEY)]
+    assert card["state"] == "over_budget" and card["finished_at"] is not None
+    assert card["budget"] == FULL_BUDGET.describe()
+    assert card["resets_at"] == windows.reset_at
+    assert (card["run_id"], card["cost"], card["charged_here"]) == (None, 0.0, False)
     # Nothing held while it failed: the one row is the other DAG's.
     assert [(tag, state) for tag, state, _ in _reservations(ledger_file)] == [
         ("earlier", "settled")
