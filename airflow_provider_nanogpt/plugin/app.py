@@ -258,6 +258,20 @@ def create_app(base_path: str) -> FastAPI:
                 readings.append({"conn_id": conn_id, "usd": reading.usd, "error": reading.error})
         return {"balances": readings}
 
+    @app.get("/api/budgets")
+    def budgets_json(user: GetUserDep, session: SessionDep) -> dict[str, Any]:
+        """The Budgets section as JSON (for a dashboard or an alert): the same figures, for the
+        same connections, naming only the DAGs the user may read."""
+        readable = _readable_dags(user, session)
+        found = budget_store.read_budgets(
+            session, job_store.connection_ids(session, readable), readable, time.time()
+        )
+        return {
+            "budgets": [view.to_json() for view in found.views],
+            "problems": [{"conn_id": p.conn_id, "message": p.message} for p in found.problems],
+            "pending_approvals": len(budget_store.pending_approvals(session, readable)),
+        }
+
     @app.get("/api/job")
     def job_json(user: GetUserDep, session: SessionDep, task: TaskInstanceQuery) -> dict[str, Any]:
         job, _ = _one_job(user, session, task)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_nanogpt.ledger import Budget, TagUse, usd, zone
+from airflow_provider_nanogpt.ledger import MICRO, Budget, TagUse, usd, zone
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -33,24 +34,104 @@ MAX_TAGS_LOOKED_UP = 500
 
 @dataclass
 class BudgetView:
-    """One budget as the page shows it: figures already formatted (or "unknown")."""
+    """One budget as the page and ``/api/budgets`` show it: the ledger's figures (whole
+    micro-dollars), formatted for the page by the properties below."""
 
     conn_id: str
-    name: str
-    period: str
-    timezone: str
-    limit: str
-    spent: str
-    reserved: str
-    left: str
-    resets_at: str  # the next reset, in the budget's time zone
-    resets_in: str  # "in 5 h"
-    spent_share: float  # of the limit, 0..1, for the bar
-    reserved_share: float
-    dags: list[tuple[str, str]] = field(default_factory=list)  # (readable DAG, amount)
+    budget: Budget
+    spent_micro: int
+    reserved_micro: int
+    resets_at_utc: datetime  # the window's end: its next reset
+    now: float
+    dags_micro: list[tuple[str, int]] = field(default_factory=list)  # (readable DAG, amount)
     other_dags: int = 0  # DAGs the user may not read that counted here
-    other_amount: str | None = None
-    unattributed: str | None = None  # counted by reservations no DAG could be found for
+    other_micro: int | None = None
+    unattributed_micro: int | None = None  # counted by reservations no DAG could be found for
+
+    @property
+    def name(self) -> str:
+        return self.budget.name
+
+    @property
+    def period(self) -> str:
+        return self.budget.period
+
+    @property
+    def timezone(self) -> str:
+        return self.budget.timezone
+
+    @property
+    def left_micro(self) -> int | None:
+        total = self.spent_micro + self.reserved_micro
+        return max(0, self.budget.limit_micro - total) if total >= 0 else None
+
+    @property
+    def limit(self) -> str:
+        return money(self.budget.limit_micro)
+
+    @property
+    def spent(self) -> str:
+        return money(self.spent_micro)
+
+    @property
+    def reserved(self) -> str:
+        return money(self.reserved_micro)
+
+    @property
+    def left(self) -> str:
+        return money(self.left_micro)
+
+    @property
+    def resets_at(self) -> str:
+        """The next reset in the budget's time zone."""
+        return self.resets_at_utc.astimezone(zone(self.timezone)).strftime("%Y-%m-%d %H:%M %Z")
+
+    @property
+    def resets_in(self) -> str:
+        return _resets_in(self.resets_at_utc.timestamp() - self.now)
+
+    @property
+    def spent_share(self) -> float:
+        """Of the limit, 0..1, for the bar."""
+        return _share(self.spent_micro, self.budget.limit_micro)
+
+    @property
+    def reserved_share(self) -> float:
+        # The bar's second segment fills at most what the first leaves.
+        return min(_share(self.reserved_micro, self.budget.limit_micro), 1.0 - self.spent_share)
+
+    @property
+    def dags(self) -> list[tuple[str, str]]:
+        return [(dag, money(amount)) for dag, amount in self.dags_micro]
+
+    @property
+    def other_amount(self) -> str | None:
+        return None if self.other_micro is None else money(self.other_micro)
+
+    @property
+    def unattributed(self) -> str | None:
+        return None if self.unattributed_micro is None else money(self.unattributed_micro)
+
+    def to_json(self) -> dict[str, Any]:
+        """For ``/api/budgets``: amounts in USD (exact to the micro-dollar), times in ISO 8601."""
+        return {
+            "conn_id": self.conn_id,
+            "name": self.name,
+            "period": self.period,
+            "timezone": self.timezone,
+            "currency": "USD",
+            "limit": _usd_number(self.budget.limit_micro),
+            "spent": _usd_number(self.spent_micro),
+            "reserved": _usd_number(self.reserved_micro),
+            "left": _usd_number(self.left_micro),
+            "resets_at": self.resets_at_utc.astimezone(UTC).isoformat(),
+            "spent_by_dag": [
+                {"dag_id": dag, "amount": _usd_number(amount)} for dag, amount in self.dags_micro
+            ],
+            "other_dags": self.other_dags,
+            "other_dags_amount": _usd_number(self.other_micro),
+            "no_dag_recorded": _usd_number(self.unattributed_micro),
+        }
 
 
 @dataclass
@@ -73,6 +154,13 @@ def money(micro: object) -> str:
     if isinstance(micro, bool) or not isinstance(micro, int) or micro < 0:
         return "unknown"
     return usd(micro)
+
+
+def _usd_number(micro: object) -> float | None:
+    """A ledger amount as a JSON number of USD; None where the page shows "unknown"."""
+    if isinstance(micro, bool) or not isinstance(micro, int) or micro < 0:
+        return None
+    return micro / MICRO
 
 
 def _share(part: int, limit: int) -> float:
@@ -147,29 +235,17 @@ def _view(
         counted[dag] += row.spent_micro + row.reserved_micro
     shown = sorted((dag, n) for dag, n in counted.items() if dag is not None and dag in readable)
     hidden = [n for dag, n in counted.items() if dag is not None and dag not in readable]
-    end = use.window.end
-    total = use.spent_micro + use.reserved_micro
     return BudgetView(
         conn_id=conn_id,
-        name=budget.name,
-        period=budget.period,
-        timezone=budget.timezone,
-        limit=money(budget.limit_micro),
-        spent=money(use.spent_micro),
-        reserved=money(use.reserved_micro),
-        left=money(max(0, budget.limit_micro - total)) if total >= 0 else "unknown",
-        resets_at=end.astimezone(zone(budget.timezone)).strftime("%Y-%m-%d %H:%M %Z"),
-        resets_in=_resets_in(end.timestamp() - now),
-        spent_share=_share(use.spent_micro, budget.limit_micro),
-        # The bar's second segment fills at most what the first leaves.
-        reserved_share=min(
-            _share(use.reserved_micro, budget.limit_micro),
-            1.0 - _share(use.spent_micro, budget.limit_micro),
-        ),
-        dags=[(dag, money(n)) for dag, n in shown],
+        budget=budget,
+        spent_micro=use.spent_micro,
+        reserved_micro=use.reserved_micro,
+        resets_at_utc=use.window.end,
+        now=now,
+        dags_micro=shown,
         other_dags=len(hidden),
-        other_amount=money(sum(hidden)) if hidden else None,
-        unattributed=money(counted[None]) if counted.get(None) else None,
+        other_micro=sum(hidden) if hidden else None,
+        unattributed_micro=counted[None] if counted.get(None) else None,
     )
 
 

@@ -22,7 +22,7 @@ import pytest
 from airflow_provider_nanogpt.ledger import Budget, Ledger, usd
 from airflow_provider_nanogpt.simulator import NanoGPTSimulator
 from tests.airflow.harness import DagOutcome, run_dag
-from tests.conftest import CANARY_KEY, TEST_DAGS, connection_json
+from tests.conftest import CANARY_KEY, REPO, TEST_DAGS, connection_json
 from tests.ui.apiserver import ApiServer, api_server
 from tests.ui.restricted_auth import SECRET_DAG_ENV
 
@@ -258,3 +258,62 @@ def test_anonymous_is_sent_to_the_login(world: World, token: str | None) -> None
     assert answer.status_code == 303
     assert "login" in answer.headers["location"]
     assert "Budgets" not in answer.text
+
+
+def _budget_json(world: World, user: str) -> dict[str, object]:
+    answer = world.server.get("/nanogpt/api/budgets", user)
+    assert answer.status_code == 200, answer.text[:500]
+    found = answer.json()
+    (budget,) = [b for b in found["budgets"] if b["name"] == "connection nanogpt_default"]
+    return {**found, "budget": budget}
+
+
+def test_the_budgets_json_has_the_page_figures_as_numbers(world: World) -> None:
+    found = _budget_json(world, "admin")
+    budget = found["budget"]
+    reserved = (SENT_MICRO + RESERVED_MICRO) / 1_000_000
+    assert budget["currency"] == "USD" and budget["period"] == "day"
+    assert budget["timezone"] == TIMEZONE and budget["conn_id"] == "nanogpt_default"
+    assert budget["limit"] == 5.0
+    assert budget["spent"] == pytest.approx(1.05, abs=1e-9)
+    assert budget["reserved"] == pytest.approx(reserved, abs=1e-9)
+    assert budget["left"] == pytest.approx(5.0 - 1.05 - reserved, abs=1e-9)
+    # The next midnight in the budget's zone, as an instant.
+    resets = datetime.fromisoformat(budget["resets_at"]).astimezone(ZoneInfo(TIMEZONE))
+    assert (resets.hour, resets.minute) == (0, 0)
+    assert resets.date().toordinal() == datetime.now(ZoneInfo(TIMEZONE)).date().toordinal() + 1
+    assert budget["spent_by_dag"] == [
+        {"dag_id": SHOWN_DAG, "amount": 0.35},
+        {"dag_id": HIDDEN_DAG, "amount": 0.7},
+    ]
+    assert budget["no_dag_recorded"] == pytest.approx(reserved, abs=1e-9)
+    assert found["pending_approvals"] == 1
+    (problem,) = found["problems"]
+    assert problem["conn_id"] == BROKEN_CONN and "cannot be read" in problem["message"]
+    assert CANARY_KEY not in json.dumps(found)
+
+
+def test_the_budgets_json_names_only_readable_dags(world: World) -> None:
+    found = _budget_json(world, "limited")
+    budget = found["budget"]
+    assert HIDDEN_DAG not in json.dumps(found)
+    assert budget["spent_by_dag"] == [{"dag_id": SHOWN_DAG, "amount": 0.35}]
+    assert (budget["other_dags"], budget["other_dags_amount"]) == (1, 0.7)
+    assert budget["spent"] == pytest.approx(1.05, abs=1e-9)  # the totals are everyone's
+
+
+@pytest.mark.parametrize("token", [None, "not-a-token"])
+def test_the_budgets_json_needs_a_signed_in_user(world: World, token: str | None) -> None:
+    answer = world.server.get("/nanogpt/api/budgets", token=token, follow=False)
+    assert answer.status_code in (401, 403)
+    assert "budgets" not in answer.text
+
+
+def test_the_budgets_json_is_shaped_as_docs_ui_md_shows_it(world: World) -> None:
+    doc = (REPO / "docs" / "ui.md").read_text()
+    example = re.search(r"```json\n(\{\n  \"budgets\".*?)\n```", doc, re.S)
+    assert example, "docs/ui.md has no /nanogpt/api/budgets example"
+    shown = json.loads(example.group(1))
+    found = _budget_json(world, "admin")
+    assert set(found) - {"budget"} == set(shown)
+    assert set(found["budget"]) == set(shown["budgets"][0])
