@@ -187,6 +187,8 @@ class VideoTaskMixin(JobCardMixin, LineageMixin):
             **{key: result[key] for key in ("cost", "currency", "video_url", "output_path")},
             model=result["model"],
         )
+        if status.cost is not None and status.cost != precharge:
+            self.on_final_cost(context, event.run_id, status.cost, currency)
         self.push_xcom(context, VIDEO_URL_XCOM_KEY, status.video_url)
         self.remember_for_lineage(**result)
         record_outlet_events(context, self.outlets, result, self.log)
@@ -195,6 +197,11 @@ class VideoTaskMixin(JobCardMixin, LineageMixin):
 
     def raise_for_event(self, event: VideoEvent) -> None:
         event.raise_for_status()
+
+    def on_final_cost(
+        self, context: Context, run_id: str, cost: float, currency: str | None
+    ) -> None:
+        """Called when NanoGPT's final cost of a delivered run differs from its pre-charge."""
 
     def on_refunded(self, context: Context, run_id: str) -> None:
         """Called when the run ended without a charge (failed, blocked, cancelled)."""

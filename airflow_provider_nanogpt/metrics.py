@@ -245,6 +245,8 @@ def _incr_budget_micros(
     if isinstance(amount_micro, bool) or not isinstance(amount_micro, int) or amount_micro < 0:
         log.debug("Not counting %s: %r is not a micro-USD amount", name, amount_micro)
         return
+    if amount_micro == 0:  # a free video: nothing to add
+        return
     tags = _budget_tags(conn_id, budget, period)
     tags.update({key: _label(value) for key, value in (more or {}).items()})
     _incr(name, amount_micro, tags)

@@ -396,6 +396,33 @@ class BudgetGuard:
         rid = self.reservation_id(tag, try_number)
         self._after_send(lambda: self.ledger.release(rid), "released")
 
+    def settle_run(self, run_id: str, cost: float, currency: str | None) -> None:
+        """NanoGPT's final cost of run ``run_id``: each reservation that paid for it counts that
+        instead of the pre-charge it was settled at. A cost that is not a USD amount changes
+        nothing (the pre-charge stays counted)."""
+        if currency != "USD":
+            return
+        try:
+            charged = to_micro(cost, what="final cost")
+        except NanoGPTBudgetError:
+            self.log.warning(
+                "NanoGPT's final cost %r of run %s is not an amount; its pre-charge stays "
+                "counted in the shared budgets.",
+                cost,
+                run_id,
+            )
+            return
+
+        def settle_all() -> list[Moved]:
+            ledger = self.ledger
+            return [
+                row
+                for rid in ledger.reservations_of_run(run_id)
+                for row in ledger.settle(rid, charged, run_id)
+            ]
+
+        self._after_send(settle_all, "settled", charged)
+
     def release_run(self, run_id: str) -> None:
         """NanoGPT refunded run ``run_id``: each reservation that paid for it stops counting.
         Found by the run id its settle recorded, so no run record (Airflow 3.3's task state
@@ -429,13 +456,20 @@ def count_moves(
 ) -> None:
     """The budget metrics of a settle or release (by a task or by reconciliation): per budget
     row, what became spend (at ``charged_micro``, the estimate when None) or was given back. A
-    settled row settled again (a new charge) is not counted twice."""
+    settled row settled again (NanoGPT's final cost) counts only the difference: more spend, or
+    spend given back, so that settled less released-from-spend stays what was spent."""
     from airflow_provider_nanogpt import metrics
 
     for row in moved:
-        if to == "settled" and row.from_state != "settled":
+        if to == "settled":
             amount = row.estimate_micro if charged_micro is None else charged_micro
-            metrics.budget_settled(conn_id, row.budget_name, row.period, amount)
+            if row.from_state == "settled":  # a new charge (the final cost): count the change
+                amount -= row.counted_micro
+                if amount < 0:
+                    metrics.budget_released(conn_id, row.budget_name, row.period, -amount, "spend")
+                    continue
+            if amount:
+                metrics.budget_settled(conn_id, row.budget_name, row.period, amount)
         elif to == "released":
             released_from = "spend" if row.from_state == "settled" else "reservation"
             metrics.budget_released(

@@ -802,6 +802,14 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         if budget is not None:
             budget.release_run(run_id)
 
+    def on_final_cost(
+        self, context: Context, run_id: str, cost: float, currency: str | None
+    ) -> None:
+        # The shared budgets count what the video finally cost, not its pre-charge.
+        budget = self._budget_guard(context, {})  # a settle estimates nothing
+        if budget is not None:
+            budget.settle_run(run_id, cost, currency)
+
     def on_delivered(self, context: Context) -> None:
         from airflow_provider_nanogpt.submission import RunRecords
 

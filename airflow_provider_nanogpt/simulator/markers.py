@@ -31,7 +31,7 @@ FLAG_MARKERS = frozenset(
         "intermediate",
     }
 )
-FLOAT_MARKERS = frozenset({"render", "queue", "submit_slow"})
+FLOAT_MARKERS = frozenset({"render", "queue", "submit_slow", "final_cost"})
 INT_MARKERS = frozenset({"size", "status404", "status429", "status500", "unknown", "no_url_polls"})
 CHOICE_MARKERS: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
@@ -61,6 +61,7 @@ MARKER_HELP: dict[str, str] = {
     "intermediate": "flat shape: pending, generating, delivering states",
     "submit500": "the submit creates and charges the job, then answers 500",
     "submit_slow": "the submit creates the job, then answers after S simulated seconds",
+    "final_cost": "the COMPLETED status reports this final cost (USD), not the pre-charge",
 }
 
 
@@ -95,6 +96,7 @@ class Markers:
     render: float | None = None
     queue: float | None = None
     submit_slow: float | None = None
+    final_cost: float | None = None
     size: int | None = None
     status404: int = 0
     status429: int = 0

@@ -77,7 +77,8 @@ def _add_outcome(data: dict[str, Any], job: Job, phase: Phase, video_url: str | 
     if phase.state == COMPLETED:
         if video_url is not None:
             data["output"] = {"video": {"url": video_url}}
-        data["cost"] = float(job.cost)
+        final = job.markers.final_cost
+        data["cost"] = float(job.cost) if final is None else final
     elif phase.state == FAILED:
         error, friendly, nsfw = job.failure()
         data["error"] = error

@@ -188,3 +188,22 @@ def test_a_group_budget_joined_by_dag_tag_or_argument_is_shared_by_both(
     (refusal,) = errors(capfd.readouterr().out, "BudgetExceeded")
     assert "budget 'team video' ($0.50 per day, Europe/Berlin)" in refusal
     assert "$0.35 spent and $0.00 reserved" in refusal
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_the_budget_counts_the_final_cost_not_the_pre_charge(
+    simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ledger_file = use_budget_ledger(monkeypatch, simulator.url, "1.00", tmp_path)
+
+    outcome = run_dag("nanogpt_shared_budget_final_cost", {}, path=BUDGET_DAGS)
+
+    assert outcome.task_states == {"final_cost": "success"}
+    (job,) = simulator.state()["jobs"]
+    assert job["cost"] == 0.35  # pre-charged
+    assert outcome.xcoms[("final_cost", "return_value")]["cost"] == 0.3  # what it finally cost
+    with closing(sqlite3.connect(ledger_file)) as db:
+        rows = db.execute(
+            f"SELECT state, estimate_micro, charged_micro, run_id FROM {ledger.TABLE_RESERVATIONS}"
+        ).fetchall()
+    assert rows == [("settled", 350_000, 300_000, job["runId"])]
