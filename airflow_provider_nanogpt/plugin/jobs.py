@@ -174,7 +174,7 @@ def list_jobs(
     """
     from sqlalchemy import func
 
-    from airflow_provider_nanogpt.plugin.models import XComModel
+    from airflow_provider_nanogpt.plugin.models import XComModel, task_instance_columns
 
     query = _job_rows(dag_ids, filters)
     if filters.state:
@@ -191,7 +191,7 @@ def list_jobs(
         total = session.scalar(query.with_only_columns(func.count())) or 0
         pages = max(1, -(-total // size))
         page = min(max(1, filters.page), pages)
-        ti_keys = (XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index)
+        ti_keys = task_instance_columns(XComModel)
         order = _page_order(
             _card_sort_value(filters.order_by, dag_ids), _card_submitted(), filters.order_by
         )
@@ -629,7 +629,6 @@ def _ti_columns() -> tuple[Any, Any]:
 
 def _joined(query: Any, table: Any = None) -> Any:
     """``query`` joined to the task instance of its rows (of ``table``: the XComs by default)."""
-
     from airflow_provider_nanogpt.plugin.models import TaskInstance, XComModel, same_task_instance
 
     table = XComModel if table is None else table
@@ -697,7 +696,7 @@ def _sensors_card(dag_ids: set[str], field: str) -> Any:
     from sqlalchemy import select
     from sqlalchemy.orm import aliased
 
-    from airflow_provider_nanogpt.plugin.models import XComModel
+    from airflow_provider_nanogpt.plugin.models import XComModel, task_instance_columns
 
     watch = aliased(XComModel)
     return (
@@ -709,7 +708,7 @@ def _sensors_card(dag_ids: set[str], field: str) -> Any:
             watch.value["state"].as_string() != JobState.SUBMITTED.value,
         )
         # The same sensor as the row shows when several saw the run end.
-        .order_by(watch.dag_id, watch.run_id, watch.task_id, watch.map_index)
+        .order_by(*task_instance_columns(watch))
         .limit(1)
         .scalar_subquery()
     )
@@ -808,7 +807,7 @@ def _refine_with_watchers(session: Session, dag_ids: set[str], jobs: list[Job]) 
     or that it is still waiting (the job is then rendering)."""
     from sqlalchemy import select
 
-    from airflow_provider_nanogpt.plugin.models import XComModel
+    from airflow_provider_nanogpt.plugin.models import XComModel, task_instance_columns
 
     waiting = {job.run_id: job for job in jobs if job.state == "submitted" and job.run_id}
     if not waiting:
@@ -822,7 +821,7 @@ def _refine_with_watchers(session: Session, dag_ids: set[str], jobs: list[Job]) 
         )
         # When several sensors saw the run end, the first in this order speaks for it, as in
         # the sort (_sensors_card): the row and its place in the list agree.
-        .order_by(XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index)
+        .order_by(*task_instance_columns(XComModel))
     )
     ended: set[str] = set()
     for xcom, sensor_state in session.execute(query).all():
@@ -910,6 +909,7 @@ def _page_with_orphans(
         XComModel,
         charge_table,
         map_label,
+        task_instance_columns,
     )
 
     store = charge_table()
@@ -962,7 +962,7 @@ def _page_with_orphans(
     total = session.scalar(select(func.count()).select_from(both)) or 0
     pages = max(1, -(-total // size))
     page = min(max(1, filters.page), pages)
-    ti_keys = (both.c.dag_id, both.c.run_id, both.c.task_id, both.c.map_index)
+    ti_keys = task_instance_columns(both.c)
     keys = session.execute(
         select(both)
         .order_by(

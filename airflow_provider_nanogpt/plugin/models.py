@@ -35,6 +35,11 @@ __all__ = [
 TASK_INSTANCE_COLUMNS = ("dag_id", "run_id", "task_id", "map_index")
 
 
+def task_instance_columns(table: Any) -> tuple[Any, ...]:
+    """``table``'s columns that name a task instance (a model, an alias or a subquery's ``c``)."""
+    return tuple(getattr(table, name) for name in TASK_INSTANCE_COLUMNS)
+
+
 def same_task_instance(left: Any, right: Any) -> Any:
     """SQL: rows of ``left`` and ``right`` (models or aliases) belong to one task instance."""
     from sqlalchemy import and_
