@@ -47,8 +47,10 @@ if TYPE_CHECKING:
 APPROVE = "Approve"
 REJECT = "Reject"
 RESUME_METHOD = "execute_after_approval"
-# How every request's subject starts: the NanoGPT page counts the open requests by it.
+# How every request's subject starts: the NanoGPT page counts the open requests by it (and by
+# the start of earlier releases' subjects, whose requests may still be open after an upgrade).
 SUBJECT_START = "Approve NanoGPT video"
+SUBJECT_STARTS = (SUBJECT_START, "Approve a NanoGPT video")
 # The subject shows the prompt's start only: the body shows it (nearly) whole.
 SUBJECT_PROMPT_CHARS = 60
 # A prompt longer than this is cut in the request (the task's rendered template shows it whole).
@@ -144,20 +146,27 @@ def approval_body(
 
 
 def approval_subject(estimate: float | None, task_instance: Any, prompt: object) -> str:
-    """The request's one line: its cost, the task and the prompt's start, shortest first. Airflow
-    3.1 and 3.2 list requests without their task, and cut subjects at about 50 characters, so a
-    mapped batch's requests would otherwise look alike."""
-    cost = format_money(estimate, "USD") if estimate is not None else "of unknown cost"
+    """The request's one line: the task, its cost and the prompt's start, in that order. Airflow
+    3.1 and 3.2 list requests without their task and show only the subject's first two lines
+    (about 50 characters), so a mapped batch's requests would otherwise look alike."""
+    cost = format_money(estimate, "USD") if estimate is not None else "unknown cost"
     task = str(task_instance.task_id)
     map_index = getattr(task_instance, "map_index", -1)
     if isinstance(map_index, int) and map_index >= 0:
         task = f"{task} [{map_index}]"
-    subject = f"{SUBJECT_START} {cost}? {task}"
+    subject = f"{SUBJECT_START} {task} ({cost})"
     if isinstance(prompt, str) and prompt.strip():
         flat = " ".join(prompt.split())
         shown = flat if len(flat) <= SUBJECT_PROMPT_CHARS else f"{flat[:SUBJECT_PROMPT_CHARS]}…"
         subject = f"{subject}: “{shown}”"
     return subject
+
+
+def is_approval_subject(column: Any) -> Any:
+    """SQL: a Human-in-the-loop request's ``subject`` is one of ours (any release's)."""
+    from sqlalchemy import or_
+
+    return or_(*(column.startswith(start, autoescape=True) for start in SUBJECT_STARTS))
 
 
 # --- asking -----------------------------------------------------------------------------------

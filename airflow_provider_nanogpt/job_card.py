@@ -120,57 +120,28 @@ def refused_card(
     return ended(card, JobState.BLOCKED if blocked else JobState.REJECTED, error=str(error)[:500])
 
 
-def daily_cap_card(
-    *, conn_id: str, model: str | None, prompt: object, error: Any, waiting: bool
+def held_back_card(
+    *, conn_id: str, model: str | None, prompt: object, error: BaseException, waiting: bool
 ) -> dict[str, Any]:
-    """The card of a submission the key's daily cap held back (``error`` a
-    NanoGPTDailyCapError): which cap and when it resets; ended unless the task ``waiting``."""
-    return _held_back_card(
-        JobState.DAILY_CAP,
-        conn_id=conn_id,
-        model=model,
-        prompt=prompt,
-        error=error,
-        waiting=waiting,
-        daily_cap=error.cap,
-        resets_at=error.resets_at,
-    )
+    """The card of a submission a limit held back before anything was sent: the API key's daily
+    cap (a NanoGPTDailyCapError: which cap and when it resets) or a full shared budget (a ledger
+    ``BudgetExceeded``: which budget and when its window resets). No job and nothing charged;
+    ended unless the task is ``waiting`` for the reset; a submission's card replaces it."""
+    from airflow_provider_nanogpt.ledger import BudgetExceeded
 
-
-def over_budget_card(
-    *, conn_id: str, model: str | None, prompt: object, error: Any, waiting: bool
-) -> dict[str, Any]:
-    """The card of a submission a shared budget held back (``error`` a ledger
-    ``BudgetExceeded``): which budget and when its window resets; ended unless the task
-    ``waiting``."""
-    return _held_back_card(
-        JobState.OVER_BUDGET,
-        conn_id=conn_id,
-        model=model,
-        prompt=prompt,
-        error=error,
-        waiting=waiting,
-        budget=error.use.budget.describe(),
-        resets_at=error.resets_at.timestamp(),
-    )
-
-
-def _held_back_card(
-    state: JobState,
-    *,
-    conn_id: str,
-    model: str | None,
-    prompt: object,
-    error: BaseException,
-    waiting: bool,
-    **fields: Any,
-) -> dict[str, Any]:
-    """A card for a submission a limit held back before anything was sent: no job, nothing
-    charged; a submission's card replaces it once the limit allows it."""
+    if isinstance(error, BudgetExceeded):
+        state = JobState.OVER_BUDGET
+        held: dict[str, Any] = {
+            "budget": error.use.budget.describe(),
+            "resets_at": error.resets_at.timestamp(),
+        }
+    else:
+        state = JobState.DAILY_CAP
+        held = {"daily_cap": getattr(error, "cap", None), "resets_at": error.resets_at}  # type: ignore[attr-defined]
     card = new_card(
         run_id=None, conn_id=conn_id, model=model, prompt=prompt, cost=0.0, currency=None
     )
-    held = {**fields, "charged_here": False, "error": str(error)[:500]}
+    held.update(charged_here=False, error=str(error)[:500])
     if waiting:
         return {**card, **held, "state": state.value}
     return ended(card, state, **held)

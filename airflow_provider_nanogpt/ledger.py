@@ -87,6 +87,9 @@ _DDL = (
     f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_window"
     f" ON {TABLE_RESERVATIONS} (budget, window_key, state)",
     f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_tag ON {TABLE_RESERVATIONS} (tag)",
+    # A refund or a final cost finds its reservations by NanoGPT's run id.
+    f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_run ON {TABLE_RESERVATIONS} (run_id)"
+    " WHERE run_id IS NOT NULL",
     # Only the reservations not sent yet (a handful): every reserve looks for expired ones, and
     # without it scans the whole table, which keeps every reservation ever made.
     f"CREATE INDEX IF NOT EXISTS ix_{TABLE_RESERVATIONS}_unsent"
@@ -514,6 +517,12 @@ class Ledger:
         nothing to settle."""
         return self._move(reservation_id, "settled", _OPEN, charged_micro, run_id)
 
+    def settle_final(self, reservation_id: str, charged_micro: int, run_id: str) -> list[Moved]:
+        """Count NanoGPT's final cost of the reservation's run where it is above what is counted
+        (the pre-charge): never lower. NanoGPT's docs do not say a lower final cost is given
+        back, so counting it would let the budget spend money that was taken."""
+        return self._move(reservation_id, "settled", _OPEN, charged_micro, run_id, raise_only=True)
+
     def release(self, reservation_id: str) -> list[Moved]:
         """Stop counting the reservation: nothing was created, or NanoGPT refunded the job.
         Idempotent; the rows changed, none when it was not counted."""
@@ -566,12 +575,22 @@ class Ledger:
         from_states: Sequence[str],
         charged_micro: int | None = None,
         run_id: str | None = None,
+        *,
+        raise_only: bool = False,
     ) -> list[Moved]:
         """Move the reservation's rows in ``from_states`` to state ``to`` (settled: at
-        ``charged_micro``, the estimate when None), recording ``run_id`` when given; one
-        transaction holding its windows' locks. The rows changed, as they were before (what the
-        metrics count); none when no row is in ``from_states``."""
-        charge = ", charged_micro = COALESCE(:charged, estimate_micro)" if to == "settled" else ""
+        ``charged_micro``, the estimate when None; with ``raise_only`` a settled row keeps a
+        higher charge), recording ``run_id`` when given; one transaction holding its windows'
+        locks. The rows changed, as they were before (what the metrics count); none when no row
+        is in ``from_states``."""
+        charge = ""
+        if to == "settled":
+            charge = ", charged_micro = COALESCE(:charged, estimate_micro)"
+        if to == "settled" and raise_only:
+            charge = (
+                ", charged_micro = CASE WHEN charged_micro IS NOT NULL AND charged_micro >= "
+                ":charged THEN charged_micro ELSE COALESCE(:charged, estimate_micro) END"
+            )
         where = f"WHERE reservation_id = :rid AND state IN ({', '.join(map(repr, from_states))})"
         now = self._clock()
 

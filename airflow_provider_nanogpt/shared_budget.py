@@ -390,16 +390,22 @@ class BudgetGuard:
                 currency,
             )
         rid = self.reservation_id(tag, try_number)
-        self._after_send(lambda: self.ledger.settle(rid, charged, run_id), "settled", charged)
+        self._after_send(
+            lambda: count_moves(
+                self.plan.conn_id, self.ledger.settle(rid, charged, run_id), "settled", charged
+            )
+        )
 
     def release(self, tag: str, try_number: int) -> None:
         rid = self.reservation_id(tag, try_number)
-        self._after_send(lambda: self.ledger.release(rid), "released")
+        self._after_send(
+            lambda: count_moves(self.plan.conn_id, self.ledger.release(rid), "released")
+        )
 
     def settle_run(self, run_id: str, cost: float, currency: str | None) -> None:
-        """NanoGPT's final cost of run ``run_id``: each reservation that paid for it counts that
-        instead of the pre-charge it was settled at. A cost that is not a USD amount changes
-        nothing (the pre-charge stays counted)."""
+        """NanoGPT's final cost of run ``run_id``: each reservation that paid for it counts it
+        where it is above the pre-charge it was settled at (``Ledger.settle_final``: never
+        lower). A cost that is not a USD amount changes nothing."""
         if currency != "USD":
             return
         try:
@@ -413,36 +419,31 @@ class BudgetGuard:
             )
             return
 
-        def settle_all() -> list[Moved]:
+        def settle_each() -> None:
             ledger = self.ledger
-            return [
-                row
-                for rid in ledger.reservations_of_run(run_id)
-                for row in ledger.settle(rid, charged, run_id)
-            ]
+            for rid in ledger.reservations_of_run(run_id):
+                moved = ledger.settle_final(rid, charged, run_id)
+                count_moves(self.plan.conn_id, moved, "settled", charged, raise_only=True)
 
-        self._after_send(settle_all, "settled", charged)
+        self._after_send(settle_each)
 
     def release_run(self, run_id: str) -> None:
         """NanoGPT refunded run ``run_id``: each reservation that paid for it stops counting.
         Found by the run id its settle recorded, so no run record (Airflow 3.3's task state
         store) is needed."""
 
-        def release_all() -> list[Moved]:
+        def release_each() -> None:
             ledger = self.ledger
-            return [
-                row for rid in ledger.reservations_of_run(run_id) for row in ledger.release(rid)
-            ]
+            for rid in ledger.reservations_of_run(run_id):
+                count_moves(self.plan.conn_id, ledger.release(rid), "released")
 
-        self._after_send(release_all, "released")
+        self._after_send(release_each)
 
-    def _after_send(
-        self, move: Callable[[], list[Moved]], to: str, charged_micro: int | None = None
-    ) -> None:
+    def _after_send(self, update: Callable[[], None]) -> None:
         # After NanoGPT answered, a ledger failure must not fail the task (the video exists or
         # provably does not): the reservation then stays counted at its estimate.
         try:
-            count_moves(self.plan.conn_id, move(), to, charged_micro)
+            update()
         except Exception as exc:
             self.log.warning(
                 "Could not update the budget ledger (%s); the reservation stays counted at its "
@@ -452,7 +453,12 @@ class BudgetGuard:
 
 
 def count_moves(
-    conn_id: str, moved: Sequence[Moved], to: str, charged_micro: int | None = None
+    conn_id: str,
+    moved: Sequence[Moved],
+    to: str,
+    charged_micro: int | None = None,
+    *,
+    raise_only: bool = False,
 ) -> None:
     """The budget metrics of a settle or release (by a task or by reconciliation): per budget
     row, what became spend (at ``charged_micro``, the estimate when None) or was given back. A
@@ -464,6 +470,8 @@ def count_moves(
         if to == "settled":
             amount = row.estimate_micro if charged_micro is None else charged_micro
             if row.from_state == "settled":  # a new charge (the final cost): count the change
+                if raise_only:  # Ledger.settle_final keeps a higher charge
+                    amount = max(amount, row.counted_micro)
                 amount -= row.counted_micro
                 if amount < 0:
                     metrics.budget_released(conn_id, row.budget_name, row.period, -amount, "spend")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
@@ -407,10 +407,10 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
                 exc, since, state.rate_limit_deferrals, state.execution_deadline
             )
         except NanoGPTDailyCapError as final:
-            self._publish_daily_cap(context, final, waiting=False)
+            self._publish_held_back(context, final, waiting=False)
             raise
         if isinstance(exc, NanoGPTDailyCapError):
-            self._publish_daily_cap(context, exc, waiting=True)
+            self._publish_held_back(context, exc, waiting=True)
         from airflow_provider_nanogpt import metrics
 
         metrics.rate_limit_wait(self.nanogpt_conn_id, metrics.TASK_WAIT, wait)
@@ -456,19 +456,11 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         """A full shared budget held this submission back: counted in the metrics, and a job
         card for the NanoGPT page (which budget, when it resets, whether the task waits)."""
         from airflow_provider_nanogpt import metrics
-        from airflow_provider_nanogpt.job_card import JOB_KEY, over_budget_card
 
         budget = exc.use.budget
         action = "waiting" if waiting else "failed"
         metrics.budget_exceeded(self.nanogpt_conn_id, budget.name, budget.period, action)
-        card = over_budget_card(
-            conn_id=self.nanogpt_conn_id,
-            model=self.model,
-            prompt=getattr(self, "prompt", None),
-            error=exc,
-            waiting=waiting,
-        )
-        context["ti"].xcom_push(key=JOB_KEY, value=card)
+        self._publish_held_back(context, exc, waiting=waiting)
 
     def _wait_to_look_again(self, decision: LookUpLater, state: SubmitState) -> None:
         """Wait until an earlier send may be listed, unless that passes the try's deadline."""
@@ -734,21 +726,23 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
         )
         context["ti"].xcom_push(key=JOB_KEY, value=card)
 
-    def _publish_daily_cap(
-        self, context: Context, error: NanoGPTDailyCapError, *, waiting: bool
-    ) -> None:
-        """A job card for a task held back by the key's daily cap: waiting for its reset, or
-        failed by it. Nothing was submitted; a submission's card replaces it."""
-        from airflow_provider_nanogpt.job_card import JOB_KEY, daily_cap_card
+    def _publish_held_back(self, context: Context, error: BaseException, *, waiting: bool) -> None:
+        """A job card for a task held back by the key's daily cap or a full shared budget:
+        waiting for the reset, or failed by it. Nothing was submitted; a submission's card
+        replaces it."""
+        from airflow_provider_nanogpt.job_card import JOB_KEY, held_back_card
 
-        card = daily_cap_card(
+        card = held_back_card(
             conn_id=self.nanogpt_conn_id,
             model=self.model,
             prompt=getattr(self, "prompt", None),
             error=error,
             waiting=waiting,
         )
-        context["ti"].xcom_push(key=JOB_KEY, value=card)
+        try:
+            context["ti"].xcom_push(key=JOB_KEY, value=card)
+        except Exception as exc:  # the page's card must not hide the limit's own error
+            self.log.warning("Could not record the job card (%s).", type(exc).__name__)
 
     def _log_submission(self, submission: Submission) -> None:
         from airflow_provider_nanogpt.delivery import format_money
@@ -798,17 +792,30 @@ class GenerateVideoOperator(VideoTaskMixin, BaseOperator):
     def on_refunded(self, context: Context, run_id: str) -> None:
         # NanoGPT refunds the run: its reservation stops counting against the shared budgets
         # now, not when a retry or clear of this task happens to look at it again.
-        budget = self._budget_guard(context, {})  # a release estimates nothing
-        if budget is not None:
-            budget.release_run(run_id)
+        self._after_answer(context, lambda budget: budget.release_run(run_id))
 
     def on_final_cost(
         self, context: Context, run_id: str, cost: float, currency: str | None
     ) -> None:
-        # The shared budgets count what the video finally cost, not its pre-charge.
-        budget = self._budget_guard(context, {})  # a settle estimates nothing
-        if budget is not None:
-            budget.settle_run(run_id, cost, currency)
+        # The shared budgets count what the video finally cost where it is above the pre-charge.
+        self._after_answer(context, lambda budget: budget.settle_run(run_id, cost, currency))
+
+    def _after_answer(self, context: Context, update: Callable[[BudgetGuard], None]) -> None:
+        """Update the shared budgets after NanoGPT settled a run (delivered or refunded). It
+        never fails the task: the budgets are read again here (the configuration may have
+        changed while the video rendered), and a budget not updated keeps counting the
+        pre-charge, never less."""
+        try:
+            budget = self._budget_guard(context, {})  # an update estimates nothing
+            if budget is not None:
+                update(budget)
+        except Exception as exc:
+            self.log.warning(
+                "Could not update the shared budgets for this run (%s: %s); they keep counting "
+                "what they counted.",
+                type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "",
+            )
 
     def on_delivered(self, context: Context) -> None:
         from airflow_provider_nanogpt.submission import RunRecords

@@ -299,7 +299,7 @@ def pending_approvals(session: Session, readable: set[str]) -> list[PendingAppro
     """NanoGPT approval requests with no answer yet, of tasks still waiting, in readable DAGs."""
     from sqlalchemy import select
 
-    from airflow_provider_nanogpt.approval import SUBJECT_START
+    from airflow_provider_nanogpt.approval import is_approval_subject
     from airflow_provider_nanogpt.plugin.models import TaskInstance
 
     try:
@@ -317,7 +317,7 @@ def pending_approvals(session: Session, readable: set[str]) -> list[PendingAppro
         .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
         .where(
             HITLDetail.responded_at.is_(None),
-            HITLDetail.subject.startswith(SUBJECT_START, autoescape=True),
+            is_approval_subject(HITLDetail.subject),
             TaskInstance.state.in_(AWAITING_APPROVAL_STATES),
             TaskInstance.dag_id.in_(readable),
         )

@@ -212,7 +212,7 @@ def test_approved_submits_once_and_shows_what_is_bought(
     assert outcome.xcoms[("generate", "return_value")]["run_id"] == job["runId"]
     (request,) = person.answered
     assert request["options"] == ["Approve", "Reject"]
-    assert request["subject"] == f"Approve NanoGPT video $0.7000? generate: “{PROMPT}”"
+    assert request["subject"] == f"Approve NanoGPT video generate ($0.7000): “{PROMPT}”"
     body = request["body"]
     assert "kling-video-v2" in body and "$0.7000" in body and "$0.5000" in body
     assert r"a paper boat on a \*rainy\* street" in body  # the prompt's Markdown is escaped
@@ -331,7 +331,7 @@ def test_the_request_shows_the_video_and_the_shared_budget_left_and_nothing_is_s
     (request,) = _requests_of("nanogpt_approval_timeout", outcome.run_id)
     assert request["options"] == ["Approve", "Reject"]
     assert request["defaults"] is None  # no default answer: it never approves itself
-    assert request["subject"] == (f"Approve NanoGPT video $0.7000? generate: “{PROMPT} listed”")
+    assert request["subject"] == (f"Approve NanoGPT video generate ($0.7000): “{PROMPT} listed”")
     body = request["body"]
     for shown in (
         "**Model:** kling-video-v2",

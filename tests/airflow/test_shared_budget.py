@@ -191,19 +191,30 @@ def test_a_group_budget_joined_by_dag_tag_or_argument_is_shared_by_both(
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_the_budget_counts_the_final_cost_not_the_pre_charge(
-    simulator: NanoGPTSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(("final", "counted"), [(0.4, 400_000), (0.3, 350_000)])
+def test_the_budget_counts_a_final_cost_above_the_pre_charge(
+    simulator: NanoGPTSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    final: float,
+    counted: int,
 ) -> None:
+    """Above the pre-charge, the final cost is what the budget counts; below it, the pre-charge
+    stays counted (NanoGPT's docs do not say the difference is given back)."""
     ledger_file = use_budget_ledger(monkeypatch, simulator.url, "1.00", tmp_path)
 
-    outcome = run_dag("nanogpt_shared_budget_final_cost", {}, path=BUDGET_DAGS)
+    outcome = run_dag(
+        "nanogpt_shared_budget_final_cost",
+        {"final_cost": f"[sim:final_cost={final}]"},
+        path=BUDGET_DAGS,
+    )
 
     assert outcome.task_states == {"final_cost": "success"}
     (job,) = simulator.state()["jobs"]
     assert job["cost"] == 0.35  # pre-charged
-    assert outcome.xcoms[("final_cost", "return_value")]["cost"] == 0.3  # what it finally cost
+    assert outcome.xcoms[("final_cost", "return_value")]["cost"] == final  # its final cost
     with closing(sqlite3.connect(ledger_file)) as db:
         rows = db.execute(
             f"SELECT state, estimate_micro, charged_micro, run_id FROM {ledger.TABLE_RESERVATIONS}"
         ).fetchall()
-    assert rows == [("settled", 350_000, 300_000, job["runId"])]
+    assert rows == [("settled", 350_000, counted, job["runId"])]

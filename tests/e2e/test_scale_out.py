@@ -60,6 +60,9 @@ from tests.e2e.scale_dags.nanogpt_scale_dags import (
     BUDGET_CONN_ID,
     BUDGET_DAGS,
     BUDGET_VIDEOS_PER_DAG,
+    WAIT_BUDGET_TIMEZONE,
+    WAIT_CONN_ID,
+    WAIT_DAGS,
 )
 
 pytestmark = pytest.mark.e2e
@@ -110,6 +113,10 @@ def _noon_zone() -> str:
 
 
 BUDGET_TIMEZONE = _noon_zone()
+# The wait variant: the same $10 a "day" on its own connection, each day lasting this many
+# seconds (the DAG file's moved clock): 28 videos a window, the others wait for a reset.
+WAIT_WINDOW_SECONDS = 30
+WAIT_BUDGET_KEY = f"connection {WAIT_CONN_ID}|day"
 
 # The theoretical minimum: with a sliding window, batch k of 50 (k = 0..5) can be accepted at
 # minute k at the earliest; the last batch then renders.
@@ -128,6 +135,7 @@ class ScaleOut:
     root: Path
     park_dir: Path
     budget_park_dir: Path
+    wait_park_dir: Path
     tag: str
     run_id: str = ""
     wall_seconds: float = 0.0
@@ -168,6 +176,8 @@ def scale(request: pytest.FixtureRequest) -> Iterator[ScaleOut]:
     park_dir.mkdir()
     budget_park_dir = root / "park-budget"
     budget_park_dir.mkdir()
+    wait_park_dir = root / "park-budget-wait"
+    wait_park_dir.mkdir()
     tag = f"scale-{uuid.uuid4().hex[:8]}"
     with kept_on_failure(request, root, "scale-out"), contextlib.ExitStack() as stack:
         stack.callback(cluster.stop)
@@ -193,6 +203,8 @@ def scale(request: pytest.FixtureRequest) -> Iterator[ScaleOut]:
                 "NANOGPT_SCALE_PARK_DIR": str(park_dir),
                 "NANOGPT_SCALE_PARK_ON": DOOMED_WORKER,
                 "NANOGPT_BUDGET_PARK_DIR": str(budget_park_dir),
+                "NANOGPT_BUDGET_WAIT_PARK_DIR": str(wait_park_dir),
+                "NANOGPT_SCALE_BUDGET_WINDOW_SECONDS": str(WAIT_WINDOW_SECONDS),
                 f"AIRFLOW_CONN_{LEDGER_CONN_ID.upper()}": json.dumps(ledger_connection),
             },
             triggerers=TRIGGERERS,
@@ -203,17 +215,23 @@ def scale(request: pytest.FixtureRequest) -> Iterator[ScaleOut]:
                     "budget_usd_per_day": BUDGET_USD_PER_DAY,
                     "budget_timezone": BUDGET_TIMEZONE,
                     "budget_ledger_conn_id": LEDGER_CONN_ID,
-                }
+                },
+                WAIT_CONN_ID: {
+                    "budget_usd_per_day": BUDGET_USD_PER_DAY,
+                    "budget_timezone": WAIT_BUDGET_TIMEZONE,
+                    "budget_ledger_conn_id": LEDGER_CONN_ID,
+                },
             },
         )
         stack.callback(deployment.stop)
-        start(deployment, [DAG_ID, *BUDGET_DAGS])
+        start(deployment, [DAG_ID, *BUDGET_DAGS, *WAIT_DAGS])
         yield ScaleOut(
             deployment=deployment,
             cluster=cluster,
             root=root,
             park_dir=park_dir,
             budget_park_dir=budget_park_dir,
+            wait_park_dir=wait_park_dir,
             tag=tag,
         )
 
@@ -668,7 +686,7 @@ def test_tasks_lost_with_a_celery_worker_reattached_on_retry(batch: ScaleOut) ->
 
 # --- phase 2: one shared budget across three DAGs, after the batch's figures are taken ----------
 
-BUDGET_PHASE_DEADLINE_SECONDS = 420.0
+BUDGET_PHASE_DEADLINE_SECONDS = 600.0
 RESERVATION_COLUMNS = (
     "reservation_id",
     "budget",
@@ -709,33 +727,40 @@ def budget(batch: ScaleOut) -> BudgetPhase:
     (``ParkAfterSubmitOperator``). That worker is then SIGKILLed; Airflow's heartbeat check fails
     those tries and each retry reattaches to its paid run, reserving nothing.
     """
-    scale = batch
+    return _run_budget_phase(batch, "budget", BUDGET_DAGS, batch.budget_park_dir)
+
+
+def _run_budget_phase(
+    scale: ScaleOut, name: str, dag_ids: tuple[str, ...], park_dir: Path
+) -> BudgetPhase:
+    """Trigger ``dag_ids`` at once with 5 % faults, kill the worker their paid tasks park on,
+    wait until every run ended, and collect what they left."""
     deployment = scale.deployment
     sim = deployment.simulator
     rest = deployment.rest()
     sim.configure(transient_fault_rate=FAULT_RATE)
     balance_before = sim.state()["balance_usd"]
-    (scale.budget_park_dir / "enabled").touch()
+    (park_dir / "enabled").touch()
     started = time.monotonic()
-    run_ids = {dag_id: rest.trigger(dag_id, {}) for dag_id in BUDGET_DAGS}
+    run_ids = {dag_id: rest.trigger(dag_id, {}) for dag_id in dag_ids}
     parked: list[dict[str, Any]] = []
     killed_at: float | None = None
     try:
         while True:
             elapsed = time.monotonic() - started
             if killed_at is None:
-                markers = list(scale.budget_park_dir.glob("*.parked"))
+                markers = list(park_dir.glob("*.parked"))
                 if len(markers) >= SLOTS_PER_WORKER or (markers and elapsed > 30):
-                    parked = kill_parked_worker(deployment, scale.budget_park_dir)
+                    parked = kill_parked_worker(deployment, park_dir)
                     killed_at = elapsed
                 elif elapsed > 90:
-                    raise DeploymentError(f"no budget task parked on {DOOMED_WORKER}")
+                    raise DeploymentError(f"no {name} task parked on {DOOMED_WORKER}")
             states = [rest.dag_run(dag_id, run)["state"] for dag_id, run in run_ids.items()]
             if killed_at is not None and all(s in ("success", "failed") for s in states):
                 break
             if elapsed > BUDGET_PHASE_DEADLINE_SECONDS:
                 raise DeploymentError(
-                    f"the budget phase did not finish in {BUDGET_PHASE_DEADLINE_SECONDS:.0f} s"
+                    f"the {name} phase did not finish in {BUDGET_PHASE_DEADLINE_SECONDS:.0f} s"
                 )
             deployment.check_alive()
             time.sleep(1.0)
@@ -743,11 +768,11 @@ def budget(batch: ScaleOut) -> BudgetPhase:
         raise AssertionError(f"{exc}\n{deployment.describe()}") from exc
     wall = time.monotonic() - started
     sim_state = sim.state()
-    marker = f"{scale.tag} nanogpt_scale_budget_"
+    markers_of = tuple(f"{scale.tag} {dag_id} " for dag_id in dag_ids)
     jobs = [
         job
         for job in sim_state["jobs"]
-        if marker in str((job.get("payload") or {}).get("prompt", ""))
+        if str((job.get("payload") or {}).get("prompt", "")).startswith(markers_of)
     ]
     task_instances = []
     for dag_id, run_id in run_ids.items():
@@ -774,7 +799,7 @@ def budget(batch: ScaleOut) -> BudgetPhase:
         ledger_rows=_ledger_rows(scale),
     )
     print(
-        f"\nnanogpt budget phase: {wall:.0f} s, {len(jobs)} jobs, {len(parked)} tasks lost "
+        f"\nnanogpt {name} phase: {wall:.0f} s, {len(jobs)} jobs, {len(parked)} tasks lost "
         f"with {DOOMED_WORKER} at {phase.worker_killed_at:.0f} s, ledger states "
         f"{dict(Counter(row['state'] for row in phase.ledger_rows))}"
     )
@@ -852,7 +877,7 @@ def test_budget_ledger_holds_28_settled_rows_and_nothing_open(budget: BudgetPhas
     """The PostgreSQL ledger: $9.80 settled in one window, one row per paid job, no row left
     reserved or sent (sends that proved nothing was created were released)."""
     rows = [row for row in budget.ledger_rows if row["budget"] == BUDGET_KEY]
-    assert rows and len(rows) == len(budget.ledger_rows), budget.ledger_rows
+    assert rows and len(rows) == len(budget.ledger_rows), budget.ledger_rows  # phase 3 runs later
     assert len({row["window_key"] for row in rows}) == 1, {row["window_key"] for row in rows}
     states = Counter(row["state"] for row in rows)
     assert states["reserved"] == states["sent"] == 0, states
@@ -870,18 +895,91 @@ def test_budget_tasks_lost_with_the_worker_reattached_without_reserving(
 ) -> None:
     """Each task killed with the worker (paid, reservation settled, not deferred) succeeded on a
     retry that reattached to its run: still one job and one settled reservation, of try 1."""
-    assert budget.parked, "no task was lost with the worker"
-    tis = {(ti["dag_id"], ti["map_index"]): ti for ti in budget.task_instances}
-    for parked in budget.parked:
+    _lost_tasks_reattached_without_reserving(batch, budget)
+
+
+def _lost_tasks_reattached_without_reserving(scale: ScaleOut, phase: BudgetPhase) -> None:
+    assert phase.parked, "no task was lost with the worker"
+    tis = {(ti["dag_id"], ti["map_index"]): ti for ti in phase.task_instances}
+    for parked in phase.parked:
         ti = tis[(parked["dag_id"], parked["map_index"])]
         run_id = parked["run_id"]
         assert ti["state"] == "success" and ti["try_number"] >= 2, ti
-        assert [job["runId"] for job in budget.jobs].count(run_id) == 1
-        (row,) = [row for row in budget.ledger_rows if row["run_id"] == run_id]
+        assert [job["runId"] for job in phase.jobs].count(run_id) == 1
+        (row,) = [row for row in phase.ledger_rows if row["run_id"] == run_id]
         assert row["state"] == "settled" and row["reservation_id"].endswith("#try-1"), row
-        logs = budget.logs(batch, ti)
+        logs = phase.logs(scale, ti)
         assert "Post Execute" not in logs[1].read_text()  # died between submit and deferral
         later = "".join(logs[n].read_text() for n in sorted(logs) if n > 1)
         assert f"Reattaching to NanoGPT run {run_id}" in later
         assert "Submitted NanoGPT video" not in later
         assert "Reserved reservation" not in later
+
+
+# --- phase 3: the wait variant, with a moved clock -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def budget_wait(batch: ScaleOut, budget: BudgetPhase) -> BudgetPhase:
+    """The wait variant, after the budget phase: three DAGs x 40 videos with
+    ``on_budget_exceeded="wait"`` against $10 a window of ``WAIT_WINDOW_SECONDS``, the same faults,
+    and the doomed worker killed again with paid tasks parked on it. Started just after a reset,
+    so the first window is a whole one."""
+    time.sleep(-time.time() % WAIT_WINDOW_SECONDS + 1)
+    return _run_budget_phase(batch, "budget-wait", WAIT_DAGS, batch.wait_park_dir)
+
+
+def test_budget_wait_every_task_paid_once_after_waiting_its_turn(
+    batch: ScaleOut, budget_wait: BudgetPhase
+) -> None:
+    """All 120 tasks succeed: those a full window refused waited for a reset and reserved again.
+    One job per video, none charged twice, each delivered by the task that paid for it."""
+    phase = budget_wait
+    total = len(WAIT_DAGS) * BUDGET_VIDEOS_PER_DAG
+    states = Counter(ti["state"] for ti in phase.task_instances)
+    assert states == {"success": total}, states
+    assert len(phase.jobs) == total, len(phase.jobs)
+    assert all(job["status"] == "completed" and not job["refunded"] for job in phase.jobs)
+    assert all(job["cost"] == pytest.approx(VIDEO_MICRO / 1e6) for job in phase.jobs)
+    tags = Counter(job["conversationUUID"] for job in phase.jobs)
+    assert len(tags) == total and max(tags.values()) == 1, tags.most_common(3)
+    delivered = {
+        _delivered_run(batch, ti["map_index"], ti["dag_id"], phase.run_ids[ti["dag_id"]])
+        for ti in phase.task_instances
+    }
+    assert delivered == {job["runId"] for job in phase.jobs}
+    # Many tasks met a full window and waited for its reset in the triggerer (no worker slot).
+    # How many depends on how fast the deployment starts tries (a try starting in a later window
+    # may find room): at least one window's worth, while it starts more than 2 x 28 tries in the
+    # first 30 s (8 slots).
+    waited = [
+        ti
+        for ti in phase.task_instances
+        if any(
+            re.search(r"Shared budget full until [^;]+; waiting [\d.]+ s in the triggerer", text)
+            for text in (log.read_text(errors="replace") for log in phase.logs(batch, ti).values())
+        )
+    ]
+    assert len(waited) >= PAID_VIDEOS, f"{len(waited)} of {total} tasks waited"
+
+
+def test_budget_wait_no_window_paid_more_than_its_budget(budget_wait: BudgetPhase) -> None:
+    """One settled row per job in the PostgreSQL ledger, none open; no window over $10."""
+    rows = [row for row in budget_wait.ledger_rows if row["budget"] == WAIT_BUDGET_KEY]
+    states = Counter(row["state"] for row in rows)
+    assert states["reserved"] == states["sent"] == 0, states
+    assert set(states) <= {"settled", "released", "expired"}, states
+    settled = [row for row in rows if row["state"] == "settled"]
+    assert sorted(row["run_id"] for row in settled) == sorted(
+        job["runId"] for job in budget_wait.jobs
+    )
+    per_window: Counter[str] = Counter()
+    for row in settled:
+        per_window[row["window_key"]] += row["charged_micro"]
+    assert max(per_window.values()) <= BUDGET_USD_PER_DAY * 1_000_000, per_window
+
+
+def test_budget_wait_tasks_lost_with_the_worker_reattached_without_reserving(
+    batch: ScaleOut, budget_wait: BudgetPhase
+) -> None:
+    _lost_tasks_reattached_without_reserving(batch, budget_wait)

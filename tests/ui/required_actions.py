@@ -257,9 +257,9 @@ def _run(
         # The task and the prompt's start tell the requests apart where the list (3.1) does not
         # show the task.
         subject = actions.subject(run.dag_id, run.run_id)
-        assert subject.startswith(f"Approve NanoGPT video $0.7000? generate: “{run.prompt[:40]}"), (
-            subject
-        )
+        assert subject.startswith(
+            f"Approve NanoGPT video generate ($0.7000): “{run.prompt[:40]}"
+        ), subject
     answered = [run for run in runs if run.option is not None]
     waiting = {run.run_id: run.dag_id for run in answered}
     # Nothing answered yet: they wait for a person, also in the list of open requests (where

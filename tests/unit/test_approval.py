@@ -17,6 +17,7 @@ from airflow_provider_nanogpt.approval import (
     approval_body,
     approval_subject,
     approved_state,
+    is_approval_subject,
     markdown_text,
 )
 from airflow_provider_nanogpt.exceptions import (
@@ -85,7 +86,7 @@ def test_the_subjects_of_a_mapped_batch_tell_its_tasks_apart() -> None:
         for index in range(40)
     }
     assert len(subjects) == 40
-    assert "Approve NanoGPT video $0.7000? generate [7]: “a boat”" in subjects
+    assert "Approve NanoGPT video generate [7] ($0.7000): “a boat”" in subjects
 
 
 @pytest.mark.parametrize(
@@ -95,20 +96,20 @@ def test_the_subjects_of_a_mapped_batch_tell_its_tasks_apart() -> None:
             0.7,
             -1,
             "a  paper\nboat ",
-            "Approve NanoGPT video $0.7000? generate: “a paper boat”",
+            "Approve NanoGPT video generate ($0.7000): “a paper boat”",
         ),
-        (None, -1, "a boat", "Approve NanoGPT video of unknown cost? generate: “a boat”"),
-        (0.7, 0, None, "Approve NanoGPT video $0.7000? generate [0]"),
-        (0.7, -1, "   ", "Approve NanoGPT video $0.7000? generate"),
+        (None, -1, "a boat", "Approve NanoGPT video generate (unknown cost): “a boat”"),
+        (0.7, 0, None, "Approve NanoGPT video generate [0] ($0.7000)"),
+        (0.7, -1, "   ", "Approve NanoGPT video generate ($0.7000)"),
         (
             1.5,
             -1,
             "y" * (SUBJECT_PROMPT_CHARS + 1),
-            f"Approve NanoGPT video $1.5000? generate: “{'y' * SUBJECT_PROMPT_CHARS}…”",
+            f"Approve NanoGPT video generate ($1.5000): “{'y' * SUBJECT_PROMPT_CHARS}…”",
         ),
     ],
 )
-def test_the_subject_names_cost_task_and_prompt(
+def test_the_subject_names_task_cost_and_prompt(
     estimate: float | None, map_index: int, prompt: object, expected: str
 ) -> None:
     task_instance = SimpleNamespace(task_id="generate", map_index=map_index)
@@ -273,3 +274,25 @@ def test_an_unreadable_answer_sends_nothing(event: object) -> None:
 def test_an_approval_without_readable_state_sends_nothing(carry: object) -> None:
     with pytest.raises(NanoGPTResumeStateError):
         approved_state(APPROVED, carry, task=_Task(), context={})
+
+
+def test_the_page_counts_requests_of_this_release_and_of_earlier_ones() -> None:
+    """An upgrade may find requests open with an earlier release's subject: they still count;
+    another operator's requests, and a lookalike with SQL wildcards, do not."""
+    from sqlalchemy import Column, MetaData, String, Table, create_engine, insert, select
+
+    table = Table("hitl", MetaData(), Column("subject", String))
+    subjects = {
+        approval_subject(0.7, SimpleNamespace(task_id="generate", map_index=2), "a boat"): True,
+        "Approve a NanoGPT video for $0.7000?": True,  # before 2026-12-07
+        "Approve the deploy to production": False,
+        "Approve_NanoGPT%video": False,
+    }
+    engine = create_engine("sqlite://")
+    with engine.begin() as conn:
+        table.create(conn)
+        conn.execute(insert(table), [{"subject": subject} for subject in subjects])
+        found = set(
+            conn.scalars(select(table.c.subject).where(is_approval_subject(table.c.subject)))
+        )
+    assert found == {subject for subject, ours in subjects.items() if ours}

@@ -1,5 +1,5 @@
 """A task held back by the key's daily cap or by a shared budget, as the NanoGPT page's row
-shows it: the card the operator writes (job_card.daily_cap_card, over_budget_card) rendered by
+shows it: the card the operator writes (job_card.held_back_card) rendered by
 the page's own row code."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from airflow_provider_nanogpt.api.errors import error_from_response
-from airflow_provider_nanogpt.job_card import daily_cap_card, over_budget_card
+from airflow_provider_nanogpt.job_card import held_back_card
 from airflow_provider_nanogpt.ledger import Budget, BudgetExceeded, WindowUse, to_micro
 from airflow_provider_nanogpt.plugin.app import _row
 from airflow_provider_nanogpt.plugin.jobs import Job
@@ -26,7 +26,7 @@ def _capped_row(code: str, *, waiting: bool, ti_state: str) -> dict[str, object]
         action="submit a video",
     )
     error.resets_at = MIDNIGHT  # type: ignore[attr-defined]
-    card = daily_cap_card(
+    card = held_back_card(
         conn_id="nanogpt_default", model="kling-video-v2", prompt="p", error=error, waiting=waiting
     )
     job = Job("dag", "run", "generate", -1, ti_state, card, datetime.now(UTC))
@@ -60,7 +60,7 @@ def _over_budget_row(*, waiting: bool, ti_state: str) -> dict[str, object]:
     budget = Budget("team video", "day", to_micro("0.50", what="limit"), "Europe/Berlin")
     use = WindowUse(budget, budget.window(MIDNIGHT - 3600), to_micro("0.35", what="spent"), 0)
     error = BudgetExceeded(use, to_micro("0.35", what="estimate"))
-    card = over_budget_card(
+    card = held_back_card(
         conn_id="nanogpt_default", model="kling-video-v2", prompt="p", error=error, waiting=waiting
     )
     job = Job("dag", "run", "generate", -1, ti_state, card, datetime.now(UTC))

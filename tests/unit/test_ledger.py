@@ -208,6 +208,9 @@ def test_no_statement_of_a_submit_reads_the_whole_ledger(tmp_path: Path) -> None
         ledger.reserve("b#1", "b", [DAY, GROUP], 100_000)
         ledger.mark_sent("b#1")
         ledger.release("b#1")
+        # A refund, and a final cost, find their reservations by run id.
+        for rid in ledger.reservations_of_run("run-a"):
+            ledger.settle_final(rid, 95_000, "run-a")
     steps = []
     with closing(sqlite3.connect(path)) as db:
         for statement, parameters in seen:

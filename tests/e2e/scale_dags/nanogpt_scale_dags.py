@@ -14,14 +14,22 @@ The shared-budget DAGs (``nanogpt_scale_budget_1..3``, 40 mapped videos each, th
 phase) spend from the connection ``nanogpt_budget``, whose daily budget the test sets; each video
 is a 5-second kling-video-v2 at $0.35 (the simulator's charge and the provider's estimate), with a
 short render so the paid ones finish quickly. They park in a directory of their own.
+
+The wait variant (``nanogpt_scale_budget_wait_1..3``, the third phase) is the same with
+``on_budget_exceeded="wait"``, on the connection ``nanogpt_budget_wait``. A day is too long to
+wait for: the budget's time zone, ``WAIT_BUDGET_TIMEZONE``, is used by no other budget, and in
+every process that parses this file the ledger's windows in that zone last
+``NANOGPT_SCALE_BUDGET_WINDOW_SECONDS`` (aligned on the epoch, so all processes agree): the
+"moved clock". Every other budget keeps its real day.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +56,37 @@ BUDGET_VIDEOS_PER_DAG = 40
 BUDGET_CONN_ID = "nanogpt_budget"
 BUDGET_RENDER_SIM_SECONDS = 5.0
 BUDGET_PARK_DIR = os.environ.get("NANOGPT_BUDGET_PARK_DIR", "")
+WAIT_DAGS = tuple(f"nanogpt_scale_budget_wait_{n}" for n in (1, 2, 3))
+WAIT_CONN_ID = "nanogpt_budget_wait"
+WAIT_BUDGET_TIMEZONE = "Etc/GMT-14"
+WAIT_WINDOW_SECONDS = float(os.environ.get("NANOGPT_SCALE_BUDGET_WINDOW_SECONDS") or 0)
+WAIT_PARK_DIR = os.environ.get("NANOGPT_BUDGET_WAIT_PARK_DIR", "")
+
+
+def _install_short_windows(seconds: float) -> None:
+    """The ledger's windows in ``WAIT_BUDGET_TIMEZONE`` last ``seconds``; others are unchanged."""
+    from zoneinfo import ZoneInfo
+
+    from airflow_provider_nanogpt import ledger
+
+    if getattr(ledger.window_at, "moved_clock", False):  # this process parsed the file before
+        return
+    real_window_at = ledger.window_at
+
+    def window_at(period: ledger.Period, tz: ZoneInfo, now: float) -> ledger.Window:
+        if tz.key != WAIT_BUDGET_TIMEZONE:
+            return real_window_at(period, tz, now)
+        index = math.floor(now / seconds)
+        # The ledger keys a day's window by its start date: one made-up date per short window.
+        key_date = datetime(2000, 1, 1, tzinfo=tz) + timedelta(days=index % 1_000_000)
+        return ledger.Window(period, key_date, datetime.fromtimestamp((index + 1) * seconds, tz))
+
+    window_at.moved_clock = True  # type: ignore[attr-defined]
+    ledger.window_at = window_at
+
+
+if WAIT_WINDOW_SECONDS > 0:
+    _install_short_windows(WAIT_WINDOW_SECONDS)
 
 
 def prompt(index: int) -> str:
@@ -111,24 +150,29 @@ with DAG(
     ).expand(prompt=[prompt(i) for i in range(VIDEOS)])
 
 
-for budget_dag_id in BUDGET_DAGS:
+for budget_dag_id, budget_conn_id, park_dir, mode in (
+    *((dag_id, BUDGET_CONN_ID, BUDGET_PARK_DIR, "fail") for dag_id in BUDGET_DAGS),
+    *((dag_id, WAIT_CONN_ID, WAIT_PARK_DIR, "wait") for dag_id in WAIT_DAGS),
+):
     with DAG(
         budget_dag_id,
         schedule=None,
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_tasks=BUDGET_VIDEOS_PER_DAG,
-        # Enough for 5 % faults on every call; a budget refusal is never retried.
+        # Enough for 5 % faults on every call, and for Airflow 3.3.2's fast-trigger race (a
+        # wait that ends just after it deferred); a budget refusal is never retried.
         default_args={"retries": 4, "retry_delay": timedelta(seconds=0)},
         tags=["nanogpt-e2e", "scale", "budget"],
     ):
         ParkAfterSubmitOperator.partial(
             task_id="generate",
-            nanogpt_conn_id=BUDGET_CONN_ID,
+            nanogpt_conn_id=budget_conn_id,
             model="kling-video-v2",
             duration="5",  # priced per duration step: "5" is $0.35, left open the estimate is $0.70
             poll_interval=2.0,
             timeout=900.0,
             settle_seconds=SETTLE_SECONDS,
-            park_dir=BUDGET_PARK_DIR,
+            park_dir=park_dir,
+            on_budget_exceeded=mode,
         ).expand(prompt=[budget_prompt(budget_dag_id, i) for i in range(BUDGET_VIDEOS_PER_DAG)])
