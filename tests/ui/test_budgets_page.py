@@ -288,8 +288,9 @@ def test_the_budgets_json_has_the_page_figures_as_numbers(world: World) -> None:
     ]
     assert budget["no_dag_recorded"] == pytest.approx(reserved, abs=1e-9)
     assert found["pending_approvals"] == 1
-    (problem,) = found["problems"]
-    assert problem["conn_id"] == BROKEN_CONN and "cannot be read" in problem["message"]
+    # Other test files of this worker may have stored connections too: this one's line.
+    (problem,) = [p for p in found["problems"] if p["conn_id"] == BROKEN_CONN]
+    assert "cannot be read" in problem["message"]
     assert CANARY_KEY not in json.dumps(found)
 
 
