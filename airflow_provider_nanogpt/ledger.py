@@ -585,7 +585,8 @@ class Ledger:
         is in ``from_states``."""
         charge = ""
         if to == "settled":
-            charge = ", charged_micro = COALESCE(:charged, estimate_micro)"
+            # An unknown charge (None) never replaces a known one: a row settled before keeps it.
+            charge = ", charged_micro = COALESCE(:charged, charged_micro, estimate_micro)"
         if to == "settled" and raise_only:
             charge = (
                 ", charged_micro = CASE WHEN charged_micro IS NOT NULL AND charged_micro >= "

@@ -462,16 +462,17 @@ def count_moves(
 ) -> None:
     """The budget metrics of a settle or release (by a task or by reconciliation): per budget
     row, what became spend (at ``charged_micro``, the estimate when None) or was given back. A
-    settled row settled again (NanoGPT's final cost) counts only the difference: more spend, or
-    spend given back, so that settled less released-from-spend stays what was spent."""
+    settled row settled again counts only the difference (mirroring ``Ledger._move``: an unknown
+    charge keeps the known one, ``raise_only`` keeps a higher one), so that settled less
+    released-from-spend stays what the ledger counts as spent."""
     from airflow_provider_nanogpt import metrics
 
     for row in moved:
         if to == "settled":
             amount = row.estimate_micro if charged_micro is None else charged_micro
-            if row.from_state == "settled":  # a new charge (the final cost): count the change
-                if raise_only:  # Ledger.settle_final keeps a higher charge
-                    amount = max(amount, row.counted_micro)
+            if row.from_state == "settled":  # settled again: count only the change
+                if charged_micro is None or raise_only:  # the ledger keeps the known charge
+                    amount = max(amount, row.counted_micro) if raise_only else row.counted_micro
                 amount -= row.counted_micro
                 if amount < 0:
                     metrics.budget_released(conn_id, row.budget_name, row.period, -amount, "spend")

@@ -491,3 +491,14 @@ def never_overspend(
     # Exactly what the workers left counted, each reservation once.
     assert use.total_micro == sum(amount for _, amount, _ in counted)
     assert len({rid for rid, _, _ in counted}) == len(counted)
+
+
+def test_an_unknown_charge_never_replaces_a_known_one(ledger: Ledger) -> None:
+    # A later settle without a USD charge (a lookup that found the run names none) keeps what
+    # NanoGPT charged, or raised it to: falling back to the estimate could count less.
+    ledger.reserve("a", "ta", [DAY], 350_000, sent=True)
+    ledger.settle("a", 350_000, run_id="run-a")
+    ledger.settle_final("a", 400_000, "run-a")
+    ledger.settle("a", None, run_id="run-a")
+    assert ledger.state_of("a")[DAY.key] == ("settled", 350_000, 400_000)
+    assert ledger.use(DAY).spent_micro == 400_000
